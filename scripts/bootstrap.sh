@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Prepares a fresh Debian machine for `make test` / `make demo`: the system tools the
+# sandbox and its tests drive, then a virtual environment with grantbox and its pinned
+# development dependencies. Safe to run again; it only adds what is missing.
+set -euo pipefail
+
+PYTHON=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+
+# Debian packages the sandbox needs at run time (curl runs inside sandboxes, iproute2 and
+# util-linux build the namespaces, nftables fences them). Installed only when missing and
+# only when we are root; otherwise we say what is missing and let the tests skip.
+packages=(curl iproute2 util-linux nftables ca-certificates)
+missing=()
+for pkg in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ! "$PYTHON" -c 'import venv, ensurepip' >/dev/null 2>&1; then
+  missing+=(python3-venv)
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "bootstrap: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    echo "bootstrap: missing Debian packages: ${missing[*]} (install them as root; tests that need them will skip)" >&2
+  fi
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "bootstrap: creating $VENV"
+  "$PYTHON" -m venv "$VENV"
+fi
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
+echo "bootstrap: installing grantbox and its pinned dependencies into $VENV"
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[dev]'

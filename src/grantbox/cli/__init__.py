@@ -1,0 +1,5 @@
+"""The ``grantbox`` command."""
+
+from .app import cli, main
+
+__all__ = ["cli", "main"]

@@ -1,0 +1,23 @@
+"""Root command group: each part of grantbox contributes one sub-group."""
+
+from __future__ import annotations
+
+import click
+
+from grantbox import __version__
+
+from .profile import profile
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="grantbox")
+def cli() -> None:
+    """grantbox runs untrusted workloads in sandboxes whose only exit is an egress proxy
+    that attaches short-lived OAuth tokens obtained from SPIFFE workload identity."""
+
+
+cli.add_command(profile)
+
+
+def main() -> None:
+    cli(prog_name="grantbox")
