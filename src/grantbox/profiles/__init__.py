@@ -8,6 +8,14 @@ from .ambiguity import Collision, find_collisions, tie
 from .bindings import BindingSet, GrantBinding, expand_bindings, select_binding
 from .canonical import canonical_data, canonical_json, content_hash, export_data
 from .diagnostics import Diagnostic, ProfileError, Severity, field_path, has_errors
+from .effective import (
+    PROVIDER_ENTRY_PREFIX,
+    EffectiveConfig,
+    PolicyEntry,
+    SandboxPolicy,
+    build_effective_config,
+    provider_entry_name,
+)
 from .headers import FORBIDDEN_HEADERS, header_name_problem
 from .hosts import cleartext_allowed, is_in_cluster_host, is_loopback_host
 from .loading import LoadedProfile, LoadResult, load_file, load_paths, load_text, parse_profile
@@ -53,6 +61,7 @@ __all__ = [
     "FORBIDDEN_HEADERS",
     "JWT_BEARER",
     "JWT_SPIFFE",
+    "PROVIDER_ENTRY_PREFIX",
     "Access",
     "AssertionType",
     "AudienceOverride",
@@ -61,6 +70,7 @@ __all__ = [
     "Collision",
     "Credential",
     "Diagnostic",
+    "EffectiveConfig",
     "Endpoint",
     "Enforcement",
     "GrantBinding",
@@ -69,13 +79,16 @@ __all__ = [
     "LoadedProfile",
     "PathPattern",
     "PatternError",
+    "PolicyEntry",
     "Profile",
     "ProfileError",
     "Protocol",
     "Rule",
+    "SandboxPolicy",
     "Severity",
     "TlsMode",
     "TokenGrant",
+    "build_effective_config",
     "canonical_data",
     "canonical_json",
     "cleartext_allowed",
@@ -104,6 +117,7 @@ __all__ = [
     "path_specificity",
     "paths_overlap",
     "profile_json_schema",
+    "provider_entry_name",
     "request_path",
     "select_binding",
     "tie",
