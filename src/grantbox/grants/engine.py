@@ -1,0 +1,188 @@
+"""The grant engine: binding in, access token out, the issuer asked as rarely as correct.
+
+Per cache key at most one token request runs at a time (single-flight); callers that
+arrive meanwhile wait for it. A token in its last 10 % of life is renewed in the background
+while callers keep receiving it. A failure is remembered for a jittered, growing backoff and
+handed to every caller in that window, so a broken issuer sees a trickle of requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable, Iterable
+
+import prometheus_client
+
+from grantbox.profiles import GrantBinding, token_endpoint_problem
+
+from .cache import AccessToken, Lookup, TokenCache, decide
+from .client import TokenEndpointClient
+from .errors import GrantError, GrantMisconfigured, TokenEndpointError, WorkloadIdentityUnavailable
+from .lifetime import cache_ttl
+from .metrics import GrantMetrics
+from .request import CacheKey, cache_key, token_request_form
+from .svid import SvidSource, identity_failure
+
+_system_random = random.SystemRandom()
+_SERVES_TOKEN = frozenset({Lookup.HIT, Lookup.HIT_RENEW})
+
+
+def _copy(error: GrantError) -> GrantError:
+    """A fresh exception with the same reason and detail, so callers never share one."""
+    return type(error)(error.detail)
+
+
+def _retrieve(task: asyncio.Task[AccessToken]) -> None:
+    # A background renewal may fail with nobody awaiting it; its failure is in the cache.
+    if not task.cancelled():
+        task.exception()
+
+
+class GrantEngine:
+    """Obtains, caches and renews access tokens for grant bindings."""
+
+    def __init__(
+        self,
+        identity: SvidSource,
+        *,
+        connect_timeout: float = 5.0,
+        total_timeout: float = 15.0,
+        identity_timeout: float = 10.0,
+        max_entries: int = 4096,
+        registry: prometheus_client.CollectorRegistry | None = None,
+        client: TokenEndpointClient | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        jitter: Callable[[], float] = _system_random.random,
+    ) -> None:
+        self._identity = identity
+        self._identity_timeout = identity_timeout
+        self._client = client or TokenEndpointClient(
+            connect_timeout=connect_timeout, total_timeout=total_timeout
+        )
+        self._cache = TokenCache(max_entries)
+        self._metrics = GrantMetrics(registry)
+        self._clock = clock
+        self._jitter = jitter
+        self._inflight: dict[CacheKey, asyncio.Task[AccessToken]] = {}
+        self._attached: frozenset[CacheKey] | None = None
+        self._generation = 0
+        self._closed = False
+
+    async def obtain(self, binding: GrantBinding) -> AccessToken:
+        """A valid token for ``binding``, or a :class:`GrantError` saying why not."""
+        if self._closed:
+            raise GrantMisconfigured("grant engine is closed")
+        key = cache_key(binding)
+        entry = self._cache.get(key)
+        running = self._inflight.get(key)
+        lookup = decide(entry, self._clock(), running is not None)
+        if entry is not None and entry.token is not None and lookup in _SERVES_TOKEN:
+            self._metrics.hits.inc()
+            if lookup is Lookup.HIT_RENEW:
+                self._metrics.refreshes.inc()
+                self._start(key, binding)
+            return entry.token
+        if entry is not None and entry.failure is not None and lookup is Lookup.FAILED:
+            self._metrics.failures_served.labels(reason=entry.failure.reason).inc()
+            raise _copy(entry.failure)
+        if running is None:
+            self._metrics.misses.inc()
+            running = self._start(key, binding)
+        else:
+            self._metrics.coalesced.inc()
+        try:
+            return await asyncio.shield(running)
+        except GrantError as error:
+            raise _copy(error) from None
+
+    def replace_bindings(self, bindings: Iterable[GrantBinding]) -> None:
+        """The bindings now attached; entries of every other binding are dropped.
+
+        Requests already running for a detached binding finish for their callers but do not
+        put their answer in the cache.
+        """
+        attached = frozenset(cache_key(b) for b in bindings)
+        self._attached = attached
+        self._generation += 1
+        self._cache.retain(attached.__contains__)
+        self._metrics.entries.set(len(self._cache))
+
+    def cached_keys(self) -> list[CacheKey]:
+        """Keys currently held, least recently used first (for diagnostics and tests)."""
+        return list(self._cache.keys())
+
+    async def aclose(self) -> None:
+        """Cancel running requests and close the connection pool."""
+        self._closed = True
+        tasks = list(self._inflight.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._client.aclose()
+
+    def _start(self, key: CacheKey, binding: GrantBinding) -> asyncio.Task[AccessToken]:
+        task = asyncio.create_task(
+            self._grant(key, binding, self._generation), name=f"grant {binding.id}"
+        )
+        self._inflight[key] = task
+        task.add_done_callback(_retrieve)
+        return task
+
+    async def _grant(self, key: CacheKey, binding: GrantBinding, generation: int) -> AccessToken:
+        started = self._clock()
+        try:
+            try:
+                token, ttl = await self._request(binding, started)
+            except GrantError as error:
+                self._finish(key, error, started)
+                raise
+            except Exception as exc:  # a defect below us still fails closed, with a reason
+                defect = TokenEndpointError(f"unexpected {type(exc).__name__} during token grant")
+                self._finish(key, defect, started)
+                raise defect from None
+            self._finish(key, None, started)
+            if self._keeps(key, generation):
+                self._cache.store_token(key, token, ttl, started)
+                self._metrics.entries.set(len(self._cache))
+            return token
+        finally:
+            if self._inflight.get(key) is asyncio.current_task():
+                del self._inflight[key]
+
+    async def _request(self, binding: GrantBinding, started: float) -> tuple[AccessToken, int]:
+        # The endpoint is checked before an SVID is minted for it.
+        problem = token_endpoint_problem(binding.token_endpoint)
+        if problem is not None:
+            raise GrantMisconfigured(problem)
+        try:
+            async with asyncio.timeout(self._identity_timeout):
+                svid = await self._identity.fetch_jwt_svid(binding.svid_audience)
+        except TimeoutError:
+            raise WorkloadIdentityUnavailable(
+                f"JWT-SVID fetch did not complete within {self._identity_timeout:g} s"
+            ) from None
+        except Exception as exc:
+            raise identity_failure(exc) from None
+        assertion = getattr(svid, "token", None)
+        if not isinstance(assertion, str) or not assertion:
+            raise WorkloadIdentityUnavailable("workload API returned an empty JWT-SVID")
+        answer = await self._client.request_token(
+            binding.token_endpoint, token_request_form(binding, assertion)
+        )
+        ttl = cache_ttl(answer.expires_in, binding.cache_ttl_seconds)
+        return AccessToken(answer.access_token, started + ttl), ttl
+
+    def _finish(self, key: CacheKey, error: GrantError | None, started: float) -> None:
+        now = self._clock()
+        self._metrics.grant_finished(None if error is None else error.reason, now - started)
+        if error is not None:
+            self._cache.store_failure(key, error, now, self._jitter())
+            self._metrics.entries.set(len(self._cache))
+
+    def _keeps(self, key: CacheKey, generation: int) -> bool:
+        """Whether an answer may enter the cache: not if its binding was detached meanwhile."""
+        if self._attached is None or key in self._attached:
+            return True
+        return generation == self._generation

@@ -1,0 +1,40 @@
+"""Where JWT-SVIDs come from, as far as the engine is concerned.
+
+The engine needs one thing from workload identity: a fresh JWT-SVID for an audience.
+:class:`grantbox.identity.WorkloadIdentityClient` satisfies :class:`SvidSource`; tests and
+other callers may pass anything with the same method.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from .answer import sanitise_oauth_field
+from .errors import GrantError, WorkloadIdentityDenied, WorkloadIdentityUnavailable
+
+
+class Svid(Protocol):
+    @property
+    def token(self) -> str: ...
+
+
+class SvidSource(Protocol):
+    async def fetch_jwt_svid(self, audience: str) -> Svid: ...
+
+
+def identity_failure(exc: BaseException) -> GrantError:
+    """The grant error for a failed SVID fetch.
+
+    Identity errors carry a DESIGN §3.4 ``reason`` and a sanitised ``detail``; anything else
+    is reported by type only (its message might quote what it failed on) and fails closed
+    as unavailable.
+    """
+    reason = getattr(exc, "reason", None)
+    detail = getattr(exc, "detail", None)
+    if reason in (WorkloadIdentityDenied.reason, WorkloadIdentityUnavailable.reason):
+        text = detail if isinstance(detail, str) else str(exc)
+        cleaned = sanitise_oauth_field(text) or type(exc).__name__
+        if reason == WorkloadIdentityDenied.reason:
+            return WorkloadIdentityDenied(f"JWT-SVID fetch denied: {cleaned}")
+        return WorkloadIdentityUnavailable(f"JWT-SVID fetch failed: {cleaned}")
+    return WorkloadIdentityUnavailable(f"JWT-SVID fetch failed: {type(exc).__name__}")
