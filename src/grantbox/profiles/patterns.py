@@ -149,7 +149,7 @@ def normalize_host(host: str) -> tuple[str, ...] | None:
 
 
 def _label_fits(pattern_label: str, label: str) -> bool:
-    return pattern_label == ONE or pattern_label == label
+    return pattern_label in (ONE, label)
 
 
 def host_matches(pattern: HostPattern | str, host: str) -> bool:
@@ -231,14 +231,19 @@ def _rank(label: str) -> int:
 
 
 def host_specificity(pattern: HostPattern) -> tuple[int, ...]:
-    """Sort key: larger is more specific.
+    """Sort key: larger is more specific, and a narrower pattern is always more specific.
 
-    Fewer wildcards win; then the labels are compared from the right (the most significant
-    DNS label first), a literal beating ``*`` beating ``**``; then literal text decides so
-    that the key is a total order even between patterns that never meet.
+    A pattern without ``**`` (fixed length) beats one with it; among ``**`` patterns a longer
+    suffix wins. Then fewer ``*`` labels win, then labels are compared from the right (the
+    most significant DNS label first), a literal beating ``*``. Distinct patterns that overlap
+    never compare equal, and when one pattern's hosts are a subset of another's, the subset
+    has the larger key.
     """
+    ones = sum(1 for label in pattern.labels if label == ONE)
     ranks = tuple(_rank(label) for label in reversed(pattern.labels))
-    return (-pattern.wildcards, *ranks, _RANK_ABSENT)
+    if pattern.has_many:
+        return (0, len(pattern.labels) - 1, -ones, *ranks, _RANK_ABSENT)
+    return (1, 0, -ones, *ranks, _RANK_ABSENT)
 
 
 # ---------------------------------------------------------------------------------------
@@ -304,7 +309,8 @@ def parse_path_pattern(text: str) -> PathPattern:
             continue
         if "*" in segment:
             raise PatternError(
-                f"wildcards must be whole segments ('*' or a trailing '**'), not part of '{segment}'"
+                "wildcards must be whole segments ('*' or a trailing '**'), "
+                f"not part of '{segment}'"
             )
         if not _SEGMENT.match(segment):
             raise PatternError(f"path segment '{segment}' contains characters a URL path cannot")
@@ -393,12 +399,14 @@ def paths_overlap(a: PathPattern, b: PathPattern) -> bool:
 def path_specificity(pattern: PathPattern) -> tuple[int, ...]:
     """Sort key: larger is more specific. Any concrete path beats "any path".
 
-    Fewer wildcards win; then segments are compared from the left, a literal beating
-    ``*`` beating ``**`` beating nothing.
+    Mirrors :func:`host_specificity`: a fixed-length pattern beats one ending in ``**``;
+    among those, a longer prefix wins; then fewer ``*`` segments; then segments compared
+    from the left, a literal beating ``*``.
     """
     if pattern.is_any:
         return (0,)
-    ranks = [_rank(segment) for segment in pattern.segments]
+    ones = sum(1 for segment in pattern.segments if segment == ONE)
+    ranks = tuple(_rank(segment) for segment in pattern.segments)
     if pattern.trailing_many:
-        ranks.append(_RANK_MANY)
-    return (1, -pattern.wildcards, *ranks, _RANK_ABSENT)
+        return (1, 0, len(pattern.segments), -ones, *ranks, _RANK_ABSENT)
+    return (1, 1, 0, -ones, *ranks, _RANK_ABSENT)

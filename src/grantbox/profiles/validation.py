@@ -205,7 +205,8 @@ def _check_endpoint(profile: Profile, index: int, endpoint: Endpoint) -> Iterato
             yield _error(
                 profile,
                 field,
-                f"'{value}' is link-local; the proxy always refuses link-local and metadata addresses",
+                f"'{value}' is link-local; the proxy always refuses link-local and "
+                "metadata addresses",
             )
     if endpoint.tls is TlsMode.SKIP:
         for c_index, credential in profile.grant_credentials:
@@ -279,7 +280,8 @@ def _check_ambiguity(profile: Profile) -> Iterator[Diagnostic]:
                     f"credentials[{c_index}].token_grant.audience_overrides[{candidate.override_index}]",
                     f"credential '{credential.name}' has ambiguous audience_overrides at indexes "
                     f"{first} and {candidate.override_index} for {binding.host}:{binding.port} "
-                    f"path '{binding.path or '/**'}'; make one selector more specific or merge them",
+                    f"path '{binding.path or '/**'}'; make one selector more specific or "
+                    "merge them",
                 )
         resolved.extend(resolve_candidates(candidates))
     indexes = {c.name: i for i, c in profile.grant_credentials}
