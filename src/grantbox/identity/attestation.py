@@ -1,0 +1,214 @@
+"""Who is calling: kernel credentials for every Workload API connection.
+
+grpcio does not expose SO_PEERCRED for unix sockets, so the agent accepts workload
+connections itself. For each one it reads the caller's credentials, then relays the bytes to
+the internal gRPC server (on a socket in a private 0700 directory) from a freshly bound,
+unguessable abstract address. gRPC reports that address as the call's peer
+(``unix-abstract:<name>``), and the servicer looks the caller up by it. Any connection the
+directory does not know (someone dialling the internal socket directly) has no caller and is
+denied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import secrets
+import socket
+import stat
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+from .registry import PeerCredentials
+
+log = logging.getLogger(__name__)
+
+_CRED = struct.Struct("3i")
+_RELAY_CHUNK = 65536
+_HALF_CLOSE_GRACE = 5.0
+
+
+@dataclass(frozen=True)
+class Caller:
+    workload: str
+    credentials: PeerCredentials
+
+
+def read_peer_credentials(sock: socket.socket) -> PeerCredentials:
+    """SO_PEERCRED of a connected unix socket (Linux)."""
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CRED.size)
+    pid, uid, gid = _CRED.unpack(raw)
+    return PeerCredentials(pid=pid, uid=uid, gid=gid)
+
+
+class CallerDirectory:
+    """Relay address → caller, for the connections currently being relayed."""
+
+    def __init__(self) -> None:
+        self._prefix = f"grantbox-identity-{secrets.token_hex(16)}"
+        self._counter = itertools.count()
+        self._callers: dict[str, Caller] = {}
+
+    def new_address(self) -> str:
+        return f"{self._prefix}-{next(self._counter)}"
+
+    def register(self, address: str, caller: Caller) -> None:
+        self._callers[address] = caller
+
+    def unregister(self, address: str) -> None:
+        self._callers.pop(address, None)
+
+    def lookup(self, grpc_peer: str) -> Caller | None:
+        """The caller behind a gRPC peer string, or None for anything we did not relay."""
+        kind, _, address = grpc_peer.partition(":")
+        if kind != "unix-abstract":
+            return None
+        return self._callers.get(address)
+
+
+async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while data := await reader.read(_RELAY_CHUNK):
+        writer.write(data)
+        await writer.drain()
+    if writer.can_write_eof():
+        writer.write_eof()
+
+
+def prepare_socket_dir(path: Path, mode: int) -> None:
+    """Create (or re-use) a real directory, never following a planted symlink."""
+    try:
+        path.mkdir(mode=mode, parents=True)
+    except FileExistsError:
+        info = path.lstat()
+        if not stat.S_ISDIR(info.st_mode):
+            raise ValueError(f"{path} exists and is not a directory") from None
+    os.chmod(path, mode)
+
+
+def bind_listening_socket(path: Path, mode: int) -> socket.socket:
+    """A listening unix socket at ``path`` with ``mode``, replacing a stale socket file."""
+    with contextlib.suppress(FileNotFoundError):
+        if stat.S_ISSOCK(path.lstat().st_mode):
+            path.unlink()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(path))
+        os.chmod(path, mode)
+        sock.listen(128)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class AttestingListener:
+    """One workload's socket: accepts, attests, relays to the internal gRPC server."""
+
+    def __init__(self, workload: str, path: Path, backend: str, directory: CallerDirectory) -> None:
+        self.workload = workload
+        self.path = path
+        self._backend = backend
+        self._directory = directory
+        self._server: asyncio.Server | None = None
+        self._relays: set[asyncio.Task[None]] = set()
+        self._sock: socket.socket | None = None
+        self._starting: asyncio.Task[None] | None = None
+
+    def bind(self, mode: int = 0o666) -> None:
+        """Create the socket now (connections queue in the backlog until serving starts)."""
+        self._sock = bind_listening_socket(self.path, mode)
+
+    def start_serving(self) -> asyncio.Task[None]:
+        """Begin accepting on the bound socket; returns the task that attaches the server."""
+        sock = self._sock
+        if sock is None:
+            raise RuntimeError("bind() first")
+
+        async def attach() -> None:
+            self._server = await asyncio.start_unix_server(self._accepted, sock=sock)
+
+        self._starting = asyncio.get_running_loop().create_task(attach())
+        return self._starting
+
+    async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._relays.add(task)
+        address = self._directory.new_address()
+        upstream: asyncio.StreamWriter | None = None
+        try:
+            credentials = read_peer_credentials(writer.get_extra_info("socket"))
+            self._directory.register(address, Caller(self.workload, credentials))
+            out = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                out.bind("\0" + address)
+                out.setblocking(False)
+                await asyncio.get_running_loop().sock_connect(out, self._backend)
+            except BaseException:
+                out.close()
+                raise
+            up_reader, upstream = await asyncio.open_unix_connection(sock=out)
+            await self._relay(reader, writer, up_reader, upstream)
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            log.debug("relay ended", extra={"fields": {"error": type(exc).__name__}})
+        except asyncio.CancelledError:
+            # The listener closed; this task is the connection's top level, so ending here
+            # is the whole point (asyncio.streams would log a cancelled callback as an error).
+            pass
+        finally:
+            for w in (writer, upstream):
+                if w is not None:
+                    w.close()
+            self._directory.unregister(address)
+            if task is not None:
+                self._relays.discard(task)
+
+    @staticmethod
+    async def _relay(
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        up_reader: asyncio.StreamReader,
+        upstream: asyncio.StreamWriter,
+    ) -> None:
+        tasks = {
+            asyncio.create_task(_pump(reader, upstream)),
+            asyncio.create_task(_pump(up_reader, writer)),
+        }
+        try:
+            _, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            if pending:
+                await asyncio.wait(pending, timeout=_HALF_CLOSE_GRACE)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def close(self) -> None:
+        """Stop accepting, drop every relayed connection, remove the socket file."""
+        self.close_nowait()
+        if self._starting is not None:
+            await asyncio.gather(self._starting, return_exceptions=True)
+        if self._server is not None:
+            self._server.close()
+        relays = list(self._relays)
+        for t in relays:
+            t.cancel()
+        await asyncio.gather(*relays, return_exceptions=True)
+
+    def close_nowait(self) -> None:
+        if self._starting is not None and not self._starting.done():
+            self._starting.cancel()
+        if self._server is not None:
+            self._server.close()
+        for t in list(self._relays):
+            t.cancel()
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
