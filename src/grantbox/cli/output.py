@@ -51,7 +51,7 @@ def emit(data: Any, fmt: str, columns: Sequence[Column] = (), title: str | None 
         cells = []
         for column in columns:
             value = row.get(column[1])
-            cells.append(column[2](value) if len(column) == 3 else _cell(value))  # type: ignore[misc]
+            cells.append(column[2](value) if len(column) == 3 else _cell(value))
         table.add_row(*cells)
     Console(soft_wrap=False, width=_width()).print(table)
 
