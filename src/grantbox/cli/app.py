@@ -6,6 +6,7 @@ import click
 
 from grantbox import __version__
 
+from .identity import identity
 from .profile import profile
 
 
@@ -17,6 +18,7 @@ def cli() -> None:
 
 
 cli.add_command(profile)
+cli.add_command(identity)
 
 
 def main() -> None:

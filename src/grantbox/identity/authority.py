@@ -47,7 +47,7 @@ class Authority:
         self.algorithm = algorithm
         self.svid_ttl = svid_ttl
         self.rotation_interval = rotation_interval
-        self.issuer = issuer
+        self.issuer = jwt_svid.check_issuer(issuer) if issuer else None
         self._store = KeyStore(state_dir) if state_dir is not None else None
         self._ring: Keyring | None = None
         self._changed = asyncio.Event()

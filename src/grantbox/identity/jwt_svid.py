@@ -9,12 +9,23 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import jwt
 from spiffe import SpiffeId
 
 from .keyring import Keyring
 from .keys import ALGORITHMS, SigningKey
+
+
+def check_issuer(value: str) -> str:
+    """An issuer must be an absolute http(s) URL: verifiers match it against OIDC discovery."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ValueError(f"issuer must be an absolute https URL, got {value!r}")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError("issuer must not carry credentials, a query or a fragment")
+    return value
 
 
 def svid_claims(
