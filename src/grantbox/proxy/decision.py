@@ -1,0 +1,175 @@
+"""The one authorization step: every request, CONNECT or not, is decided here.
+
+Pure: the effective config and plain request facts in, a :class:`Decision` out. The CONNECT
+adapter asks with ``method="CONNECT"`` and no path (only host and port are known yet); every
+request inside a tunnel and every absolute-form request is asked again with its method and
+path. Default deny: nothing is allowed that no endpoint admits.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from grantbox.profiles import (
+    Access,
+    EffectiveConfig,
+    Endpoint,
+    Enforcement,
+    GrantBinding,
+    TlsMode,
+    cleartext_allowed,
+    host_matches,
+    host_specificity,
+    parse_host_pattern,
+    path_matches,
+    request_path,
+)
+
+from .answers import ErrorCode
+
+Scheme = Literal["http", "https"]
+
+# Methods each access preset admits (rules-free L7 policy).
+ACCESS_METHODS: dict[Access, frozenset[str] | None] = {
+    Access.READ_ONLY: frozenset({"GET", "HEAD", "OPTIONS"}),
+    Access.READ_WRITE: frozenset({"GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH"}),
+    Access.FULL: None,  # every method
+}
+
+_ENCODED_SEPARATOR = re.compile(r"%(2f|5c)", re.IGNORECASE)
+_ENCODED_DOT = re.compile(r"%2e", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What the proxy does with one request (or one CONNECT)."""
+
+    allowed: bool
+    code: ErrorCode | None = None
+    detail: str = ""
+    entry: str | None = None
+    endpoint: Endpoint | None = None
+    binding: GrantBinding | None = None
+    audit_denial: str | None = None  # the denial an ``audit`` endpoint let through
+
+    @property
+    def tls(self) -> TlsMode:
+        return self.endpoint.tls if self.endpoint is not None else TlsMode.AUTO
+
+    @property
+    def enforcement(self) -> Enforcement:
+        return self.endpoint.enforcement if self.endpoint is not None else Enforcement.ENFORCE
+
+    @property
+    def allowed_ips(self) -> tuple[str, ...]:
+        return self.endpoint.allowed_ips if self.endpoint is not None else ()
+
+
+def path_problem(path: str) -> str | None:
+    """Why a request path is refused: encoded separators or dot segments.
+
+    Two parsers reading ``/a%2f..%2fadmin`` or ``/a/../admin`` differently is how path
+    rules get bypassed, so the proxy refuses them. (The profile schema has no switch to
+    allow them per endpoint yet; until it does they are always refused.)
+    """
+    if "\\" in path:
+        return "backslash in the request path"
+    if _ENCODED_SEPARATOR.search(path):
+        return "encoded '/' or '\\' in the request path"
+    decoded_dots = _ENCODED_DOT.sub(".", path)
+    for segment in decoded_dots.split("/"):
+        if segment in (".", ".."):
+            return "dot segment in the request path"
+    return None
+
+
+def _rules_admit(endpoint: Endpoint, method: str, path: str) -> bool:
+    if endpoint.protocol is None:
+        return True
+    if endpoint.access is not None:
+        methods = ACCESS_METHODS[endpoint.access]
+        return methods is None or method in methods
+    if not endpoint.rules:
+        return True
+    return any(
+        (rule.method in ("*", method)) and path_matches(rule.path, path) for rule in endpoint.rules
+    )
+
+
+def _specificity(endpoint: Endpoint) -> tuple[tuple[int, ...], int]:
+    # Equal host specificity: prefer an inspecting endpoint over a raw tunnel.
+    return host_specificity(parse_host_pattern(endpoint.host)), int(endpoint.tls is TlsMode.AUTO)
+
+
+def _host_port_candidates(
+    config: EffectiveConfig, host: str, port: int
+) -> list[tuple[str, Endpoint]]:
+    found = []
+    for entry, endpoint in config.endpoints():
+        if port in endpoint.all_ports and host_matches(endpoint.host, host):
+            found.append((entry, endpoint))
+    found.sort(key=lambda pair: _specificity(pair[1]), reverse=True)
+    return found
+
+
+def authorize(
+    config: EffectiveConfig,
+    *,
+    method: str,
+    host: str,
+    port: int,
+    path: str | None,
+    scheme: Scheme,
+) -> Decision:
+    """Admit or refuse one request.
+
+    ``path`` is ``None`` for CONNECT (the tunnel is admitted by host and port; each request
+    inside it is decided again). ``scheme`` is how the proxy will speak to the upstream:
+    ``http`` means cleartext, where a token may go only to loopback or in-cluster hosts.
+    """
+    candidates = _host_port_candidates(config, host, port)
+    if not candidates:
+        return Decision(False, ErrorCode.POLICY_DENIED, f"no endpoint allows {host}:{port}")
+    if path is None:
+        entry, endpoint = candidates[0]
+        return Decision(True, entry=entry, endpoint=endpoint)
+
+    target = request_path(path)
+    problem = path_problem(target)
+    if problem is not None:
+        return Decision(False, ErrorCode.INVALID_REQUEST, problem)
+
+    chosen: tuple[str, Endpoint] | None = None
+    audited: tuple[str, Endpoint] | None = None
+    for entry, endpoint in candidates:
+        if path_matches(endpoint.path, target) and _rules_admit(endpoint, method, target):
+            chosen = (entry, endpoint)
+            break
+        if audited is None and endpoint.enforcement is Enforcement.AUDIT:
+            audited = (entry, endpoint)
+
+    audit_denial: str | None = None
+    if chosen is None:
+        detail = f"no endpoint allows {method} {host}:{port}{target}"
+        if audited is None:
+            return Decision(False, ErrorCode.POLICY_DENIED, detail)
+        chosen, audit_denial = audited, detail
+
+    entry, endpoint = chosen
+    binding = None
+    if endpoint.tls is not TlsMode.SKIP:
+        binding = config.bindings.select(host, port, target)
+    if binding is not None and scheme == "http" and not cleartext_allowed(host):
+        return Decision(
+            False,
+            ErrorCode.CLEARTEXT_CREDENTIAL_REFUSED,
+            f"binding {binding.id} needs TLS to {host}:{port}",
+            entry=entry,
+            endpoint=endpoint,
+            binding=binding,
+        )
+    return Decision(
+        True, entry=entry, endpoint=endpoint, binding=binding, audit_denial=audit_denial
+    )

@@ -1,0 +1,151 @@
+"""Request heads read byte by byte before h11 sees them (DESIGN §3.5 #4).
+
+h11 is strict, but it accepts a few things a credential-injecting proxy must not: a
+Content-Length together with Transfer-Encoding (it silently prefers chunked), identical
+duplicate Content-Length headers (it collapses them) and obsolete line folding (it joins
+the lines). It also refuses ``Name : value`` outright, while the design requires that an
+agent-sent copy of the injected header in that form be *removed*. So every request head
+goes through :func:`parse_head` first: it refuses ambiguous framing and bad bytes, and
+keeps enough of the raw form for :func:`serialize_head` to hand h11 a clean head.
+
+Pure: bytes in, a :class:`RequestHead` (or :class:`FramingError`) out.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+# Largest request head (request line + headers) the proxy reads; larger → 431.
+MAX_HEAD_BYTES = 64 * 1024
+
+_TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_METHOD = _TOKEN
+_VERSION = re.compile(rb"^HTTP/1\.[01]$")
+# A field value may hold visible ASCII, space, tab and obs-text; no other control bytes.
+_BAD_VALUE_BYTE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+# Request targets: visible ASCII only.
+_TARGET = re.compile(rb"^[\x21-\x7e]+$")
+
+
+class FramingError(ValueError):
+    """The head cannot be forwarded safely; the proxy answers 400 ``invalid_request``."""
+
+
+class HeadTooLarge(FramingError):
+    """The head is larger than :data:`MAX_HEAD_BYTES`; the proxy answers 431."""
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One header line. ``spaced`` records whitespace between the name and the colon."""
+
+    name: bytes
+    value: bytes
+    spaced: bool = False
+
+    @property
+    def lower(self) -> bytes:
+        return self.name.lower()
+
+
+@dataclass(frozen=True, slots=True)
+class RequestHead:
+    method: bytes
+    target: bytes
+    version: bytes
+    fields: tuple[Field, ...]
+
+    def values(self, name: str) -> list[bytes]:
+        key = name.lower().encode()
+        return [f.value for f in self.fields if f.lower == key]
+
+    def first(self, name: str) -> bytes | None:
+        found = self.values(name)
+        return found[0] if found else None
+
+
+def find_head_end(buffer: bytes | bytearray) -> int:
+    """Index just past the blank line ending the head, or -1 when it has not arrived.
+
+    Raises :class:`HeadTooLarge` once the buffer holds more than the limit without one.
+    """
+    index = buffer.find(b"\r\n\r\n", 0, MAX_HEAD_BYTES + 4)
+    if index >= 0:
+        return index + 4
+    if len(buffer) > MAX_HEAD_BYTES:
+        raise HeadTooLarge(f"request head larger than {MAX_HEAD_BYTES} bytes")
+    return -1
+
+
+def _parse_field(line: bytes) -> Field:
+    if line[:1] in (b" ", b"\t"):
+        raise FramingError("obsolete line folding is not accepted")
+    if b"\r" in line or b"\n" in line:
+        raise FramingError("bare CR or LF inside a header line")
+    name, colon, value = line.partition(b":")
+    if not colon:
+        raise FramingError("header line without a colon")
+    stripped = name.rstrip(b" \t")
+    if not _TOKEN.match(stripped):
+        raise FramingError("invalid header name")
+    value = value.strip(b" \t")
+    if _BAD_VALUE_BYTE.search(value):
+        raise FramingError("control byte (NUL, CR, LF or other) in a header value")
+    return Field(stripped, value, spaced=stripped != name)
+
+
+def _check_framing(fields: tuple[Field, ...]) -> None:
+    lengths = [f for f in fields if f.lower == b"content-length"]
+    codings = [f for f in fields if f.lower == b"transfer-encoding"]
+    if len(lengths) > 1:
+        raise FramingError("more than one Content-Length header")
+    if lengths and codings:
+        raise FramingError("Content-Length together with Transfer-Encoding")
+    if lengths and not lengths[0].value.isdigit():
+        raise FramingError("Content-Length is not a decimal number")
+    if len(codings) > 1 or (codings and codings[0].value.lower() != b"chunked"):
+        raise FramingError("Transfer-Encoding other than a single 'chunked'")
+    if len([f for f in fields if f.lower == b"host"]) > 1:
+        raise FramingError("more than one Host header")
+
+
+def parse_head(raw: bytes) -> RequestHead:
+    """Parse one request head (ending in CRLF CRLF) strictly."""
+    if len(raw) > MAX_HEAD_BYTES + 4:
+        raise HeadTooLarge(f"request head larger than {MAX_HEAD_BYTES} bytes")
+    if not raw.endswith(b"\r\n\r\n"):
+        raise FramingError("request head does not end with CRLF CRLF")
+    lines = raw[:-4].split(b"\r\n")
+    request_line = lines[0]
+    parts = request_line.split(b" ")
+    if len(parts) != 3:
+        raise FramingError("malformed request line")
+    method, target, version = parts
+    if not _METHOD.match(method):
+        raise FramingError("invalid method")
+    if not _TARGET.match(target):
+        raise FramingError("invalid request target")
+    if not _VERSION.match(version):
+        raise FramingError("unsupported HTTP version")
+    fields = tuple(_parse_field(line) for line in lines[1:])
+    _check_framing(fields)
+    return RequestHead(method, target, version, fields)
+
+
+def serialize_head(head: RequestHead, *, drop: str | None = None) -> bytes:
+    """The head as h11 should read it: normalised lines, and without the fields named
+    ``drop`` (the injected header, in every spelling the agent sent).
+
+    A ``Name : value`` field that is not being dropped is refused: RFC 9112 §5.1 says a
+    server must reject it, and forwarding it would let two parsers read two headers.
+    """
+    key = drop.lower().encode() if drop else None
+    lines = [b" ".join((head.method, head.target, head.version))]
+    for field in head.fields:
+        if key is not None and field.lower == key:
+            continue
+        if field.spaced:
+            raise FramingError("whitespace between a header name and its colon")
+        lines.append(field.name + b": " + field.value)
+    return b"\r\n".join(lines) + b"\r\n\r\n"

@@ -1,0 +1,389 @@
+"""The per-request HTTP/1.1 relay: every request on a connection is parsed and decided.
+
+One :class:`HttpRelay` serves one agent connection (a forward connection, or the inside
+of a CONNECT tunnel). For each request it reads the head itself (:mod:`.framing`), asks
+:func:`.decision.authorize`, validates the destination, obtains and places a token, and
+only then dials and forwards; bodies stream in both directions through h11, chunk by
+chunk. A fresh server-side ``h11.Connection`` parses each request, so no byte of a
+pipelined request is read by anything before its own head has been checked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+
+import h11
+
+from grantbox.profiles import GrantBinding
+
+from .answers import ErrorCode, ProxyAnswer
+from .context import IDLE_TIMEOUT, ProxyContext, log
+from .decision import Decision, authorize
+from .destinations import IPAddress, address_problem
+from .events import RequestFacts, http_decision, http_injection
+from .framing import (
+    FramingError,
+    HeadTooLarge,
+    RequestHead,
+    find_head_end,
+    parse_head,
+    serialize_head,
+)
+from .rewrite import downstream_response_headers, redact, upstream_request_headers
+from .streams import ByteStream, SocketStream
+from .targets import RequestTarget, Tunnel, request_target
+from .tokens import InjectionError, credential_header, grant_failure_reason
+
+
+@dataclass(slots=True)
+class ConnectRequested:
+    """A CONNECT arrived on a forward connection; the tunnel adapter takes over."""
+
+    head: RequestHead
+
+
+@dataclass(slots=True)
+class _Upstream:
+    key: tuple[str, str, int]
+    address: IPAddress
+    stream: SocketStream
+    conn: h11.Connection
+
+
+class _ClientGone(Exception):
+    """The agent closed its side mid-request."""
+
+
+class HttpRelay:
+    def __init__(
+        self,
+        ctx: ProxyContext,
+        client: ByteStream,
+        *,
+        tunnel: Tunnel | None = None,
+        buffer: bytes = b"",
+        peer: str = "",
+    ) -> None:
+        self._ctx = ctx
+        self._client = client
+        self._tunnel = tunnel
+        self._buffer = bytearray(buffer)
+        self._peer = peer
+        self._upstream: _Upstream | None = None
+
+    async def run(self) -> ConnectRequested | None:
+        """Serve requests until the connection ends (or a CONNECT hands it over)."""
+        try:
+            while True:
+                try:
+                    raw = await asyncio.wait_for(self._read_head(), IDLE_TIMEOUT)
+                except HeadTooLarge as exc:
+                    await self._answer(
+                        ProxyAnswer(ErrorCode.INVALID_REQUEST, status=431, detail=str(exc))
+                    )
+                    return None
+                except TimeoutError:
+                    return None
+                if raw is None:
+                    return None
+                try:
+                    head = parse_head(raw)
+                except FramingError as exc:
+                    await self._answer(_invalid(exc))
+                    return None
+                if head.method == b"CONNECT":
+                    if self._tunnel is not None:
+                        await self._answer(
+                            ProxyAnswer(ErrorCode.INVALID_REQUEST, detail="CONNECT inside a tunnel")
+                        )
+                        return None
+                    await self._close_upstream()
+                    return ConnectRequested(head)
+                if not await self._serve(head):
+                    return None
+        finally:
+            await self._close_upstream()
+
+    @property
+    def leftover(self) -> bytes:
+        return bytes(self._buffer)
+
+    # -- reading -------------------------------------------------------------------------
+
+    async def _read_head(self) -> bytes | None:
+        while True:
+            while self._buffer[:2] == b"\r\n":  # RFC 9112 §2.2: ignore a leading empty line
+                del self._buffer[:2]
+            end = find_head_end(self._buffer)
+            if end > 0:
+                raw = bytes(self._buffer[:end])
+                del self._buffer[:end]
+                return raw
+            data = await self._client.recv()
+            if not data:
+                return None
+            self._buffer.extend(data)
+
+    # -- one request ---------------------------------------------------------------------
+
+    async def _serve(self, head: RequestHead) -> bool:
+        """Handle one request; True when the connection may carry another."""
+        method = head.method.decode("ascii")
+        try:
+            target = request_target(head, self._tunnel)
+        except FramingError as exc:
+            await self._answer(_invalid(exc))
+            return False
+        facts = RequestFacts(
+            method=method,
+            scheme=target.scheme,
+            host=target.host,
+            port=target.port,
+            path=target.path,
+            sandbox_id=self._ctx.config.sandbox_id,
+            headers=redact((f.name, f.value) for f in head.fields),
+            client=self._peer,
+        )
+        decision = authorize(
+            self._ctx.config,
+            method=method,
+            host=target.host,
+            port=target.port,
+            path=target.target,
+            scheme=target.scheme,
+        )
+        self._record_decision(facts, decision)
+        if not decision.allowed:
+            assert decision.code is not None
+            await self._answer(ProxyAnswer(decision.code, detail=decision.detail), target)
+            return False
+        try:
+            return await self._forward(head, target, decision, facts)
+        except ProxyAnswer as answer:
+            self._ctx.metrics.requests.labels("denied", str(answer.code)).inc()
+            self._ctx.emit(
+                http_decision(facts, allowed=False, code=str(answer.code), detail=answer.detail)
+            )
+            await self._answer(answer, target)
+            return False
+
+    def _record_decision(self, facts: RequestFacts, decision: Decision) -> None:
+        label = "allowed" if decision.allowed else "denied"
+        code = str(decision.code) if decision.code else ("audit" if decision.audit_denial else "")
+        self._ctx.metrics.requests.labels(label, code).inc()
+        self._ctx.emit(
+            http_decision(
+                facts,
+                allowed=decision.allowed,
+                code=str(decision.code) if decision.code else None,
+                detail=decision.detail,
+                entry=decision.entry,
+                audit_denial=decision.audit_denial,
+            )
+        )
+        if decision.audit_denial:
+            log.warning("audit-mode endpoint let through: %s", decision.audit_denial)
+
+    async def _forward(
+        self, head: RequestHead, target: RequestTarget, decision: Decision, facts: RequestFacts
+    ) -> bool:
+        binding = decision.binding
+        addresses = await self._addresses(target, decision)
+        try:
+            clean = serialize_head(head, drop=binding.header_name if binding else None)
+        except FramingError as exc:
+            raise _invalid(exc) from exc
+        down = h11.Connection(h11.SERVER)
+        down.receive_data(clean)
+        try:
+            request = down.next_event()
+        except h11.RemoteProtocolError as exc:
+            raise ProxyAnswer(ErrorCode.INVALID_REQUEST, detail=str(exc)) from exc
+        if not isinstance(request, h11.Request):
+            raise ProxyAnswer(ErrorCode.INVALID_REQUEST, detail="incomplete request head")
+
+        inject: tuple[str, str] | None = None
+        if binding is not None:
+            inject = await self._inject(binding, facts)
+        upstream = await self._connect(target, addresses)
+        headers = upstream_request_headers(
+            request.headers.raw_items(), host=target.authority.encode("ascii"), inject=inject
+        )
+        outgoing = h11.Request(
+            method=request.method, target=target.target.encode("ascii"), headers=headers
+        )
+        down.receive_data(bytes(self._buffer))
+        self._buffer.clear()
+        return await self._exchange(down, upstream, outgoing)
+
+    async def _addresses(self, target: RequestTarget, decision: Decision) -> tuple[IPAddress, ...]:
+        current = self._upstream
+        if current is not None and current.key == (target.scheme, target.host, target.port):
+            # Reuse only while the open connection's address is still one this request's
+            # endpoint may reach.
+            if address_problem(current.address, decision.allowed_ips) is None:
+                return (current.address,)
+            await self._close_upstream()
+        return await self._ctx.destinations(target.host, target.port, decision.allowed_ips)
+
+    async def _inject(self, binding: GrantBinding, facts: RequestFacts) -> tuple[str, str]:
+        try:
+            token = await self._ctx.tokens.obtain(binding)
+            header = credential_header(binding, token.value)
+        except InjectionError as exc:
+            reason, detail = exc.reason, exc.detail
+        except Exception as exc:  # any grant failure fails the request closed
+            reason = grant_failure_reason(exc)
+            detail = str(getattr(exc, "detail", "")) or type(exc).__name__
+        else:
+            self._ctx.metrics.injections.labels("injected").inc()
+            self._ctx.emit(http_injection(facts, binding_id=binding.id, ok=True))
+            return header
+        self._ctx.metrics.injections.labels(reason).inc()
+        self._ctx.emit(
+            http_injection(facts, binding_id=binding.id, ok=False, reason=reason, detail=detail)
+        )
+        log.warning("token grant failed for %s: %s (%s)", binding.id, reason, detail)
+        raise ProxyAnswer(ErrorCode.TOKEN_GRANT_FAILED, reason=reason, detail=detail)
+
+    async def _connect(self, target: RequestTarget, addresses: tuple[IPAddress, ...]) -> _Upstream:
+        key = (target.scheme, target.host, target.port)
+        current = self._upstream
+        if current is not None and current.key == key and current.conn.our_state is h11.IDLE:
+            return current
+        await self._close_upstream()
+        stream, address = await self._ctx.dial(
+            target.host, target.port, addresses, tls=target.scheme == "https"
+        )
+        self._upstream = _Upstream(key, address, stream, h11.Connection(h11.CLIENT))
+        return self._upstream
+
+    # -- streaming -----------------------------------------------------------------------
+
+    async def _exchange(self, down: h11.Connection, up: _Upstream, request: h11.Request) -> bool:
+        try:
+            await up.stream.send(up.conn.send(request))
+        except (OSError, ConnectionError) as exc:
+            await self._close_upstream()
+            raise ProxyAnswer(ErrorCode.UPSTREAM_UNREACHABLE, detail=str(exc)) from exc
+        started = asyncio.Event()
+        body = asyncio.create_task(self._send_body(down, up))
+        reply = asyncio.create_task(self._send_response(down, up, started))
+        done, _ = await asyncio.wait({body, reply}, return_when=asyncio.FIRST_EXCEPTION)
+        failure: BaseException | None = None
+        for task in done:
+            if task.exception() is not None:
+                failure = task.exception()
+                break
+        if failure is None and not body.done():
+            # The upstream answered before the agent finished sending: this connection
+            # cannot be reused, since the rest of the body would be read as a request.
+            body.cancel()
+        for task in (body, reply):
+            if not task.done():
+                task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+        if failure is not None:
+            await self._close_upstream()
+            if started.is_set():
+                return False
+            if isinstance(failure, h11.RemoteProtocolError | _ClientGone):
+                if isinstance(failure, h11.RemoteProtocolError):
+                    await self._answer(ProxyAnswer(ErrorCode.INVALID_REQUEST, detail=str(failure)))
+                return False
+            await self._answer(
+                ProxyAnswer(ErrorCode.UPSTREAM_UNREACHABLE, detail=f"upstream failed: {failure!r}")
+            )
+            return False
+        if body.cancelled() or down.their_state is not h11.DONE:
+            await self._close_upstream()
+            return False
+        return self._finish_cycle(down, up)
+
+    def _finish_cycle(self, down: h11.Connection, up: _Upstream) -> bool:
+        trailing, _closed = down.trailing_data
+        self._buffer[:0] = trailing
+        if up.conn.our_state is h11.DONE and up.conn.their_state is h11.DONE:
+            up.conn.start_next_cycle()
+        else:
+            self._upstream_dead()
+        return down.our_state is h11.DONE and down.their_state is h11.DONE
+
+    def _upstream_dead(self) -> None:
+        if self._upstream is not None:
+            stream = self._upstream.stream
+            self._upstream = None
+            task = asyncio.get_running_loop().create_task(stream.close())
+            task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+
+    async def _send_body(self, down: h11.Connection, up: _Upstream) -> None:
+        while True:
+            event = down.next_event()
+            if event is h11.NEED_DATA:
+                data = await self._client.recv()
+                if not data:
+                    raise _ClientGone("agent closed during the request body")
+                down.receive_data(data)
+                continue
+            if isinstance(event, h11.Data):
+                self._ctx.metrics.bytes.labels("upstream").inc(len(event.data))
+                await up.stream.send(up.conn.send(h11.Data(data=event.data)))
+            elif isinstance(event, h11.EndOfMessage):
+                await up.stream.send(up.conn.send(h11.EndOfMessage()))
+                return
+            elif event is h11.PAUSED:
+                return
+            else:
+                raise h11.RemoteProtocolError(f"unexpected {type(event).__name__} in request body")
+
+    async def _send_response(
+        self, down: h11.Connection, up: _Upstream, started: asyncio.Event
+    ) -> None:
+        while True:
+            event = up.conn.next_event()
+            if event is h11.NEED_DATA:
+                data = await up.stream.recv()
+                up.conn.receive_data(data)
+                continue
+            if isinstance(event, h11.InformationalResponse):
+                if event.status_code == 100 and down.client_is_waiting_for_100_continue:
+                    await self._client.send(down.send(event))
+                continue
+            if isinstance(event, h11.Response):
+                started.set()
+                response = h11.Response(
+                    status_code=event.status_code,
+                    headers=downstream_response_headers(event.headers.raw_items()),
+                    reason=event.reason,
+                )
+                await self._client.send(down.send(response))
+            elif isinstance(event, h11.Data):
+                self._ctx.metrics.bytes.labels("downstream").inc(len(event.data))
+                await self._client.send(down.send(event))
+            elif isinstance(event, h11.EndOfMessage):
+                await self._client.send(down.send(h11.EndOfMessage()) or b"")
+                return
+            elif isinstance(event, h11.ConnectionClosed):
+                raise ConnectionError("upstream closed before answering")
+
+    # -- answers -------------------------------------------------------------------------
+
+    async def _answer(self, answer: ProxyAnswer, target: RequestTarget | None = None) -> None:
+        shown = f"{target.host}:{target.port}" if target else ""
+        log.info("proxy answered %s %s: %s", answer.status, answer.code, answer.detail)
+        with contextlib.suppress(OSError, ConnectionError):
+            await self._client.send(answer.to_bytes(shown))
+
+    async def _close_upstream(self) -> None:
+        if self._upstream is not None:
+            stream = self._upstream.stream
+            self._upstream = None
+            await stream.close()
+
+
+def _invalid(exc: FramingError) -> ProxyAnswer:
+    status = 431 if isinstance(exc, HeadTooLarge) else None
+    return ProxyAnswer(ErrorCode.INVALID_REQUEST, status=status, detail=str(exc))

@@ -1,0 +1,86 @@
+"""Header rewriting between the agent and the upstream: pure functions over header lists.
+
+The request that goes upstream is the agent's, minus hop-by-hop and proxy headers, with
+``Host`` set to the authority the policy admitted, every agent copy of the injected header
+removed (case-insensitively) and the injected header appended exactly once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+Headers = list[tuple[bytes, bytes]]
+
+# Headers that describe one hop and never travel further (RFC 9110 §7.6.1), plus the
+# proxy's own. Upgrade is dropped too: the relay speaks HTTP/1.1 request/response only.
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authorization",
+        b"proxy-authenticate",
+        b"te",
+        b"trailer",
+        b"upgrade",
+    }
+)
+
+# Never shown in events or logs.
+SENSITIVE = frozenset(
+    {b"authorization", b"proxy-authorization", b"cookie", b"set-cookie", b"x-api-key"}
+)
+REDACTED = b"[REDACTED]"
+
+
+def _connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> set[bytes]:
+    tokens: set[bytes] = set()
+    for name, value in headers:
+        if name.lower() == b"connection":
+            tokens.update(t.strip().lower() for t in value.split(b",") if t.strip())
+    return tokens
+
+
+def strip_hop_by_hop(headers: Sequence[tuple[bytes, bytes]]) -> Headers:
+    """Drop hop-by-hop headers and any header the Connection header names."""
+    named = _connection_tokens(headers)
+    return [(n, v) for n, v in headers if n.lower() not in HOP_BY_HOP and n.lower() not in named]
+
+
+def upstream_request_headers(
+    headers: Sequence[tuple[bytes, bytes]],
+    *,
+    host: bytes,
+    inject: tuple[str, str] | None = None,
+) -> Headers:
+    """The header list to send upstream.
+
+    ``host`` replaces the agent's Host (the proxy forwards to the admitted authority, never
+    to whatever Host said). ``inject`` is ``(name, value)`` of the credential header.
+    """
+    out = strip_hop_by_hop(headers)
+    out = [(n, v) for n, v in out if n.lower() != b"host"]
+    out.insert(0, (b"Host", host))
+    if inject is not None:
+        name = inject[0].encode("ascii")
+        key = name.lower()
+        out = [(n, v) for n, v in out if n.lower() != key]
+        out.append((name, inject[1].encode("ascii")))
+    return out
+
+
+def downstream_response_headers(headers: Sequence[tuple[bytes, bytes]]) -> Headers:
+    """The upstream's response headers as the agent receives them."""
+    return strip_hop_by_hop(headers)
+
+
+def redact(headers: Iterable[tuple[bytes, bytes]], extra: Iterable[str] = ()) -> list[list[str]]:
+    """Headers as events may show them: sensitive values (and ``extra`` names) redacted."""
+    hidden = SENSITIVE | {e.lower().encode() for e in extra}
+    return [
+        [
+            n.decode("latin-1"),
+            (REDACTED if n.lower() in hidden else v).decode("latin-1"),
+        ]
+        for n, v in headers
+    ]
