@@ -1,0 +1,153 @@
+"""PID 1 of a sandbox: builds the agent's view of the system, then runs and reaps it.
+
+Runs inside fresh mount and PID namespaces (and the sandbox network namespace) as the
+namespace's root. It makes every mount private (nothing propagates back to the host),
+mounts a fresh ``/proc`` (so no host process is visible) and a private ``/tmp``, covers the
+hidden directories with empty read-only tmpfs, then forks the agent, which drops to an
+unprivileged user with ``no_new_privs`` before exec. When the agent exits, init exits with
+its status and the kernel kills whatever else is left in the PID namespace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import Callable
+
+from . import syscalls as sc
+from .spec import PRIVATE_TMP, PRIVATE_TMP_SIZE, LaunchSpec
+
+FORWARDED_SIGNALS = (
+    signal.SIGTERM,
+    signal.SIGINT,
+    signal.SIGHUP,
+    signal.SIGQUIT,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+)
+_RO_FLAGS = sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC
+
+
+class SetupFailed(RuntimeError):
+    """The sandbox could not be built; nothing of the agent has run."""
+
+
+def exit_status(wait_status: int) -> int:
+    """Shell convention: the exit code, or 128 + signal number."""
+    if os.WIFSIGNALED(wait_status):
+        return 128 + os.WTERMSIG(wait_status)
+    return os.waitstatus_to_exitcode(wait_status)
+
+
+def uncovered_hidden(hidden: tuple[str, ...]) -> tuple[str, ...]:
+    """Hidden directories not already covered by the private ``/tmp``."""
+    return tuple(p for p in hidden if p != PRIVATE_TMP and not p.startswith(PRIVATE_TMP + "/"))
+
+
+def prepare_filesystem(spec: LaunchSpec) -> None:
+    """Mount the agent's view; fails closed if any hidden directory cannot be covered."""
+    sc.mount("none", "/", None, sc.MS_REC | sc.MS_PRIVATE, None)
+    sc.mount("proc", "/proc", "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC, None)
+    # Hide first: a hidden directory may sit below /tmp's siblings but never below /tmp
+    # itself, which the private tmpfs covers anyway.
+    for path in uncovered_hidden(spec.hidden):
+        if not os.path.isdir(path):
+            raise SetupFailed(f"hidden directory {path} does not exist; refusing to start")
+        sc.mount("tmpfs", path, "tmpfs", _RO_FLAGS, "size=4k,mode=0555")
+    sc.mount(
+        "tmpfs",
+        PRIVATE_TMP,
+        "tmpfs",
+        sc.MS_NOSUID | sc.MS_NODEV,
+        f"size={PRIVATE_TMP_SIZE},mode=1777",
+    )
+    if spec.ca_pem:
+        parent = os.path.dirname(spec.ca_path)
+        os.makedirs(parent, mode=0o755, exist_ok=True)
+        fd = os.open(spec.ca_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o444)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(spec.ca_pem)
+
+
+def _enter_nested_user_namespace() -> None:
+    """Rootless: a child user namespace locks every mount made above, so even the
+    namespace's root cannot unmount the tmpfs covering a hidden directory."""
+    uid, gid = os.geteuid(), os.getegid()
+    sc.unshare(sc.CLONE_NEWUSER | sc.CLONE_NEWNS)
+    with open("/proc/self/setgroups", "w") as handle:
+        handle.write("deny")
+    with open("/proc/self/uid_map", "w") as handle:
+        handle.write(f"{uid} {uid} 1")
+    with open("/proc/self/gid_map", "w") as handle:
+        handle.write(f"{gid} {gid} 1")
+
+
+def _exec_agent(spec: LaunchSpec) -> None:
+    """In the forked child: become the agent. Never returns."""
+    try:
+        for sig in FORWARDED_SIGNALS:
+            signal.signal(sig, signal.SIG_DFL)
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        os.setsid()
+        if spec.nested_user_namespace:
+            _enter_nested_user_namespace()
+        if spec.gid is not None:
+            os.setgroups([])
+            os.setresgid(spec.gid, spec.gid, spec.gid)
+        if spec.uid is not None:
+            os.setresuid(spec.uid, spec.uid, spec.uid)
+        sc.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
+        try:
+            os.chdir(spec.cwd)
+        except OSError:
+            os.chdir("/")
+        os.closerange(3, 65536)
+        os.execvpe(spec.argv[0], list(spec.argv), spec.env)  # noqa: S606
+    except OSError as exc:
+        os.write(2, f"sandbox: cannot run {spec.argv[0]}: {exc.strerror}\n".encode())
+        os._exit(127)
+    except BaseException as exc:
+        os.write(2, f"sandbox: cannot start the agent: {exc}\n".encode())
+        os._exit(126)
+
+
+def signal_forwarder(pid: int) -> Callable[[int, object], None]:
+    """A signal handler that passes the signal on to ``pid``."""
+
+    def forward(signum: int, _frame: object) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+    return forward
+
+
+def run_init(spec: LaunchSpec) -> int:
+    """Build the sandbox, run the agent, reap every orphan; return the agent's status."""
+    prepare_filesystem(spec)
+    agent = os.fork()
+    if agent == 0:
+        _exec_agent(spec)
+    forward = signal_forwarder(agent)
+    for sig in FORWARDED_SIGNALS:
+        signal.signal(sig, forward)
+    while True:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            return 1
+        if pid == agent:
+            return exit_status(status)
+
+
+def main_in_child(spec: LaunchSpec) -> None:
+    """Entry point for the forked PID-1 child; never returns."""
+    try:
+        code = run_init(spec)
+    except (OSError, SetupFailed) as exc:
+        sys.stderr.write(f"sandbox: setup failed: {exc}\n")
+        sys.stderr.flush()
+        code = 125
+    sys.stdout.flush()
+    os._exit(code)
