@@ -10,7 +10,7 @@ VENV=${VENV:-.venv}
 # Debian packages the sandbox needs at run time (curl runs inside sandboxes, iproute2 and
 # util-linux build the namespaces, nftables fences them). Installed only when missing and
 # only when we are root; otherwise we say what is missing and let the tests skip.
-packages=(curl iproute2 util-linux nftables ca-certificates)
+packages=(curl iproute2 util-linux nftables ca-certificates postgresql)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

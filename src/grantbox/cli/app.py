@@ -6,8 +6,11 @@ import click
 
 from grantbox import __version__
 
+from .gateway import gateway
 from .identity import identity
 from .profile import profile
+from .provider import provider
+from .sandbox import sandbox
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -18,6 +21,9 @@ def cli() -> None:
 
 
 cli.add_command(profile)
+cli.add_command(gateway)
+cli.add_command(provider)
+cli.add_command(sandbox)
 cli.add_command(identity)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -11,6 +12,7 @@ from grantbox.profiles import (
     Diagnostic,
     LoadResult,
     expand_bindings,
+    export_data,
     find_collisions,
     has_errors,
     load_paths,
@@ -18,6 +20,7 @@ from grantbox.profiles import (
     validate_profiles,
 )
 
+from .client import connect, gateway_option, reports_gateway_errors
 from .output import emit, fail, output_option
 
 _DIAGNOSTIC_COLUMNS = (
@@ -173,3 +176,99 @@ def bindings(
 def schema() -> None:
     """Print the JSON Schema of a provider profile document."""
     click.echo(json.dumps(profile_json_schema(), indent=2))
+
+
+# -- through the gateway ----------------------------------------------------------------------
+
+_PROFILE_COLUMNS = (
+    ("ID", "id"),
+    ("CATEGORY", "category"),
+    ("BUILT IN", "builtin", lambda v: "yes" if v else "no"),
+    ("CREDENTIALS", "credentials"),
+    ("RUNTIME CREDENTIALS", "runtime_credentials", lambda v: "yes" if v else "no"),
+    ("VERSION", "resource_version"),
+)
+
+
+def _documents_from(paths: list[Path]) -> list[dict[str, Any]]:
+    """Parse locally (so a YAML typo is reported with its file), validate at the gateway."""
+    result = load_paths(paths)
+    if result.diagnostics:
+        for diagnostic in result.diagnostics:
+            click.echo(str(diagnostic), err=True)
+        fail("the files do not parse as profiles; see `grantbox profile lint`")
+    return [export_data(p.profile) for p in result.profiles]
+
+
+@profile.command("import")
+@_file_option
+@_from_option
+@gateway_option
+@output_option
+@reports_gateway_errors
+def import_(
+    file: tuple[Path, ...], directory: tuple[Path, ...], gateway: str | None, fmt: str
+) -> None:
+    """Import new profiles into the gateway (create-only; all or nothing)."""
+    documents = _documents_from(_sources(file, directory))
+    with connect(gateway) as client:
+        answer = client.call("POST", "/profiles", body={"documents": documents})
+    emit(answer["imported"], fmt, _PROFILE_COLUMNS)
+
+
+@profile.command("list")
+@gateway_option
+@output_option
+@reports_gateway_errors
+def list_(gateway: str | None, fmt: str) -> None:
+    """List built-in and imported profiles."""
+    with connect(gateway) as client:
+        emit(client.call("GET", "/profiles"), fmt, _PROFILE_COLUMNS)
+
+
+@profile.command("export")
+@click.argument("profile_id", metavar="ID")
+@gateway_option
+@click.option(
+    "-o", "--output", "fmt", type=click.Choice(("yaml", "json")), default="yaml", show_default=True
+)
+@reports_gateway_errors
+def export(profile_id: str, gateway: str | None, fmt: str) -> None:
+    """Print a profile with its resource_version, ready to edit and `profile update`."""
+    with connect(gateway) as client:
+        answer = client.call("GET", f"/profiles/{profile_id}")
+    emit(answer["document"], fmt)
+
+
+@profile.command("update")
+@click.argument("profile_id", metavar="ID")
+@click.option(
+    "-f",
+    "--file",
+    "file",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The edited export (must keep its resource_version).",
+)
+@gateway_option
+@output_option
+@reports_gateway_errors
+def update(profile_id: str, file: Path, gateway: str | None, fmt: str) -> None:
+    """Replace a profile; refused if it changed since the export you edited."""
+    documents = _documents_from([file])
+    if len(documents) != 1:
+        fail(f"{file}: an update takes exactly one profile, found {len(documents)}")
+    with connect(gateway) as client:
+        answer = client.call("PUT", f"/profiles/{profile_id}", body={"document": documents[0]})
+    emit(answer, fmt, _PROFILE_COLUMNS)
+
+
+@profile.command("delete")
+@click.argument("profile_id", metavar="ID")
+@gateway_option
+@reports_gateway_errors
+def delete(profile_id: str, gateway: str | None) -> None:
+    """Delete an imported profile (refused while a provider uses it)."""
+    with connect(gateway) as client:
+        client.call("DELETE", f"/profiles/{profile_id}")
+    click.echo(f"profile {profile_id} deleted")

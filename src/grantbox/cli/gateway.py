@@ -1,0 +1,90 @@
+"""``grantbox gateway serve``: run the control plane in the foreground."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from grantbox.gateway import DriverError, GatewayServer, GatewaySettings, make_driver
+from grantbox.gateway.settings import DEFAULT_LISTEN, parse_listen
+
+from .output import fail
+
+
+class _JsonLines(logging.Formatter):
+    """Log records as JSON lines; access records are already JSON."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if message.startswith("{"):
+            return message
+        return json.dumps(
+            {"level": record.levelname.lower(), "logger": record.name, "message": message}
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@click.group()
+def gateway() -> None:
+    """The control plane: profiles, providers, sandboxes and the supervisor API."""
+
+
+@gateway.command()
+@click.option("--db", "db_url", metavar="URL", help="Database URL (default: SQLite in state dir).")
+@click.option("--listen", default=DEFAULT_LISTEN, show_default=True, metavar="HOST:PORT")
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Keys and the default database (default: user data dir or $GRANTBOX_STATE_DIR).",
+)
+@click.option("--driver", "driver_name", metavar="NAME", help="Compute driver to start sandboxes.")
+def serve(db_url: str | None, listen: str, state_dir: Path | None, driver_name: str | None) -> None:
+    """Serve the gateway API until interrupted.
+
+    \b
+    Example:
+      grantbox gateway serve --listen 127.0.0.1:7443
+    """
+    try:
+        host, _ = parse_listen(listen)
+    except ValueError as exc:
+        fail(str(exc))
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_JsonLines())
+    logging.getLogger("grantbox").addHandler(handler)
+    logging.getLogger("grantbox").setLevel(logging.INFO)
+    settings = GatewaySettings.from_env(db_url=db_url, listen=listen, state_dir=state_dir)
+    try:
+        driver = make_driver(driver_name) if driver_name else None
+        server = GatewayServer(settings, driver)
+    except (DriverError, OSError, ValueError, RuntimeError) as exc:
+        fail(f"cannot start the gateway: {' '.join(str(exc).split())}")
+    server.write_client_config()
+    if not _is_loopback(host):
+        click.echo(
+            f"warning: listening on {host} without TLS; tokens cross the network in clear "
+            "text (put a TLS-terminating proxy in front)",
+            err=True,
+        )
+    click.echo(
+        f"gateway listening on {server.url} (operator token: {settings.operator_token_path}; "
+        f"database: {server.gateway.store.backend})",
+        err=True,
+    )
+    if driver is None:
+        click.echo("no compute driver: sandboxes can be declared but not started", err=True)
+    asyncio.run(server.serve())

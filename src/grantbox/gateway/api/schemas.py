@@ -1,0 +1,79 @@
+"""Request bodies of the HTTP API (responses are plain JSON documented by example)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ProfileDocuments(_Body):
+    documents: list[dict[str, Any]] = Field(max_length=200)
+
+
+class ProfileUpdate(_Body):
+    document: dict[str, Any]
+
+
+class ProviderCreate(_Body):
+    name: str = Field(max_length=253)
+    type: str = Field(max_length=253)
+    runtime_credentials: bool = False
+    credentials: dict[str, str] = Field(default_factory=dict)
+
+
+class ProviderUpdate(_Body):
+    resource_version: int
+    type: str | None = Field(default=None, max_length=253)
+    runtime_credentials: bool | None = None
+    credentials: dict[str, str] | None = None
+
+
+class SandboxCreate(_Body):
+    name: str = Field(max_length=253)
+    providers: list[str] = Field(default_factory=list, max_length=64)
+    policy: dict[str, Any] | None = None
+    command: list[str] = Field(default_factory=list)
+
+
+class AttachProvider(_Body):
+    provider: str = Field(max_length=253)
+    resource_version: int | None = None
+
+
+class ExecCreate(_Body):
+    command: list[str] = Field(min_length=1, max_length=256)
+    timeout_seconds: float = Field(default=300.0, gt=0, le=3600)
+    pickup_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+
+
+class Heartbeat(_Body):
+    applied_revision: str = Field(default="", max_length=200)
+    error: str = Field(default="", max_length=4000)
+
+
+class LogLine(_Body):
+    ts: float | None = None
+    stream: str = Field(default="supervisor", max_length=32)
+    message: str = Field(default="", max_length=65536)
+
+
+class LogBatch(_Body):
+    lines: list[LogLine] = Field(max_length=1000)
+
+
+class EventBatch(_Body):
+    events: list[dict[str, Any]] = Field(max_length=1000)
+
+
+class ExecOutput(_Body):
+    stream: str = Field(pattern="^(stdout|stderr)$")
+    data: str = Field(max_length=1_048_576, description="base64 of the bytes")
+
+
+class ExecExit(_Body):
+    exit_code: int = Field(ge=-255, le=255)

@@ -1,0 +1,139 @@
+"""Supervisor routes: the explicit allowlist a per-sandbox token may call.
+
+Every handler compares the token's sandbox id with the sandbox in the path before it reads
+or writes anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from anyio import to_thread
+from fastapi import APIRouter, Query, Request, Response
+
+from grantbox.gateway.errors import NotFound
+
+from .auth_deps import Supervisor, own_sandbox
+from .schemas import EventBatch, ExecExit, ExecOutput, Heartbeat, LogBatch
+from .state import gateway_of
+
+router = APIRouter(prefix="/api/v1/supervisor", tags=["supervisor"])
+
+RECHECK_SECONDS = 0.5
+
+
+@router.get("/sandboxes/{sandbox_id}/config")
+async def supervisor_config(
+    request: Request,
+    sandbox_id: str,
+    claims: Supervisor,
+    wait: str = Query(default="", max_length=200, description="return when revision != wait"),
+    wait_seconds: float = Query(default=30.0, ge=0, le=3600, alias="timeout"),
+) -> dict[str, Any]:
+    """The effective config; with ``wait``, held until the revision differs or timeout."""
+    own_sandbox(claims, sandbox_id)
+    gateway = gateway_of(request)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + min(wait_seconds, gateway.settings.longpoll_max)
+    while True:
+        ticket = gateway.feed.ticket()
+        config = await to_thread.run_sync(gateway.sandboxes.config, sandbox_id)
+        remaining = deadline - loop.time()
+        if not wait or config.revision != wait or remaining <= 0:
+            return config.to_dict()
+        await gateway.feed.wait(ticket, min(RECHECK_SECONDS, remaining))
+
+
+@router.post("/sandboxes/{sandbox_id}/heartbeat")
+async def supervisor_heartbeat(
+    request: Request, sandbox_id: str, claims: Supervisor, body: Heartbeat
+) -> dict[str, Any]:
+    own_sandbox(claims, sandbox_id)
+    gateway = gateway_of(request)
+    await to_thread.run_sync(
+        gateway.sandboxes.heartbeat, sandbox_id, body.applied_revision, body.error
+    )
+    view = await to_thread.run_sync(gateway.sandboxes.get_by_id, sandbox_id)
+    return {
+        "revision": view.revision,
+        "phase": view.phase.value,
+        "token_expires_at": claims.expires_at,
+    }
+
+
+@router.post("/sandboxes/{sandbox_id}/logs")
+async def supervisor_logs(
+    request: Request, sandbox_id: str, claims: Supervisor, body: LogBatch
+) -> dict[str, int]:
+    own_sandbox(claims, sandbox_id)
+    lines = [line.model_dump() for line in body.lines]
+    count = await to_thread.run_sync(gateway_of(request).sandboxes.append_logs, sandbox_id, lines)
+    return {"accepted": count}
+
+
+@router.post("/sandboxes/{sandbox_id}/events")
+async def supervisor_events(
+    request: Request, sandbox_id: str, claims: Supervisor, body: EventBatch
+) -> dict[str, int]:
+    own_sandbox(claims, sandbox_id)
+    count = await to_thread.run_sync(
+        gateway_of(request).sandboxes.append_events, sandbox_id, body.events
+    )
+    return {"accepted": count}
+
+
+@router.get(
+    "/sandboxes/{sandbox_id}/exec/next",
+    response_model=None,
+    responses={204: {"description": "no exec request arrived in time"}},
+)
+async def supervisor_next_exec(
+    request: Request,
+    sandbox_id: str,
+    claims: Supervisor,
+    wait_seconds: float = Query(default=25.0, ge=0, le=300, alias="timeout"),
+) -> Response | dict[str, Any]:
+    """Long-poll for the next exec request of this sandbox; 204 when none arrives."""
+    own_sandbox(claims, sandbox_id)
+    gateway = gateway_of(request)
+    await to_thread.run_sync(gateway.sandboxes.config, sandbox_id)  # 404 once deleted
+    item = await gateway.relay.next_request(
+        sandbox_id, min(wait_seconds, gateway.settings.longpoll_max)
+    )
+    if item is None:
+        return Response(status_code=204)
+    return item.to_dict()
+
+
+@router.post("/sandboxes/{sandbox_id}/exec/{exec_id}/output")
+async def supervisor_exec_output(
+    request: Request, sandbox_id: str, exec_id: str, claims: Supervisor, body: ExecOutput
+) -> dict[str, bool]:
+    own_sandbox(claims, sandbox_id)
+    if not gateway_of(request).relay.output(sandbox_id, exec_id, body.stream, body.data):
+        raise NotFound("no open exec with this id for this sandbox")
+    return {"ok": True}
+
+
+@router.post("/sandboxes/{sandbox_id}/exec/{exec_id}/exit")
+async def supervisor_exec_exit(
+    request: Request, sandbox_id: str, exec_id: str, claims: Supervisor, body: ExecExit
+) -> dict[str, bool]:
+    own_sandbox(claims, sandbox_id)
+    if not gateway_of(request).relay.exit(sandbox_id, exec_id, body.exit_code):
+        raise NotFound("no open exec with this id for this sandbox")
+    return {"ok": True}
+
+
+@router.post("/sandboxes/{sandbox_id}/token")
+async def supervisor_renew_token(
+    request: Request, sandbox_id: str, claims: Supervisor
+) -> dict[str, Any]:
+    """A fresh token for the same sandbox, while the sandbox exists and is not deleting."""
+    own_sandbox(claims, sandbox_id)
+    gateway = gateway_of(request)
+    await to_thread.run_sync(gateway.sandboxes.config, sandbox_id)
+    token = gateway.issuer.mint(sandbox_id)
+    verified = gateway.issuer.verify(token)
+    return {"token": token, "expires_at": verified.expires_at}

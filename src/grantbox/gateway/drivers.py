@@ -1,0 +1,87 @@
+"""The compute-driver interface: how the gateway starts and stops sandbox supervisors.
+
+A driver receives a :class:`SandboxSpec` (everything a supervisor needs to find and
+authenticate to the gateway) and reports :class:`DriverStatus` values. The gateway never
+dials into a sandbox; drivers only start, stop and observe supervisors. Concrete drivers
+(local processes, Kubernetes pods) live with the code that knows that compute, and are
+handed to :func:`grantbox.gateway.create_app` or registered by name here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol, runtime_checkable
+
+
+class DriverState(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    EXITED = "exited"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class DriverStatus:
+    state: DriverState
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxSpec:
+    """What a driver needs to start one sandbox's supervisor."""
+
+    sandbox_id: str
+    name: str
+    command: tuple[str, ...]
+    gateway_url: str
+    supervisor_token: str = field(repr=False)
+    spiffe_path: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@runtime_checkable
+class ComputeDriver(Protocol):
+    """Start, stop and observe sandbox supervisors."""
+
+    async def create(self, spec: SandboxSpec) -> None: ...
+
+    async def delete(self, sandbox_id: str) -> None: ...
+
+    async def status(self, sandbox_id: str) -> DriverStatus: ...
+
+    def watch(self) -> AsyncIterator[tuple[str, DriverStatus]]: ...
+
+
+class DriverError(RuntimeError):
+    """A driver could not carry out a request; the message is safe to show operators."""
+
+
+DriverFactory = Callable[[], ComputeDriver]
+
+_REGISTRY: dict[str, DriverFactory] = {}
+
+
+def register_driver(name: str, factory: DriverFactory) -> None:
+    """Make a driver available to ``gateway serve --driver NAME``."""
+    _REGISTRY[name] = factory
+
+
+def driver_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def make_driver(name: str) -> ComputeDriver:
+    try:
+        factory = _REGISTRY[name]
+    except KeyError:
+        known = ", ".join(driver_names()) or "none registered"
+        raise DriverError(f"unknown compute driver {name!r} (known: {known})") from None
+    return factory()
+
+
+def sandbox_spiffe_path(sandbox_id: str) -> str:
+    """The workload path under the trust domain: ``/grantbox/sandbox/<id>``."""
+    return f"/grantbox/sandbox/{sandbox_id}"

@@ -1,0 +1,112 @@
+"""Running the gateway under uvicorn: in the foreground, in a thread, or as a task.
+
+The listening socket is bound before uvicorn starts, so port 0 yields a free loopback port
+whose URL is known to drivers and tests before the first request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import uvicorn
+from fastapi import FastAPI
+
+from .api import Gateway, create_app
+from .drivers import ComputeDriver
+from .secret_files import write_private
+from .settings import GatewaySettings, parse_listen
+
+
+def bind_listen(listen: str) -> socket.socket:
+    host, port = parse_listen(listen)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}"
+
+
+class GatewayServer:
+    """One gateway app on one socket. ``start()``/``stop()`` run it in a thread."""
+
+    def __init__(self, settings: GatewaySettings, driver: ComputeDriver | None = None) -> None:
+        self.settings = settings
+        self.app: FastAPI = create_app(settings, driver)
+        self.socket = bind_listen(settings.listen)
+        self.url = url_of(self.socket)
+        self.gateway.orchestrator.gateway_url = self.url
+        config = uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="on")
+        self._server = uvicorn.Server(config)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def gateway(self) -> Gateway:
+        gateway: Gateway = self.app.state.gateway
+        return gateway
+
+    @property
+    def operator_token(self) -> str:
+        return self.gateway.operator_token.value
+
+    def write_client_config(self) -> None:
+        """Tell CLI invocations on this machine where the gateway is (config dir, 0600)."""
+        data = {"url": self.url, "token_file": str(self.settings.operator_token_path)}
+        write_private(self.settings.gateway_file_path, json.dumps(data).encode())
+
+    async def serve(self) -> None:
+        await self._server.serve(sockets=[self.socket])
+
+    def request_stop(self) -> None:
+        self._server.should_exit = True
+
+    def start(self, timeout: float = 20.0) -> None:
+        self._thread = threading.Thread(
+            target=lambda: asyncio.run(self.serve()), name="grantbox-gateway", daemon=True
+        )
+        self._thread.start()
+        waited = threading.Event()
+        for _ in range(int(timeout / 0.02)):
+            if self._server.started or not self._thread.is_alive():
+                break
+            waited.wait(0.02)
+        if not self._server.started:
+            raise RuntimeError("the gateway did not start")
+
+    def stop(self, timeout: float = 20.0) -> None:
+        self.request_stop()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self.socket.close()
+
+
+@asynccontextmanager
+async def running_gateway(
+    settings: GatewaySettings, driver: ComputeDriver | None = None
+) -> AsyncIterator[GatewayServer]:
+    """Serve the gateway as a task of the current loop for the duration of the block."""
+    server = GatewayServer(settings, driver)
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server._server.started:
+            if task.done():
+                await task
+                raise RuntimeError("the gateway stopped during start-up")
+            await asyncio.sleep(0.02)
+        yield server
+    finally:
+        server.request_stop()
+        await task
+        server.socket.close()

@@ -1,0 +1,23 @@
+"""A sandbox's effective config, computed from the store with the profiles package."""
+
+from __future__ import annotations
+
+import json
+
+from sqlalchemy.orm import Session
+
+from grantbox.gateway.catalog import Catalog
+from grantbox.gateway.storage import SandboxRow
+from grantbox.profiles import EffectiveConfig, SandboxPolicy, build_effective_config
+
+from .lookup import attached_providers, resolve_profiles
+
+
+def sandbox_policy(row: SandboxRow) -> SandboxPolicy | None:
+    data = json.loads(row.policy)
+    return SandboxPolicy.model_validate(data) if data else None
+
+
+def effective_config(session: Session, catalog: Catalog, row: SandboxRow) -> EffectiveConfig:
+    pairs = resolve_profiles(session, catalog, attached_providers(session, row.id))
+    return build_effective_config(row.id, sandbox_policy(row), pairs)

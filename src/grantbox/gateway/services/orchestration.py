@@ -1,0 +1,109 @@
+"""Driving the compute driver around committed sandbox records.
+
+A sandbox record is committed before the driver is asked to start it, and removed only
+after the driver confirmed the delete, so a crash in between leaves a visible record in
+``error`` or ``deleting`` rather than an invisible running supervisor.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import anyio
+
+from grantbox.gateway.auth import SupervisorTokenIssuer
+from grantbox.gateway.drivers import (
+    ComputeDriver,
+    DriverState,
+    DriverStatus,
+    SandboxSpec,
+    sandbox_spiffe_path,
+)
+from grantbox.gateway.errors import Unavailable
+from grantbox.gateway.exec_relay import ExecRelay
+
+from .sandboxes import SandboxService, SandboxView
+
+log = logging.getLogger("grantbox.gateway.sandboxes")
+
+
+class SandboxOrchestrator:
+    def __init__(
+        self,
+        sandboxes: SandboxService,
+        issuer: SupervisorTokenIssuer,
+        driver: ComputeDriver | None,
+        relay: ExecRelay,
+    ) -> None:
+        self.sandboxes = sandboxes
+        self.issuer = issuer
+        self.driver = driver
+        self.relay = relay
+        self.gateway_url = ""
+
+    def _require_driver(self) -> ComputeDriver:
+        if self.driver is None:
+            raise Unavailable(
+                "no compute driver is configured; run `grantbox up`, or serve the gateway "
+                "with a driver"
+            )
+        return self.driver
+
+    async def create(
+        self,
+        name: str,
+        providers: Sequence[str],
+        policy: Mapping[str, Any] | None,
+        command: Sequence[str],
+    ) -> SandboxView:
+        driver = self._require_driver()
+        view = await anyio.to_thread.run_sync(
+            self.sandboxes.create, name, providers, policy, command
+        )
+        spec = SandboxSpec(
+            sandbox_id=view.id,
+            name=view.name,
+            command=view.command,
+            gateway_url=self.gateway_url,
+            supervisor_token=self.issuer.mint(view.id),
+            spiffe_path=sandbox_spiffe_path(view.id),
+            labels={"grantbox.dev/sandbox": view.name, "grantbox.dev/sandbox-id": view.id},
+        )
+        try:
+            await driver.create(spec)
+        except Exception as exc:
+            log.warning("driver could not create sandbox %s: %s", view.name, exc)
+            failed = DriverStatus(DriverState.FAILED, f"driver could not start it: {exc}")
+            await anyio.to_thread.run_sync(self.sandboxes.record_driver_status, view.id, failed)
+        return await anyio.to_thread.run_sync(self.sandboxes.get_by_id, view.id)
+
+    async def delete(self, name: str) -> None:
+        sandbox_id = await anyio.to_thread.run_sync(self.sandboxes.mark_deleting, name)
+        self.relay.fail_sandbox(sandbox_id, "the sandbox is being deleted")
+        if self.driver is not None:
+            try:
+                await self.driver.delete(sandbox_id)
+            except Exception as exc:
+                status = DriverStatus(DriverState.FAILED, f"driver could not delete it: {exc}")
+                await anyio.to_thread.run_sync(
+                    self.sandboxes.record_driver_status, sandbox_id, status
+                )
+                raise Unavailable(
+                    f"sandbox '{name}' is marked deleting but the driver failed: {exc}; "
+                    "run delete again"
+                ) from None
+        await anyio.to_thread.run_sync(self.sandboxes.remove, sandbox_id)
+
+    async def follow_driver(self) -> None:
+        """Record every status the driver reports (runs for the server's lifetime)."""
+        if self.driver is None:
+            return
+        async for sandbox_id, status in self.driver.watch():
+            try:
+                await anyio.to_thread.run_sync(
+                    self.sandboxes.record_driver_status, sandbox_id, status
+                )
+            except Exception:
+                log.exception("could not record driver status for %s", sandbox_id)

@@ -1,0 +1,356 @@
+"""Sandboxes: records, attachments, runtime status, logs and events.
+
+Store work is synchronous and runs in worker threads; talking to the compute driver is
+asynchronous and happens in :class:`grantbox.gateway.api` handlers through
+:class:`SandboxOrchestrator`, after the record is committed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from grantbox.gateway.catalog import Catalog
+from grantbox.gateway.changes import ChangeFeed
+from grantbox.gateway.consistency import SandboxAttachments, check_name, refuse_ambiguity
+from grantbox.gateway.drivers import DriverState, DriverStatus
+from grantbox.gateway.errors import AlreadyExists, InvalidRequest, NotFound, StaleVersion
+from grantbox.gateway.phase import Phase, SandboxFacts, derive_phase
+from grantbox.gateway.storage import (
+    AttachmentRow,
+    EventRow,
+    LogRow,
+    SandboxRow,
+    SandboxStatusRow,
+    Store,
+)
+from grantbox.profiles import EffectiveConfig, SandboxPolicy, build_effective_config
+
+from .config import effective_config
+from .lookup import attached_providers, resolve_profiles, sandbox_by_name
+
+MAX_COMMAND_ARGS = 256
+MAX_LOG_LINES_PER_CALL = 1000
+MAX_LOG_MESSAGE = 16_384
+LOG_RETENTION = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxView:
+    id: str
+    name: str
+    phase: Phase
+    phase_reason: str
+    providers: tuple[str, ...]
+    command: tuple[str, ...]
+    policy: dict[str, Any]
+    revision: str
+    applied_revision: str
+    last_heartbeat: float | None
+    resource_version: int
+    created_at: float
+    updated_at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "phase": self.phase.value,
+            "phase_reason": self.phase_reason,
+            "providers": list(self.providers),
+            "command": list(self.command),
+            "policy": self.policy,
+            "revision": self.revision,
+            "applied_revision": self.applied_revision,
+            "last_heartbeat": self.last_heartbeat,
+            "resource_version": self.resource_version,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
+
+
+def parse_policy(data: Mapping[str, Any] | None) -> SandboxPolicy | None:
+    if not data:
+        return None
+    try:
+        return SandboxPolicy.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InvalidRequest(f"policy {where}: {first['msg']}") from None
+
+
+class SandboxService:
+    def __init__(
+        self, store: Store, catalog: Catalog, feed: ChangeFeed, stale_after: float
+    ) -> None:
+        self._store = store
+        self._catalog = catalog
+        self._feed = feed
+        self._stale_after = stale_after
+
+    # -- reading --------------------------------------------------------------------------
+
+    def _view(self, session: Session, row: SandboxRow) -> SandboxView:
+        status = session.get(SandboxStatusRow, row.id)
+        facts = SandboxFacts(
+            deleting=bool(status and status.deleting),
+            driver_state=DriverState(status.driver_state) if status else DriverState.UNKNOWN,
+            driver_message=status.driver_message if status else "",
+            last_heartbeat=status.last_heartbeat if status else None,
+            supervisor_error=status.supervisor_error if status else "",
+        )
+        phase, reason = derive_phase(facts, time.time(), self._stale_after)
+        config = effective_config(session, self._catalog, row)
+        return SandboxView(
+            id=row.id,
+            name=row.name,
+            phase=phase,
+            phase_reason=reason,
+            providers=tuple(attached_providers(session, row.id)),
+            command=tuple(json.loads(row.command)),
+            policy=json.loads(row.policy) or {},
+            revision=config.revision,
+            applied_revision=status.applied_revision if status else "",
+            last_heartbeat=facts.last_heartbeat,
+            resource_version=row.resource_version,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+        )
+
+    def list_all(self) -> list[SandboxView]:
+        with self._store.read() as session:
+            rows = session.scalars(select(SandboxRow).order_by(SandboxRow.name)).all()
+            return [self._view(session, row) for row in rows]
+
+    def get(self, name: str) -> SandboxView:
+        with self._store.read() as session:
+            return self._view(session, sandbox_by_name(session, name))
+
+    def get_by_id(self, sandbox_id: str) -> SandboxView:
+        with self._store.read() as session:
+            row = session.get(SandboxRow, sandbox_id)
+            if row is None:
+                raise NotFound(f"sandbox {sandbox_id} not found")
+            return self._view(session, row)
+
+    def config(self, sandbox_id: str) -> EffectiveConfig:
+        with self._store.read() as session:
+            row = session.get(SandboxRow, sandbox_id)
+            status = session.get(SandboxStatusRow, sandbox_id)
+            if row is None or (status is not None and status.deleting):
+                raise NotFound("sandbox not found or being deleted")
+            return effective_config(session, self._catalog, row)
+
+    def config_by_name(self, name: str) -> EffectiveConfig:
+        with self._store.read() as session:
+            return effective_config(session, self._catalog, sandbox_by_name(session, name))
+
+    # -- writing --------------------------------------------------------------------------
+
+    def create(
+        self,
+        name: str,
+        providers: Sequence[str],
+        policy: Mapping[str, Any] | None,
+        command: Sequence[str],
+    ) -> SandboxView:
+        check_name("sandbox", name)
+        if len(command) > MAX_COMMAND_ARGS:
+            raise InvalidRequest(f"a command may have at most {MAX_COMMAND_ARGS} arguments")
+        if len(set(providers)) != len(providers):
+            raise InvalidRequest("a provider may be attached only once")
+        parsed = parse_policy(policy)
+        sandbox_id = uuid.uuid4().hex
+        now = time.time()
+        with self._store.write() as session:
+            exists = session.scalars(select(SandboxRow.id).where(SandboxRow.name == name)).first()
+            if exists is not None:
+                raise AlreadyExists(f"sandbox '{name}' already exists")
+            pairs = resolve_profiles(session, self._catalog, providers)
+            try:
+                build_effective_config(sandbox_id, parsed, pairs)
+            except ValueError as exc:
+                raise InvalidRequest(str(exc)) from None
+            refuse_ambiguity("sandbox create", [SandboxAttachments(name, pairs)])
+            row = SandboxRow(
+                id=sandbox_id,
+                name=name,
+                policy=parsed.canonical_json() if parsed else "{}",
+                command=json.dumps(list(command)),
+                created_at=now,
+                updated_at=now,
+            )
+            session.add(row)
+            session.flush()
+            for provider in providers:
+                session.add(AttachmentRow(sandbox_id=sandbox_id, provider_name=provider))
+            session.add(
+                SandboxStatusRow(
+                    sandbox_id=sandbox_id,
+                    deleting=False,
+                    driver_state=DriverState.PENDING.value,
+                    driver_message="",
+                    applied_revision="",
+                    supervisor_error="",
+                )
+            )
+            session.flush()
+            return self._view(session, row)
+
+    def attach(self, name: str, provider: str, resource_version: int | None) -> SandboxView:
+        with self._store.write() as session:
+            row = self._for_change(session, name, resource_version)
+            current = attached_providers(session, row.id)
+            if provider in current:
+                raise AlreadyExists(f"provider '{provider}' is already attached to '{name}'")
+            pairs = resolve_profiles(session, self._catalog, [*current, provider])
+            refuse_ambiguity("attach", [SandboxAttachments(name, pairs)])
+            session.add(AttachmentRow(sandbox_id=row.id, provider_name=provider))
+            row.updated_at = time.time()
+            session.flush()
+            view = self._view(session, row)
+        self._feed.notify()
+        return view
+
+    def detach(self, name: str, provider: str, resource_version: int | None) -> SandboxView:
+        with self._store.write() as session:
+            row = self._for_change(session, name, resource_version)
+            link = session.get(AttachmentRow, (row.id, provider))
+            if link is None:
+                raise NotFound(f"provider '{provider}' is not attached to sandbox '{name}'")
+            session.delete(link)
+            row.updated_at = time.time()
+            session.flush()
+            view = self._view(session, row)
+        self._feed.notify()
+        return view
+
+    def _for_change(self, session: Session, name: str, resource_version: int | None) -> SandboxRow:
+        row = sandbox_by_name(session, name)
+        if resource_version is not None and row.resource_version != resource_version:
+            raise StaleVersion(
+                f"sandbox '{name}' is at resource_version {row.resource_version}, "
+                f"not {resource_version}; fetch it again and retry"
+            )
+        status = session.get(SandboxStatusRow, row.id)
+        if status is not None and status.deleting:
+            raise NotFound(f"sandbox '{name}' is being deleted")
+        return row
+
+    def mark_deleting(self, name: str) -> str:
+        with self._store.write() as session:
+            row = sandbox_by_name(session, name)
+            status = session.get(SandboxStatusRow, row.id)
+            if status is None:
+                status = SandboxStatusRow(sandbox_id=row.id, driver_state=DriverState.UNKNOWN.value)
+                session.add(status)
+            status.deleting = True
+            sandbox_id = row.id
+        self._feed.notify()
+        return sandbox_id
+
+    def remove(self, sandbox_id: str) -> None:
+        with self._store.write() as session:
+            row = session.get(SandboxRow, sandbox_id)
+            if row is not None:
+                session.delete(row)
+
+    def record_driver_status(self, sandbox_id: str, status: DriverStatus) -> None:
+        with self._store.write() as session:
+            row = session.get(SandboxStatusRow, sandbox_id)
+            if row is None:
+                return
+            row.driver_state = status.state.value
+            row.driver_message = status.message[:2000]
+
+    def heartbeat(self, sandbox_id: str, applied_revision: str, error: str) -> None:
+        with self._store.write() as session:
+            row = session.get(SandboxStatusRow, sandbox_id)
+            if row is None or row.deleting:
+                raise NotFound("sandbox not found or being deleted")
+            row.last_heartbeat = time.time()
+            row.applied_revision = applied_revision[:80]
+            row.supervisor_error = error[:2000]
+
+    # -- logs and events ------------------------------------------------------------------
+
+    def append_logs(self, sandbox_id: str, lines: Sequence[Mapping[str, Any]]) -> int:
+        if len(lines) > MAX_LOG_LINES_PER_CALL:
+            raise InvalidRequest(f"at most {MAX_LOG_LINES_PER_CALL} log lines per call")
+        with self._store.write() as session:
+            if session.get(SandboxRow, sandbox_id) is None:
+                raise NotFound("sandbox not found")
+            for line in lines:
+                session.add(
+                    LogRow(
+                        sandbox_id=sandbox_id,
+                        ts=float(line.get("ts") or time.time()),
+                        stream=str(line.get("stream") or "supervisor")[:32],
+                        message=str(line.get("message", ""))[:MAX_LOG_MESSAGE],
+                    )
+                )
+            session.flush()
+            newest = session.scalar(
+                select(func.max(LogRow.seq)).where(LogRow.sandbox_id == sandbox_id)
+            )
+            if newest is not None and newest > LOG_RETENTION:
+                session.execute(
+                    delete(LogRow).where(
+                        LogRow.sandbox_id == sandbox_id, LogRow.seq <= newest - LOG_RETENTION
+                    )
+                )
+        return len(lines)
+
+    def append_events(self, sandbox_id: str, events: Sequence[Mapping[str, Any]]) -> int:
+        if len(events) > MAX_LOG_LINES_PER_CALL:
+            raise InvalidRequest(f"at most {MAX_LOG_LINES_PER_CALL} events per call")
+        with self._store.write() as session:
+            if session.get(SandboxRow, sandbox_id) is None:
+                raise NotFound("sandbox not found")
+            for item in events:
+                session.add(
+                    EventRow(
+                        sandbox_id=sandbox_id,
+                        ts=float(item.get("ts") or time.time()),
+                        kind=str(item.get("kind") or "event")[:64],
+                        data=json.dumps(item, sort_keys=True, default=str)[:MAX_LOG_MESSAGE],
+                    )
+                )
+        return len(events)
+
+    def logs(self, name: str, since: int, limit: int) -> list[dict[str, Any]]:
+        with self._store.read() as session:
+            row = sandbox_by_name(session, name)
+            query = (
+                select(LogRow)
+                .where(LogRow.sandbox_id == row.id, LogRow.seq > since)
+                .order_by(LogRow.seq)
+                .limit(limit)
+            )
+            return [
+                {"seq": r.seq, "ts": r.ts, "stream": r.stream, "message": r.message}
+                for r in session.scalars(query).all()
+            ]
+
+    def events(self, name: str, since: int, limit: int) -> list[dict[str, Any]]:
+        with self._store.read() as session:
+            row = sandbox_by_name(session, name)
+            query = (
+                select(EventRow)
+                .where(EventRow.sandbox_id == row.id, EventRow.seq > since)
+                .order_by(EventRow.seq)
+                .limit(limit)
+            )
+            return [
+                {"seq": r.seq, "ts": r.ts, "kind": r.kind, "data": json.loads(r.data)}
+                for r in session.scalars(query).all()
+            ]

@@ -1,0 +1,207 @@
+"""The supervisor's side of the supervisor API, as a small async httpx client.
+
+The supervisor always dials the gateway (never the reverse). The client keeps the
+per-sandbox token in memory, renews it before it expires (and rewrites the token file when
+it was given one), and never puts the token in a ``repr`` or an exception message.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+
+from grantbox.profiles import EffectiveConfig
+
+from .secret_files import write_private
+
+RENEW_WHEN_LEFT = 1 / 3
+
+
+class SupervisorClientError(RuntimeError):
+    """The gateway refused or could not be reached; ``status`` is the HTTP status or 0."""
+
+    def __init__(self, message: str, status: int = 0, code: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class ExecRequestItem:
+    exec_id: str
+    command: tuple[str, ...]
+    timeout_seconds: float
+
+
+def token_expiry(token: str) -> int:
+    """The ``exp`` claim, read without verification (the gateway verifies; we only plan)."""
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return 0
+    exp = claims.get("exp")
+    return int(exp) if isinstance(exp, int | float) else 0
+
+
+class SupervisorClient:
+    def __init__(
+        self,
+        gateway_url: str,
+        sandbox_id: str,
+        token: str,
+        *,
+        token_file: Path | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        self.sandbox_id = sandbox_id
+        self._token = token
+        self._token_file = token_file
+        self._expires_at = token_expiry(token)
+        self._timeout = timeout
+        self._http = httpx.AsyncClient(
+            base_url=gateway_url.rstrip("/"),
+            transport=transport,
+            timeout=httpx.Timeout(timeout),
+            trust_env=False,
+            follow_redirects=False,
+        )
+        self._base = f"/api/v1/supervisor/sandboxes/{sandbox_id}"
+
+    @classmethod
+    def from_token_file(
+        cls, gateway_url: str, sandbox_id: str, token_file: Path, **kwargs: Any
+    ) -> SupervisorClient:
+        token = token_file.read_text(encoding="utf-8").strip()
+        return cls(gateway_url, sandbox_id, token, token_file=token_file, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"SupervisorClient(sandbox_id={self.sandbox_id!r}, token=<hidden>)"
+
+    async def __aenter__(self) -> SupervisorClient:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    @property
+    def token_expires_at(self) -> int:
+        return self._expires_at
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        params: Mapping[str, Any] | None = None,
+        seconds: float | None = None,
+    ) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {self._token}"}
+        try:
+            response = await self._http.request(
+                method,
+                self._base + path,
+                json=json_body,
+                params=params,
+                headers=headers,
+                timeout=seconds if seconds is not None else self._timeout,
+            )
+        except httpx.HTTPError as exc:
+            raise SupervisorClientError(f"gateway unreachable: {type(exc).__name__}") from None
+        if response.status_code >= 400:
+            code, message = "", response.text[:300]
+            try:
+                body = response.json()
+                code, message = str(body.get("error", "")), str(body.get("message", message))
+            except ValueError:
+                pass
+            raise SupervisorClientError(
+                f"gateway answered {response.status_code}: {message}", response.status_code, code
+            )
+        return response
+
+    async def config(self, wait: str | None = None, wait_seconds: float = 30.0) -> EffectiveConfig:
+        """The effective config; with ``wait``, returns once the revision differs (or timeout)."""
+        params: dict[str, Any] = {}
+        if wait:
+            params = {"wait": wait, "timeout": wait_seconds}
+        response = await self._request(
+            "GET",
+            "/config",
+            params=params,
+            seconds=(wait_seconds + self._timeout) if wait else None,
+        )
+        return EffectiveConfig.from_dict(response.json())
+
+    async def heartbeat(self, applied_revision: str = "", error: str = "") -> dict[str, Any]:
+        body = {"applied_revision": applied_revision, "error": error}
+        data: dict[str, Any] = (await self._request("POST", "/heartbeat", json_body=body)).json()
+        return data
+
+    async def ship_logs(self, lines: Iterable[Mapping[str, Any]]) -> int:
+        """Lines are ``{"message": str, "stream": str, "ts": float}``; sent in batches."""
+        batch = [dict(line) for line in lines]
+        sent = 0
+        for start in range(0, len(batch), 1000):
+            chunk = batch[start : start + 1000]
+            await self._request("POST", "/logs", json_body={"lines": chunk})
+            sent += len(chunk)
+        return sent
+
+    async def ship_events(self, events: Iterable[Mapping[str, Any]]) -> int:
+        batch = [dict(event) for event in events]
+        sent = 0
+        for start in range(0, len(batch), 1000):
+            chunk = batch[start : start + 1000]
+            await self._request("POST", "/events", json_body={"events": chunk})
+            sent += len(chunk)
+        return sent
+
+    async def next_exec(self, wait_seconds: float = 25.0) -> ExecRequestItem | None:
+        response = await self._request(
+            "GET",
+            "/exec/next",
+            params={"timeout": wait_seconds},
+            seconds=wait_seconds + self._timeout,
+        )
+        if response.status_code == 204:
+            return None
+        data = response.json()
+        return ExecRequestItem(
+            str(data["exec_id"]),
+            tuple(str(a) for a in data["command"]),
+            float(data.get("timeout_seconds", 300)),
+        )
+
+    async def exec_output(self, exec_id: str, stream: str, data: bytes) -> None:
+        body = {"stream": stream, "data": base64.b64encode(data).decode()}
+        await self._request("POST", f"/exec/{exec_id}/output", json_body=body)
+
+    async def exec_exit(self, exec_id: str, exit_code: int) -> None:
+        await self._request("POST", f"/exec/{exec_id}/exit", json_body={"exit_code": exit_code})
+
+    async def renew_token(self) -> int:
+        """Swap the token for a fresh one; returns its expiry (epoch seconds)."""
+        data = (await self._request("POST", "/token")).json()
+        self._token = str(data["token"])
+        self._expires_at = int(data["expires_at"])
+        if self._token_file is not None:
+            write_private(self._token_file, (self._token + "\n").encode())
+        return self._expires_at
+
+    def renewal_due(self, now: float | None = None, lifetime: float | None = None) -> bool:
+        """True once less than a third of the token's life is left."""
+        current = time.time() if now is None else now
+        span = lifetime if lifetime is not None else 900.0
+        return self._expires_at - current < span * RENEW_WHEN_LEFT
