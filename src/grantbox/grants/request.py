@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import urlencode
 
 from grantbox.profiles import GrantBinding
@@ -11,12 +11,12 @@ GRANT_TYPE = "client_credentials"
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 
 
-@dataclass(frozen=True, slots=True)
-class CacheKey:
+class CacheKey(NamedTuple):
     """Everything that makes two token requests different (DESIGN §3.3).
 
     Header name/style and ``cache_ttl_seconds`` are not part of it: they change how a token
-    is used or kept, not which token the issuer hands out.
+    is used or kept, not which token the issuer hands out. A tuple, because the key is
+    hashed on every lookup and tuples hash in C.
     """
 
     binding: str
