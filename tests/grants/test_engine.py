@@ -4,6 +4,7 @@ refresh ahead, metrics and shutdown."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import pytest
@@ -263,3 +264,41 @@ async def test_aclose_cancels_running_requests(
     with pytest.raises(GrantError) as caught:
         await engine.obtain(binding_for(issuer))
     assert caught.value.reason == "grant_misconfigured"
+
+
+async def test_detached_binding_failure_is_not_remembered(
+    engine: GrantEngine, issuer: TokenEndpoint
+) -> None:
+    kept, leaving = binding_for(issuer), binding_for(issuer, provider="leaving")
+    issuer.behave(Behaviour.answer(503, b"", delay=0.3))
+    running = asyncio.create_task(engine.obtain(leaving))
+    await issuer.wait_for_requests(1)
+    engine.replace_bindings([kept])
+    with pytest.raises(GrantError):
+        await running
+    assert engine.cached_keys() == []
+
+
+async def test_failures_are_logged_without_tokens_or_svids(
+    engine: GrantEngine,
+    issuer: TokenEndpoint,
+    identity: CountingSource,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    await engine.obtain(binding_for(issuer))
+    issuer.behave(Behaviour.grant(access_token="LEAKED\r\nX: 1"))
+    with pytest.raises(GrantError) as caught:
+        await engine.obtain(binding_for(issuer, audience="beta"))
+    failures = [r for r in caplog.records if r.getMessage() == "token grant failed"]
+    assert len(failures) == 1
+    fields = failures[0].__dict__["fields"]
+    assert fields["binding"] == binding_for(issuer, audience="beta").id
+    assert fields["reason"] == "token_malformed"
+    assert fields["detail"] == caught.value.detail
+    secrets = [*issuer.issued, *identity.tokens]
+    assert len(secrets) == 4
+    for secret in secrets:
+        assert secret not in caplog.text
+        assert secret not in repr(caught.value)
+    assert "LEAKED" not in caplog.text

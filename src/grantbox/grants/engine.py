@@ -9,6 +9,7 @@ handed to every caller in that window, so a broken issuer sees a trickle of requ
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from collections.abc import Callable, Iterable
@@ -25,6 +26,7 @@ from .metrics import GrantMetrics
 from .request import CacheKey, cache_key, token_request_form
 from .svid import SvidSource, identity_failure
 
+log = logging.getLogger(__name__)
 _system_random = random.SystemRandom()
 _SERVES_TOKEN = frozenset({Lookup.HIT, Lookup.HIT_RENEW})
 
@@ -136,13 +138,13 @@ class GrantEngine:
             try:
                 token, ttl = await self._request(binding, started)
             except GrantError as error:
-                self._finish(key, error, started)
+                self._failed(key, binding, generation, error, started)
                 raise
             except Exception as exc:  # a defect below us still fails closed, with a reason
                 defect = TokenEndpointError(f"unexpected {type(exc).__name__} during token grant")
-                self._finish(key, defect, started)
+                self._failed(key, binding, generation, defect, started)
                 raise defect from None
-            self._finish(key, None, started)
+            self._metrics.grant_finished(None, self._clock() - started)
             if self._keeps(key, generation):
                 self._cache.store_token(key, token, ttl, started)
                 self._metrics.entries.set(len(self._cache))
@@ -174,10 +176,23 @@ class GrantEngine:
         ttl = cache_ttl(answer.expires_in, binding.cache_ttl_seconds)
         return AccessToken(answer.access_token, started + ttl), ttl
 
-    def _finish(self, key: CacheKey, error: GrantError | None, started: float) -> None:
+    def _failed(
+        self,
+        key: CacheKey,
+        binding: GrantBinding,
+        generation: int,
+        error: GrantError,
+        started: float,
+    ) -> None:
         now = self._clock()
-        self._metrics.grant_finished(None if error is None else error.reason, now - started)
-        if error is not None:
+        self._metrics.grant_finished(error.reason, now - started)
+        log.warning(
+            "token grant failed",
+            extra={
+                "fields": {"binding": binding.id, "reason": error.reason, "detail": error.detail}
+            },
+        )
+        if self._keeps(key, generation):
             self._cache.store_failure(key, error, now, self._jitter())
             self._metrics.entries.set(len(self._cache))
 
