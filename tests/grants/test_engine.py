@@ -178,7 +178,7 @@ async def test_refresh_ahead_renews_before_expiry_with_no_caller_waiting(
     assert await clocked_engine.obtain(binding) == first
     assert issuer.request_count == 1
 
-    issuer.behave(Behaviour.grant(expires_in=300, delay=0.5))  # a slow renewal
+    issuer.behave(Behaviour.grant(expires_in=300, delay=1.0))  # a slow renewal
     clock.advance(1.0)  # 243 s: the last tenth
     served = [await clocked_engine.obtain(binding) for _ in range(20)]
     # Every caller got the current token at once, while the renewal is still at the issuer.

@@ -251,6 +251,15 @@ async def test_disallowed_endpoint_fails_before_any_svid_is_minted(
     assert identity.audiences == []
 
 
+async def test_binding_without_svid_audience_is_misconfigured(
+    engine: GrantEngine, issuer: TokenEndpoint, identity: CountingSource
+) -> None:
+    error = await failure(engine, issuer, svid_audience="")
+    assert error.reason == "grant_misconfigured"
+    assert identity.audiences == []
+    assert issuer.http_requests == 0
+
+
 def binding_for_url(url: str) -> GrantBinding:
     return make_binding(token_endpoint=url, svid_audience="https://issuer.example")
 

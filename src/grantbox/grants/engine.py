@@ -158,6 +158,8 @@ class GrantEngine:
         problem = token_endpoint_problem(binding.token_endpoint)
         if problem is not None:
             raise GrantMisconfigured(problem)
+        if not binding.svid_audience.strip():
+            raise GrantMisconfigured("binding has no JWT-SVID audience")
         try:
             async with asyncio.timeout(self._identity_timeout):
                 svid = await self._identity.fetch_jwt_svid(binding.svid_audience)
