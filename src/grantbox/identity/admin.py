@@ -107,11 +107,13 @@ class AdminServer:
     async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             caller = read_peer_credentials(writer.get_extra_info("socket"))
+            # Read before answering either way: closing on unread data resets the connection
+            # and the refused caller would see an error instead of the refusal.
+            line = await asyncio.wait_for(reader.readline(), timeout=10.0)
             if not admin_allowed(caller, os.geteuid()):
                 log.warning("admin request refused", extra={"fields": {"uid": caller.uid}})
                 answer: dict[str, Any] = {"ok": False, "error": "permission denied"}
             else:
-                line = await asyncio.wait_for(reader.readline(), timeout=10.0)
                 answer = handle_request(self._admin, line)
             writer.write(json.dumps(answer).encode() + b"\n")
             await writer.drain()
