@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -59,9 +60,9 @@ class GatewayCli:
         return result
 
     def json(self, *args: str) -> Any:
-        import json
-
-        return json.loads(self.ok(*args, "-o", "json").stdout)
+        parts = list(args)
+        cut = parts.index("--") if "--" in parts else len(parts)
+        return json.loads(self.ok(*parts[:cut], "-o", "json", *parts[cut:]).stdout)
 
     def refused(self, *args: str) -> str:
         """Run a command that must fail; returns its one-line error."""

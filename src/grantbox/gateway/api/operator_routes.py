@@ -210,7 +210,8 @@ async def exec_in_sandbox(request: Request, name: str, body: ExecCreate) -> Stre
         raise Conflict(f"sandbox '{name}' has too many pending exec requests") from None
 
     async def lines() -> AsyncIterator[bytes]:
-        async for item in gateway.relay.stream(exec_request.exec_id, body.pickup_timeout_seconds):
+        pickup = min(body.pickup_timeout_seconds, gateway.settings.longpoll_max)
+        async for item in gateway.relay.stream(exec_request.exec_id, pickup):
             yield (json.dumps(item) + "\n").encode()
 
     return StreamingResponse(lines(), media_type="application/x-ndjson")

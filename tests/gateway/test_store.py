@@ -1,0 +1,215 @@
+"""The store and the services on it, on SQLite and on a real PostgreSQL server.
+
+Two ``Store`` objects on one database stand for two gateway replicas: they share no
+in-process lock, so only the database's ``resource_version`` guard keeps them honest.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import delete, func, select, text
+from sqlalchemy.exc import IntegrityError
+
+from grantbox.gateway.catalog import Catalog, load_builtins
+from grantbox.gateway.changes import ChangeFeed
+from grantbox.gateway.credentials import CredentialSealer, CredentialSealError
+from grantbox.gateway.errors import AmbiguousGrants, InUse, StaleVersion
+from grantbox.gateway.services import ProfileService, ProviderService, SandboxService
+from grantbox.gateway.storage import (
+    AttachmentRow,
+    Base,
+    LogRow,
+    ProfileRow,
+    ProviderRow,
+    SandboxRow,
+    Store,
+    migrate,
+)
+from tests.support.gateway_postgres import postgres_server, reset_database
+from tests.support.gateway_server import grant_profile
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'gateway.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    reset_database(url)
+    return url
+
+
+class Replica:
+    """The services of one gateway process over a shared database."""
+
+    def __init__(self, url: str, key: bytes) -> None:
+        self.store = Store.open(url)
+        catalog = Catalog(load_builtins())
+        feed = ChangeFeed()
+        self.profiles = ProfileService(self.store, catalog, feed)
+        self.providers = ProviderService(self.store, catalog, CredentialSealer(key), feed)
+        self.sandboxes = SandboxService(self.store, catalog, feed, stale_after=30)
+
+
+@pytest.fixture
+def key() -> bytes:
+    from cryptography.fernet import Fernet
+
+    return Fernet.generate_key()
+
+
+@pytest.fixture
+def replicas(db_url: str, key: bytes) -> Iterator[tuple[Replica, Replica]]:
+    a, b = Replica(db_url, key), Replica(db_url, key)
+    yield a, b
+    a.store.close()
+    b.store.close()
+
+
+def test_migrations_are_idempotent_and_match_the_models(db_url: str) -> None:
+    store = Store.open(db_url)
+    migrate(store.engine)
+    with store.engine.connect() as connection:
+        diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    store.close()
+    assert diff == []
+
+
+def test_profile_versions_move_and_stale_updates_are_refused(
+    replicas: tuple[Replica, Replica],
+) -> None:
+    a, _ = replicas
+    [record] = a.profiles.import_profiles([grant_profile("alpha")])
+    assert record.resource_version == 1
+    changed = grant_profile("alpha", audience="v2") | {"resource_version": 1}
+    assert a.profiles.update("alpha", changed).resource_version == 2
+    with pytest.raises(StaleVersion):
+        a.profiles.update("alpha", grant_profile("alpha", audience="v3") | {"resource_version": 1})
+    assert a.profiles.get("alpha").profile.credentials[0].token_grant.audience == "v2"  # type: ignore[union-attr]
+
+
+def test_two_replicas_racing_on_one_version_exactly_one_wins(
+    replicas: tuple[Replica, Replica],
+) -> None:
+    a, b = replicas
+    a.profiles.import_profiles([grant_profile("alpha")])
+    for version in range(1, 6):
+        barrier = threading.Barrier(2)
+
+        def update(replica: Replica, audience: str, v: int = version) -> str:
+            barrier.wait()
+            doc = grant_profile("alpha", audience=audience) | {"resource_version": v}
+            try:
+                replica.profiles.update("alpha", doc)
+            except StaleVersion:
+                return "stale"
+            return "ok"
+
+        with ThreadPoolExecutor(2) as pool:
+            outcomes = sorted(pool.map(update, [a, b], [f"a{version}", f"b{version}"]))
+        assert outcomes == ["ok", "stale"]
+        assert a.profiles.get("alpha").resource_version == version + 1
+
+
+def test_the_database_guard_refuses_a_write_based_on_an_old_read(
+    replicas: tuple[Replica, Replica],
+) -> None:
+    a, b = replicas
+    a.profiles.import_profiles([grant_profile("alpha")])
+    with pytest.raises(StaleVersion), a.store.write() as session_a:
+        row_a = session_a.get(ProfileRow, "alpha")
+        assert row_a is not None
+        with b.store.write() as session_b:
+            row_b = session_b.get(ProfileRow, "alpha")
+            assert row_b is not None
+            row_b.updated_at += 1
+        row_a.updated_at += 2
+    assert a.profiles.get("alpha").resource_version == 2
+
+
+def _setup_sandbox(replica: Replica) -> None:
+    replica.profiles.import_profiles(
+        [grant_profile("alpha", path="/v1/**"), grant_profile("beta", path="/v2/**")]
+    )
+    replica.providers.create("pa", "alpha", True, {})
+    replica.providers.create("pb", "beta", True, {})
+    replica.sandboxes.create("box", ["pa", "pb"], None, ["true"])
+
+
+def test_refused_provider_update_writes_nothing(replicas: tuple[Replica, Replica]) -> None:
+    a, _ = replicas
+    _setup_sandbox(a)
+    before = a.sandboxes.get("box")
+    with pytest.raises(AmbiguousGrants) as refused:
+        a.providers.update("pb", 1, profile_id="alpha")
+    assert "sandbox 'box'" in refused.value.message
+    assert "'pa:access_token'" in refused.value.message
+    assert "'pb:access_token'" in refused.value.message
+    with a.store.read() as session:
+        row = session.get(ProviderRow, "pb")
+        assert row is not None
+        assert (row.profile_id, row.resource_version) == ("beta", 1)
+    assert a.sandboxes.get("box").revision == before.revision
+
+
+def test_refused_profile_update_writes_nothing(replicas: tuple[Replica, Replica]) -> None:
+    a, _ = replicas
+    _setup_sandbox(a)
+    with pytest.raises(AmbiguousGrants) as refused:
+        a.profiles.update("beta", grant_profile("beta", path="/v1/**") | {"resource_version": 1})
+    assert "sandbox 'box'" in refused.value.message
+    record = a.profiles.get("beta")
+    assert (record.resource_version, record.profile.endpoints[0].path) == (1, "/v2/**")
+
+
+def test_static_credentials_are_sealed_at_rest(
+    replicas: tuple[Replica, Replica], db_url: str
+) -> None:
+    a, _ = replicas
+    a.providers.create("gh", "github", False, {"token": "ghp_plaintextsecret123"})
+    with a.store.read() as session:
+        dump = " ".join(
+            str(v) for row in session.execute(text("SELECT * FROM providers")) for v in row
+        )
+        sealed = session.get(ProviderRow, "gh").sealed_credentials  # type: ignore[union-attr]
+    assert "ghp_plaintextsecret123" not in dump
+    assert sealed is not None
+    from cryptography.fernet import Fernet
+
+    with pytest.raises(CredentialSealError):
+        CredentialSealer(Fernet.generate_key()).open(sealed)
+    assert a.providers.get("gh").credentials == ("token",)
+
+
+def test_attached_providers_cannot_be_deleted_and_sandboxes_cascade(
+    replicas: tuple[Replica, Replica],
+) -> None:
+    a, _ = replicas
+    _setup_sandbox(a)
+    with pytest.raises(InUse):
+        a.providers.delete("pa")
+    with pytest.raises(IntegrityError), a.store.engine.begin() as connection:
+        connection.execute(delete(ProviderRow).where(ProviderRow.name == "pa"))
+    sandbox_id = a.sandboxes.get("box").id
+    a.sandboxes.append_logs(sandbox_id, [{"message": "hello", "stream": "agent"}])
+    a.sandboxes.remove(sandbox_id)
+    with a.store.read() as session:
+        counts: dict[str, Any] = {
+            table.__name__: session.scalar(select(func.count()).select_from(table))
+            for table in (SandboxRow, AttachmentRow, LogRow)
+        }
+    assert counts == {"SandboxRow": 0, "AttachmentRow": 0, "LogRow": 0}
+    a.providers.delete("pa")
