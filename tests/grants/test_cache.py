@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from grantbox.grants import AccessToken, TokenEndpointError, TokenMalformed, cache_key
+from grantbox.grants import AccessToken, TokenEndpointError, TokenMalformed, cache_key, cache_ttl
 from grantbox.grants.cache import Entry, Lookup, TokenCache, decide
 from grantbox.grants.request import CacheKey
 
@@ -125,3 +125,53 @@ def test_retain_drops_the_rest() -> None:
 def test_bound_must_be_positive() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         TokenCache(0)
+
+
+operations = st.lists(
+    st.tuples(
+        st.sampled_from(["grant", "fail", "look"]),
+        st.floats(min_value=0.0, max_value=500.0, allow_nan=False),
+        st.one_of(st.none(), st.integers(min_value=1, max_value=5000)),
+        st.integers(min_value=0, max_value=5000),
+    ),
+    max_size=60,
+)
+
+
+@given(operations)
+def test_a_token_is_never_served_after_the_issuer_said_it_expires(
+    ops: list[tuple[str, float, int | None, int]],
+) -> None:
+    cache = TokenCache()
+    key = _key(0)
+    now = 0.0
+    issuer_expiry: dict[str, float] = {}
+    serial = 0
+    for op, elapsed, expires_in, configured in ops:
+        now += elapsed
+        if op == "grant":
+            serial += 1
+            ttl = cache_ttl(expires_in, configured)
+            token = AccessToken(f"t{serial}", now + ttl)
+            if expires_in is not None:
+                issuer_expiry[token.value] = now + expires_in
+            elif configured <= 0:
+                issuer_expiry[token.value] = now + 300  # the assumed lifetime
+            else:
+                issuer_expiry[token.value] = float("inf")  # the operator's word only
+            cache.store_token(key, token, ttl, now)
+            entry = cache.get(key)
+            assert entry is not None
+            assert entry.refresh_at < token.expires_at  # renewal always starts before expiry
+        elif op == "fail":
+            cache.store_failure(key, FAILURE, now, 0.5)
+        lookup = decide(cache.get(key), now, renewing=False)
+        entry = cache.get(key)
+        if lookup in (Lookup.HIT, Lookup.HIT_RENEW):
+            assert entry is not None
+            assert entry.token is not None
+            assert now < issuer_expiry[entry.token.value]
+        if lookup is Lookup.FAILED:
+            assert entry is not None
+            assert now < entry.retry_at
+            assert entry.token is None or now >= entry.token.expires_at

@@ -43,7 +43,16 @@ def _retrieve(task: asyncio.Task[AccessToken]) -> None:
 
 
 class GrantEngine:
-    """Obtains, caches and renews access tokens for grant bindings."""
+    """Obtains, caches and renews access tokens for grant bindings.
+
+    ``identity`` mints the JWT-SVIDs (a :class:`grantbox.identity.WorkloadIdentityClient`).
+    The timeouts configure the token endpoint client unless a ready ``client`` is given
+    (e.g. one trusting a private CA); the engine owns it and closes it in :meth:`aclose`.
+    ``identity_timeout`` bounds each SVID fetch. Metrics go to ``registry`` (the
+    prometheus-client default registry when None). ``clock`` (monotonic seconds) and
+    ``jitter`` (uniform in [0, 1)) are injectable so cache timing can be tested exactly.
+    One engine serves one event loop.
+    """
 
     def __init__(
         self,
