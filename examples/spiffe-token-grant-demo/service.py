@@ -21,13 +21,10 @@ from urllib.parse import urlsplit
 
 from bearer_check import BearerRejected, ServicePolicy, bearer_token, check_access_token, token_kid
 from key_set import KeySetError, KeySetSource, RefreshPolicy, key_set_http_client
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 from workload_server import bind, loggable, parse_listen, serve, setup_logging
-
-METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 log = logging.getLogger("service")
 
@@ -48,7 +45,7 @@ class ProtectedService:
         return self.policy.name
 
     async def handle(self, request: Request) -> Response:
-        method, path = request.method, loggable(request.url.path)
+        method, path = request.method, _log_path(request)
         try:
             token = bearer_token(request.headers.getlist("authorization"), self.name)
             keys = await self._keys.keys_for(token_kid(token, self.name))
@@ -90,17 +87,25 @@ class ProtectedService:
             {"service": self.name, "method": method, "path": request.url.path, "claims": claims}
         )
 
-    def app(self) -> Starlette:
-        return Starlette(
-            routes=[
-                Route("/healthz", healthz, methods=["GET"]),
-                Route("/{path:path}", self.handle, methods=METHODS),
-            ]
-        )
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Every path is protected except ``GET /healthz``; no router, so no path (not
+        even one with a decoded newline) escapes the token check."""
+        if scope["type"] != "http":
+            return
+        request = Request(scope, receive)
+        if request.url.path == "/healthz" and request.method == "GET":
+            response: Response = JSONResponse({"status": "ok"})
+        else:
+            response = await self.handle(request)
+        await response(scope, receive, send)
 
 
-async def healthz(request: Request) -> Response:
-    return JSONResponse({"status": "ok"})
+def _log_path(request: Request) -> str:
+    """The path as sent, still percent-encoded: no spaces or line breaks can reach the log,
+    so a request path cannot imitate (or split) a proof-of-life line."""
+    raw = request.scope.get("raw_path")
+    text = raw.decode("ascii", "backslashreplace") if isinstance(raw, bytes) else "?"
+    return loggable(text.replace(" ", "%20"))
 
 
 def issuer_of(jwks_url: str) -> str:
@@ -138,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         policy=RefreshPolicy(min_interval=args.jwks_min_refresh),
     )
     log.info("%s: tokens from %s, audience and scope %s", policy.name, policy.issuer, policy.name)
-    serve(ProtectedService(policy, keys).app(), sock, policy.name)
+    serve(ProtectedService(policy, keys), sock, policy.name)
 
 
 if __name__ == "__main__":
