@@ -98,3 +98,10 @@ def bring_loopback_up() -> None:
         request = struct.pack("16sh", b"lo", 0)
         flags = struct.unpack("16sh", fcntl.ioctl(probe.fileno(), _SIOCGIFFLAGS, request))[1]
         fcntl.ioctl(probe.fileno(), _SIOCSIFFLAGS, struct.pack("16sh", b"lo", flags | _IFF_UP))
+
+
+def die_with_parent(parent_pid: int, signum: int = 15) -> None:
+    """Ask for ``signum`` when the parent dies; exit now if it already has."""
+    prctl(PR_SET_PDEATHSIG, signum)
+    if os.getppid() != parent_pid:
+        raise SystemExit(1)

@@ -1,0 +1,89 @@
+"""``grantbox supervisor run``: started by a compute driver, one per sandbox, not by users."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from grantbox.sandbox import HidingRefused, SupervisorOptions, run_supervisor
+from grantbox.sandbox.syscalls import die_with_parent
+
+from .output import fail
+
+
+@click.group(hidden=True)
+def supervisor() -> None:
+    """Sandbox supervisor (started by a compute driver)."""
+
+
+@supervisor.command("run", context_settings={"ignore_unknown_options": False})
+@click.option("--gateway", "gateway_url", required=True, help="Gateway base URL.")
+@click.option("--sandbox-id", required=True)
+@click.option(
+    "--token-file",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The per-sandbox supervisor token (mode 0600).",
+)
+@click.option("--identity-socket", required=True, help="Workload API socket (unix:///path).")
+@click.option("--hide", multiple=True, help="Another directory the agent must not see.")
+@click.option("--proxy-port", type=click.IntRange(1, 65535), default=3128, show_default=True)
+@click.option("--resolve", multiple=True, help="HOST=IP pinned resolution for the proxy.")
+@click.option(
+    "--upstream-ca",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Extra CA file the proxy trusts upstream.",
+)
+@click.option("--env", "declared", multiple=True, help="NAME=VALUE for the agent.")
+@click.option("--parent-pid", type=int, help="Stop when this parent process dies.")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def run(
+    gateway_url: str,
+    sandbox_id: str,
+    token_file: Path,
+    identity_socket: str,
+    hide: tuple[str, ...],
+    proxy_port: int,
+    resolve: tuple[str, ...],
+    upstream_ca: Path | None,
+    declared: tuple[str, ...],
+    parent_pid: int | None,
+    command: tuple[str, ...],
+) -> None:
+    """Run one sandbox: proxy, fence and agent, driven by the gateway."""
+    if parent_pid is not None:
+        die_with_parent(parent_pid)
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    env: dict[str, str] = {}
+    for item in declared:
+        name, sep, value = item.partition("=")
+        if not sep:
+            fail(f"--env expects NAME=VALUE, got {name!r}")
+        env[name] = value
+    try:
+        options = SupervisorOptions(
+            gateway_url=gateway_url,
+            sandbox_id=sandbox_id,
+            token_file=token_file,
+            identity_socket=identity_socket,
+            command=command,
+            hide=hide,
+            proxy_port=proxy_port,
+            resolve=resolve,
+            upstream_ca_file=upstream_ca,
+            declared_env=env,
+        )
+        code = asyncio.run(run_supervisor(options))
+    except (HidingRefused, ValueError) as exc:
+        fail(str(exc))
+    except Exception as exc:
+        fail(f"supervisor failed: {type(exc).__name__}: {exc}")
+    sys.exit(code)

@@ -1,0 +1,208 @@
+"""The local compute driver: one supervisor process per sandbox on this host.
+
+For each sandbox it makes a private state directory (0700) holding the supervisor token
+(0600) and the supervisor's log, registers the sandbox's identity with the local identity
+agent (``spiffe://<td>/grantbox/sandbox/<id>``, usable only by the supervisor's uid), starts
+``grantbox supervisor run`` and reports its state to the gateway. Delete stops the
+supervisor (which takes its agent down), unregisters the identity and removes the directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from grantbox.gateway.drivers import DriverError, DriverState, DriverStatus, SandboxSpec
+from grantbox.gateway.secret_files import write_private
+from grantbox.identity import AdminError, add_workload_remote, remove_workload_remote
+
+log = logging.getLogger("grantbox.sandbox.local_driver")
+
+STOP_GRACE = 10.0
+TOKEN_FILE = "supervisor-token"  # noqa: S105 - a file name
+LOG_FILE = "supervisor.log"
+
+
+def supervisor_command() -> list[str]:
+    """How to start ``grantbox`` with the interpreter running us."""
+    script = Path(sys.executable).with_name("grantbox")
+    if script.is_file():
+        return [str(script)]
+    return [sys.executable, "-c", "from grantbox.cli import main; main()"]
+
+
+@dataclass(frozen=True, slots=True)
+class LocalDriverSettings:
+    state_root: Path
+    identity_admin_socket: Path
+    hide: tuple[str, ...] = ()
+    resolve: tuple[str, ...] = ()
+    upstream_ca_file: Path | None = None
+    proxy_port: int = 3128
+
+
+def supervisor_argv(
+    settings: LocalDriverSettings, spec: SandboxSpec, token_file: Path, identity_socket: Path
+) -> list[str]:
+    """The supervisor's command line (no secrets: the token is in a 0600 file)."""
+    argv = [*supervisor_command(), "supervisor", "run", "--gateway", spec.gateway_url]
+    argv += ["--sandbox-id", spec.sandbox_id, "--token-file", str(token_file)]
+    argv += ["--identity-socket", f"unix://{identity_socket}", "--parent-pid", str(os.getpid())]
+    argv += ["--proxy-port", str(settings.proxy_port)]
+    for directory in settings.hide:
+        argv += ["--hide", directory]
+    for item in settings.resolve:
+        argv += ["--resolve", item]
+    if settings.upstream_ca_file is not None:
+        argv += ["--upstream-ca", str(settings.upstream_ca_file)]
+    if spec.command:
+        argv += ["--", *spec.command]
+    return argv
+
+
+def last_line(path: Path, limit: int = 4096) -> str:
+    try:
+        with path.open("rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - limit))
+            lines = handle.read().decode(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return lines[-1] if lines else ""
+
+
+def exit_status(code: int, log_path: Path) -> DriverStatus:
+    if code == 0:
+        return DriverStatus(DriverState.EXITED, "exited with 0")
+    detail = last_line(log_path)
+    message = f"supervisor exited with {code}" + (f": {detail}" if detail else "")
+    return DriverStatus(DriverState.FAILED if code != 0 else DriverState.EXITED, message)
+
+
+@dataclass
+class _Sandbox:
+    directory: Path
+    workload: str
+    process: asyncio.subprocess.Process | None = None
+    waiter: asyncio.Task[None] | None = None
+    status: DriverStatus = field(default_factory=lambda: DriverStatus(DriverState.PENDING))
+
+
+class LocalDriver:
+    """Implements :class:`grantbox.gateway.ComputeDriver` with local processes."""
+
+    def __init__(self, settings: LocalDriverSettings) -> None:
+        self.settings = settings
+        self._sandboxes: dict[str, _Sandbox] = {}
+        self._updates: asyncio.Queue[tuple[str, DriverStatus]] = asyncio.Queue()
+
+    def __repr__(self) -> str:
+        return (
+            f"LocalDriver(state_root={self.settings.state_root}, sandboxes={len(self._sandboxes)})"
+        )
+
+    def _report(self, sandbox_id: str, status: DriverStatus) -> None:
+        entry = self._sandboxes.get(sandbox_id)
+        if entry is not None:
+            entry.status = status
+        self._updates.put_nowait((sandbox_id, status))
+
+    async def create(self, spec: SandboxSpec) -> None:
+        if spec.sandbox_id in self._sandboxes:
+            raise DriverError(f"sandbox {spec.sandbox_id} already exists on this host")
+        workload = spec.sandbox_id
+        root = self.settings.state_root
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        directory = root / spec.sandbox_id
+        if directory.resolve().parent != root.resolve():
+            raise DriverError(f"sandbox id {spec.sandbox_id!r} is not a safe directory name")
+        directory.mkdir(mode=0o700)
+        entry = _Sandbox(directory=directory, workload=workload)
+        self._sandboxes[spec.sandbox_id] = entry
+        try:
+            token_file = directory / TOKEN_FILE
+            write_private(token_file, (spec.supervisor_token + "\n").encode())
+            socket = await add_workload_remote(
+                self.settings.identity_admin_socket,
+                workload,
+                spec.spiffe_path,
+                uids=[os.geteuid()],
+            )
+            log_fd = os.open(directory / LOG_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            try:
+                entry.process = await asyncio.create_subprocess_exec(
+                    *supervisor_argv(self.settings, spec, token_file, socket),
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=log_fd,
+                    stderr=log_fd,
+                    env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"},
+                    start_new_session=True,
+                )
+            finally:
+                os.close(log_fd)
+        except (OSError, AdminError, ValueError) as exc:
+            await self._remove(spec.sandbox_id)
+            raise DriverError(f"cannot start the supervisor: {exc}") from None
+        entry.waiter = asyncio.create_task(self._wait(spec.sandbox_id, entry))
+        self._report(
+            spec.sandbox_id,
+            DriverStatus(DriverState.RUNNING, f"supervisor pid {entry.process.pid}"),
+        )
+
+    async def _wait(self, sandbox_id: str, entry: _Sandbox) -> None:
+        assert entry.process is not None
+        code = await entry.process.wait()
+        self._report(sandbox_id, exit_status(code, entry.directory / LOG_FILE))
+
+    async def delete(self, sandbox_id: str) -> None:
+        if sandbox_id not in self._sandboxes:
+            return
+        await self._remove(sandbox_id)
+
+    async def _remove(self, sandbox_id: str) -> None:
+        entry = self._sandboxes[sandbox_id]
+        process = entry.process
+        if process is not None and process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), STOP_GRACE)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                await process.wait()
+        if entry.waiter is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await entry.waiter
+        with contextlib.suppress(AdminError):
+            await remove_workload_remote(self.settings.identity_admin_socket, entry.workload)
+        shutil.rmtree(entry.directory, ignore_errors=True)
+        del self._sandboxes[sandbox_id]
+
+    async def status(self, sandbox_id: str) -> DriverStatus:
+        entry = self._sandboxes.get(sandbox_id)
+        if entry is None:
+            return DriverStatus(DriverState.UNKNOWN, "not on this host")
+        return entry.status
+
+    async def watch(self) -> AsyncIterator[tuple[str, DriverStatus]]:
+        while True:
+            yield await self._updates.get()
+
+    def sandbox_ids(self) -> list[str]:
+        return sorted(self._sandboxes)
+
+    async def aclose(self) -> None:
+        """Stop every supervisor and remove every sandbox directory (``up`` shutdown)."""
+        await asyncio.gather(
+            *(self._remove(sandbox_id) for sandbox_id in list(self._sandboxes)),
+            return_exceptions=True,
+        )
