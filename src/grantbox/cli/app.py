@@ -11,6 +11,7 @@ from .identity import identity
 from .profile import profile
 from .provider import provider
 from .sandbox import sandbox
+from .supervisor import supervisor
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -25,6 +26,7 @@ cli.add_command(gateway)
 cli.add_command(provider)
 cli.add_command(sandbox)
 cli.add_command(identity)
+cli.add_command(supervisor)
 
 
 def main() -> None:
