@@ -375,3 +375,16 @@ async def test_https_endpoint_with_a_trusted_ca(
         await trusted.aclose()
         await untrusted.aclose()
     assert tls_issuer.request_count == 1
+
+
+async def test_ipv6_loopback_endpoint(
+    engine: GrantEngine, agent: IdentityAgent, identity: CountingSource
+) -> None:
+    assert agent.oidc_url is not None
+    async with running_token_endpoint(
+        oidc_url=agent.oidc_url, trust_domain=TRUST_DOMAIN, host="::1"
+    ) as v6:
+        assert v6.token_url.startswith("http://[::1]:")
+        token = await engine.obtain(binding_for(v6))
+        assert token.value == v6.issued[0]
+        assert v6.subjects == [SANDBOX_ID]
