@@ -214,8 +214,9 @@ class HttpRelay:
         outgoing = h11.Request(
             method=request.method, target=target.target.encode("ascii"), headers=headers
         )
-        down.receive_data(bytes(self._buffer))
-        self._buffer.clear()
+        if self._buffer:  # (an empty receive_data would tell h11 the agent hung up)
+            down.receive_data(bytes(self._buffer))
+            self._buffer.clear()
         return await self._exchange(down, upstream, outgoing)
 
     async def _addresses(self, target: RequestTarget, decision: Decision) -> tuple[IPAddress, ...]:
