@@ -109,8 +109,10 @@ def test_two_replicas_racing_on_one_version_exactly_one_wins(
     for version in range(1, 6):
         barrier = threading.Barrier(2)
 
-        def update(replica: Replica, audience: str, v: int = version) -> str:
-            barrier.wait()
+        def update(
+            replica: Replica, audience: str, v: int = version, gate: threading.Barrier = barrier
+        ) -> str:
+            gate.wait()
             doc = grant_profile("alpha", audience=audience) | {"resource_version": v}
             try:
                 replica.profiles.update("alpha", doc)
@@ -129,14 +131,19 @@ def test_the_database_guard_refuses_a_write_based_on_an_old_read(
 ) -> None:
     a, b = replicas
     a.profiles.import_profiles([grant_profile("alpha")])
-    with pytest.raises(StaleVersion), a.store.write() as session_a:
-        row_a = session_a.get(ProfileRow, "alpha")
-        assert row_a is not None
-        with b.store.write() as session_b:
-            row_b = session_b.get(ProfileRow, "alpha")
-            assert row_b is not None
-            row_b.updated_at += 1
-        row_a.updated_at += 2
+
+    def write_after_someone_else() -> None:
+        with a.store.write() as session_a:
+            row_a = session_a.get(ProfileRow, "alpha")
+            assert row_a is not None
+            with b.store.write() as session_b:
+                row_b = session_b.get(ProfileRow, "alpha")
+                assert row_b is not None
+                row_b.updated_at += 1
+            row_a.updated_at += 2
+
+    with pytest.raises(StaleVersion):
+        write_after_someone_else()
     assert a.profiles.get("alpha").resource_version == 2
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import ssl
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,6 +32,12 @@ class GatewayCallError(Exception):
         super().__init__(message)
         self.status = status
         self.code = code
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """One verifying context per process (building one costs more than a request)."""
+    return ssl.create_default_context()
 
 
 def gateway_option(func: F) -> F:
@@ -104,6 +111,7 @@ class GatewayClient:
             trust_env=False,
             follow_redirects=False,
             transport=transport,
+            verify=_tls_context(),
         )
 
     def __repr__(self) -> str:
