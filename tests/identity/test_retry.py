@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from grantbox.identity import Backoff, IdentityDenied, IdentityUnavailable
 from grantbox.identity.retry import (
     MAX_DETAIL,
+    MIN_ATTEMPT_BUDGET,
     error_for_status,
     is_retryable,
     next_wait,
@@ -50,15 +51,16 @@ def test_invalid_inputs_are_errors(attempt: int, jitter: float) -> None:
 
 
 @given(attempts, jitters, st.floats(min_value=-5.0, max_value=20.0))
-def test_next_wait_never_overruns_the_deadline(
+def test_next_wait_leaves_room_for_one_more_attempt(
     attempt: int, jitter: float, remaining: float
 ) -> None:
     wait = next_wait(Backoff(), attempt, jitter, remaining)
-    if remaining <= 0:
+    if remaining <= MIN_ATTEMPT_BUDGET:
         assert wait is None
     else:
         assert wait is not None
-        assert 0 <= wait <= remaining
+        assert 0 <= wait <= remaining - MIN_ATTEMPT_BUDGET
+        assert wait <= Backoff().delay(attempt, jitter)
 
 
 def test_retryable_codes_follow_the_spec() -> None:

@@ -16,6 +16,7 @@ from grantbox.identity import (
     DEFAULT_ROTATION_INTERVAL,
     DEFAULT_SVID_TTL,
     IdentityAgent,
+    KeystoreError,
     parse_workload_option,
 )
 
@@ -156,7 +157,7 @@ def serve(
         fail(str(exc))
     try:
         asyncio.run(_run(agent))
-    except OSError as exc:
+    except (OSError, KeystoreError) as exc:
         fail(f"identity agent failed: {exc}")
 
 

@@ -9,6 +9,7 @@ from .admin import AdminError, add_workload_remote, list_workloads_remote, remov
 from .agent import DEFAULT_ROTATION_INTERVAL, DEFAULT_SVID_TTL, IdentityAgent
 from .client import WorkloadIdentityClient
 from .errors import IdentityDenied, IdentityError, IdentityUnavailable
+from .keystore import KeystoreError
 from .registry import PeerCredentials, Registration, parse_workload_option
 from .retry import Backoff
 from .socket_uri import ENDPOINT_ENV, parse_socket_uri
@@ -25,6 +26,7 @@ __all__ = [
     "IdentityError",
     "IdentityUnavailable",
     "JwtSvid",
+    "KeystoreError",
     "PeerCredentials",
     "Registration",
     "WorkloadIdentityClient",

@@ -2,11 +2,12 @@
 
 grpcio does not expose SO_PEERCRED for unix sockets, so the agent accepts workload
 connections itself. For each one it reads the caller's credentials, then relays the bytes to
-the internal gRPC server (on a socket in a private 0700 directory) from a freshly bound,
-unguessable abstract address. gRPC reports that address as the call's peer
-(``unix-abstract:<name>``), and the servicer looks the caller up by it. Any connection the
-directory does not know (someone dialling the internal socket directly) has no caller and is
-denied.
+the internal gRPC server (on a socket in a private 0700 directory) from a freshly bound
+abstract address. gRPC reports that address as the call's peer (``unix-abstract:<name>``),
+and the servicer looks the caller up by it. Only the agent's user can reach the internal
+socket at all; a connection the directory does not know has no caller and is denied. An
+address is unregistered before its socket closes, so a name can never be re-bound by someone
+else while it still maps to a caller.
 """
 
 from __future__ import annotations
@@ -161,10 +162,10 @@ class AttestingListener:
             # is the whole point (asyncio.streams would log a cancelled callback as an error).
             pass
         finally:
+            self._directory.unregister(address)
             for w in (writer, upstream):
                 if w is not None:
                     w.close()
-            self._directory.unregister(address)
             if task is not None:
                 self._relays.discard(task)
 

@@ -37,15 +37,26 @@ class Backoff:
         return ceiling * (0.5 + jitter / 2.0)
 
 
-def next_wait(backoff: Backoff, attempt: int, jitter: float, remaining: float) -> float | None:
+MIN_ATTEMPT_BUDGET = 0.05
+"""Never start an attempt with less time than this: it could only end in DEADLINE_EXCEEDED
+and would hide the answer that explains the failure (say, PERMISSION_DENIED)."""
+
+
+def next_wait(
+    backoff: Backoff,
+    attempt: int,
+    jitter: float,
+    remaining: float,
+    min_attempt: float = MIN_ATTEMPT_BUDGET,
+) -> float | None:
     """How long to sleep before the next attempt, or None when the deadline leaves no room.
 
-    The wait is clipped to what remains, so the last attempt happens right at the deadline
-    rather than being skipped.
+    The wait is clipped so the next attempt still has ``min_attempt`` seconds, so the last
+    attempt happens close to the deadline rather than being skipped.
     """
-    if remaining <= 0.0:
+    if remaining <= min_attempt:
         return None
-    return min(backoff.delay(attempt, jitter), remaining)
+    return min(backoff.delay(attempt, jitter), remaining - min_attempt)
 
 
 def is_retryable(code_name: str) -> bool:
