@@ -34,7 +34,9 @@ async def plain_upstream() -> AsyncIterator[RecordingUpstream]:
 
 @pytest.fixture
 async def tls_upstream(upstream_ca: trustme.CA) -> AsyncIterator[RecordingUpstream]:
-    cert = upstream_ca.issue_cert("alpha.localhost", "beta.localhost", "localhost", "127.0.0.1")
+    cert = upstream_ca.issue_cert(
+        "alpha.localhost", "beta.localhost", "alpha.test", "localhost", "127.0.0.1"
+    )
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     cert.configure_cert(context)
     async with running_upstream(context) as upstream:

@@ -10,6 +10,7 @@ from .gateway import gateway
 from .identity import identity
 from .profile import profile
 from .provider import provider
+from .proxy import proxy
 from .sandbox import sandbox
 from .supervisor import supervisor
 
@@ -24,6 +25,7 @@ def cli() -> None:
 cli.add_command(profile)
 cli.add_command(gateway)
 cli.add_command(provider)
+cli.add_command(proxy)
 cli.add_command(sandbox)
 cli.add_command(identity)
 cli.add_command(supervisor)

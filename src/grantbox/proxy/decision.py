@@ -18,11 +18,13 @@ from grantbox.profiles import (
     Endpoint,
     Enforcement,
     GrantBinding,
+    PatternError,
     TlsMode,
     cleartext_allowed,
     host_matches,
     host_specificity,
     parse_host_pattern,
+    parse_path_pattern,
     path_matches,
     request_path,
 )
@@ -108,8 +110,15 @@ def _host_port_candidates(
 ) -> list[tuple[str, Endpoint]]:
     found = []
     for entry, endpoint in config.endpoints():
-        if port in endpoint.all_ports and host_matches(endpoint.host, host):
-            found.append((entry, endpoint))
+        try:
+            if port in endpoint.all_ports and host_matches(endpoint.host, host):
+                parse_path_pattern(endpoint.path)
+                for rule in endpoint.rules:
+                    parse_path_pattern(rule.path)
+                found.append((entry, endpoint))
+        except PatternError:
+            # Validation refuses these; an endpoint that slipped through matches nothing.
+            continue
     found.sort(key=lambda pair: _specificity(pair[1]), reverse=True)
     return found
 

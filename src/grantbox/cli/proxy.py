@@ -1,0 +1,147 @@
+"""``grantbox proxy run``: the egress proxy on its own, as a credential-injecting proxy for
+workloads that are not sandboxed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from grantbox.grants import GrantEngine
+from grantbox.identity import WorkloadIdentityClient
+from grantbox.profiles import EffectiveConfig
+from grantbox.proxy import EgressProxy, SystemResolver, parse_overrides
+from grantbox.proxy.standalone import StandaloneConfigError, load_standalone_config
+
+from .output import fail
+
+RUN_HELP = """Run the egress proxy in the foreground.
+
+\b
+FILE (YAML or JSON) holds what the gateway would otherwise send:
+  sandbox_id: my-workload          # optional, shown in events
+  profiles:                        # provider profiles: paths (relative to FILE) or
+    - ./alpha-profile.yaml         #   inline profile documents
+  providers:                       # attached providers: a name and a profile id
+    - {name: alpha, profile: alpha-api}
+  policy:                          # extra network policy (sandbox --policy format)
+    network:
+      - name: mirror
+        endpoints: [{host: pypi.org, port: 443}]
+
+\b
+Point clients at it with HTTP_PROXY/HTTPS_PROXY=http://HOST:PORT and make them trust the
+interception CA written by --ca-out (e.g. SSL_CERT_FILE or curl --cacert). Tokens come from
+the SPIFFE Workload API at --identity-socket (default: $SPIFFE_ENDPOINT_SOCKET). OCSF events
+are written as JSON lines to stderr. A config error exits with status 2.
+"""
+
+
+def _listen(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[V6]:PORT``; port 0 picks a free port."""
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise click.BadParameter(f"expected HOST:PORT, got {value!r}", param_hint="--listen")
+    return host, int(port)
+
+
+@click.group()
+def proxy() -> None:
+    """The egress proxy: policy, TLS interception and token injection."""
+
+
+@proxy.command("run", help=RUN_HELP)
+@click.option(
+    "--config",
+    "config_file",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Profiles, attached providers and extra network policy (see above).",
+)
+@click.option("--listen", default="127.0.0.1:3128", show_default=True, help="TCP HOST:PORT.")
+@click.option("--unix", "unix_path", type=click.Path(path_type=Path), help="Also listen here.")
+@click.option("--identity-socket", help="Workload API socket (unix:/path or /path).")
+@click.option("--ca-out", type=click.Path(path_type=Path), help="Write the interception CA here.")
+@click.option(
+    "--resolve",
+    "resolve",
+    multiple=True,
+    metavar="HOST=IP",
+    help="Answer HOST with IP instead of DNS (repeatable).",
+)
+@click.option(
+    "--upstream-ca",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Extra CA bundle to trust for upstream TLS (besides the system roots).",
+)
+def run(
+    config_file: Path,
+    listen: str,
+    unix_path: Path | None,
+    identity_socket: str | None,
+    ca_out: Path | None,
+    resolve: tuple[str, ...],
+    upstream_ca: Path | None,
+) -> None:
+    try:
+        config = load_standalone_config(config_file)
+    except StandaloneConfigError as exc:
+        click.echo(f"error: invalid proxy config {exc.source}:", err=True)
+        for problem in exc.problems:
+            click.echo(f"  - {problem}", err=True)
+        raise SystemExit(2) from exc
+    try:
+        overrides = parse_overrides(resolve)
+    except ValueError as exc:
+        fail(str(exc), code=2)
+    address = _listen(listen)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
+    resolver = SystemResolver(overrides)
+    asyncio.run(_serve(config, address, unix_path, identity_socket, ca_out, resolver, upstream_ca))
+
+
+async def _serve(
+    config: EffectiveConfig,
+    address: tuple[str, int],
+    unix_path: Path | None,
+    identity_socket: str | None,
+    ca_out: Path | None,
+    resolver: SystemResolver,
+    upstream_ca: Path | None,
+) -> None:
+    identity = WorkloadIdentityClient(identity_socket)
+    engine = GrantEngine(identity)
+    proxy = EgressProxy(config, engine, resolver=resolver, upstream_ca_file=upstream_ca)
+    if ca_out is not None:
+        await asyncio.to_thread(ca_out.write_bytes, proxy.ca_cert_pem)
+    try:
+        await proxy.start(tcp=address, unix=unix_path)
+    except OSError as exc:
+        await engine.aclose()
+        await identity.aclose()
+        fail(f"cannot listen on {address[0]}:{address[1]}: {exc.strerror}")
+    bound = proxy.tcp_address
+    assert bound is not None
+    click.echo(
+        f"grantbox proxy listening on {bound[0]}:{bound[1]}"
+        + (f" and {unix_path}" if unix_path else "")
+        + f"; {len(config.bindings)} grant binding(s), revision {config.revision[:19]}",
+        err=True,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await proxy.stop()
+        await engine.aclose()
+        await identity.aclose()
