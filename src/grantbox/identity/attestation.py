@@ -2,22 +2,20 @@
 
 grpcio does not expose SO_PEERCRED for unix sockets, so the agent accepts workload
 connections itself. For each one it reads the caller's credentials, then relays the bytes to
-the internal gRPC server (on a socket in a private 0700 directory) from a freshly bound
-abstract address. gRPC reports that address as the call's peer (``unix-abstract:<name>``),
-and the servicer looks the caller up by it. Only the agent's user can reach the internal
-socket at all; a connection the directory does not know has no caller and is denied. An
-address is unregistered before its socket closes, so a name can never be re-bound by someone
-else while it still maps to a caller.
+the internal gRPC server (on a socket in a private 0700 directory) from an abstract address
+the kernel assigns (autobind, so nobody can squat the names we would use). gRPC reports that
+address as the call's peer (``unix-abstract:<name>``), and the servicer looks the caller up
+by it. Only the agent's user can reach the internal socket at all; a connection the directory
+does not know has no caller and is denied. An address is unregistered before its socket
+closes, so a name can never be re-bound by someone else while it still maps to a caller.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import os
-import secrets
 import socket
 import stat
 import struct
@@ -50,12 +48,7 @@ class CallerDirectory:
     """Relay address → caller, for the connections currently being relayed."""
 
     def __init__(self) -> None:
-        self._prefix = f"grantbox-identity-{secrets.token_hex(16)}"
-        self._counter = itertools.count()
         self._callers: dict[str, Caller] = {}
-
-    def new_address(self) -> str:
-        return f"{self._prefix}-{next(self._counter)}"
 
     def register(self, address: str, caller: Caller) -> None:
         self._callers[address] = caller
@@ -69,6 +62,14 @@ class CallerDirectory:
         if kind != "unix-abstract":
             return None
         return self._callers.get(address)
+
+
+def autobound_name(sock: socket.socket) -> str:
+    """The abstract name of an autobound socket, as gRPC prints it after ``unix-abstract:``."""
+    raw = sock.getsockname()
+    if not isinstance(raw, bytes) or not raw.startswith(b"\0") or len(raw) < 2:
+        raise OSError("unix socket autobind did not yield an abstract address")
+    return raw[1:].decode("ascii")
 
 
 async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -140,14 +141,15 @@ class AttestingListener:
         task = asyncio.current_task()
         if task is not None:
             self._relays.add(task)
-        address = self._directory.new_address()
+        address = ""
         upstream: asyncio.StreamWriter | None = None
         try:
             credentials = read_peer_credentials(writer.get_extra_info("socket"))
-            self._directory.register(address, Caller(self.workload, credentials))
             out = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
-                out.bind("\0" + address)
+                out.bind("")  # Linux autobind: a unique abstract address chosen by the kernel
+                address = autobound_name(out)
+                self._directory.register(address, Caller(self.workload, credentials))
                 out.setblocking(False)
                 await asyncio.get_running_loop().sock_connect(out, self._backend)
             except BaseException:
@@ -162,7 +164,8 @@ class AttestingListener:
             # is the whole point (asyncio.streams would log a cancelled callback as an error).
             pass
         finally:
-            self._directory.unregister(address)
+            if address:
+                self._directory.unregister(address)
             for w in (writer, upstream):
                 if w is not None:
                     w.close()
