@@ -318,11 +318,6 @@ async def test_identity_unavailable_when_the_workload_socket_is_gone(
     assert issuer.http_requests == 0
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="grantbox.identity's client clips its last retry to the deadline; that call usually "
-    "ends DEADLINE_EXCEEDED and a denial is then reported as unavailable (identity defect)",
-)
 async def test_identity_denied_when_the_agent_refuses_the_caller(
     agent: IdentityAgent, issuer: TokenEndpoint
 ) -> None:
