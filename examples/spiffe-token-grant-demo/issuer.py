@@ -227,6 +227,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         required=True,
         help="the identity agent's OIDC discovery URL (base or .well-known document)",
     )
+    parser.add_argument(
+        "--oidc-ca-file", help="CA bundle for an https discovery endpoint with a private CA"
+    )
     parser.add_argument("--trust-domain", required=True)
     parser.add_argument("--path-prefix", default="/grantbox/sandbox/")
     parser.add_argument(
@@ -265,7 +268,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         ),
         lifetime=args.token_lifetime,
     )
-    http: httpx.AsyncClient = key_set_http_client()
+    http: httpx.AsyncClient = key_set_http_client(ca_file=args.oidc_ca_file)
     svid_keys = KeySetSource(
         http,
         discovery_url=args.oidc_discovery,

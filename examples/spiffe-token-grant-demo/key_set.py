@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -212,10 +213,13 @@ class KeySetSource:
             raise KeySetError(f"GET {url} did not answer JSON") from None
 
 
-def key_set_http_client(timeout: float = 5.0) -> httpx.AsyncClient:
-    """An HTTP client for key publishers: bounded time, no redirects, no proxy variables."""
+def key_set_http_client(timeout: float = 5.0, ca_file: str | None = None) -> httpx.AsyncClient:
+    """An HTTP client for key publishers: bounded time, no redirects, no proxy variables;
+    ``ca_file`` trusts a private CA (e.g. SPIRE's OIDC discovery provider in a cluster)."""
+    verify = ssl.create_default_context(cafile=ca_file) if ca_file else True
     return httpx.AsyncClient(
         timeout=httpx.Timeout(timeout, connect=timeout),
         follow_redirects=False,
         trust_env=False,
+        verify=verify,
     )
