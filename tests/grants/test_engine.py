@@ -302,3 +302,17 @@ async def test_failures_are_logged_without_tokens_or_svids(
         assert secret not in caplog.text
         assert secret not in repr(caught.value)
     assert "LEAKED" not in caplog.text
+
+
+async def test_engines_without_a_registry_keep_their_metrics_apart(
+    identity: CountingSource, issuer: TokenEndpoint
+) -> None:
+    first, second = GrantEngine(identity), GrantEngine(identity)
+    try:
+        await first.obtain(binding_for(issuer))
+        assert first.registry is not second.registry
+        assert sample(first.registry, "grantbox_token_cache_misses_total") == 1
+        assert sample(second.registry, "grantbox_token_cache_misses_total") == 0
+    finally:
+        await first.aclose()
+        await second.aclose()

@@ -48,8 +48,8 @@ class GrantEngine:
     ``identity`` mints the JWT-SVIDs (a :class:`grantbox.identity.WorkloadIdentityClient`).
     The timeouts configure the token endpoint client unless a ready ``client`` is given
     (e.g. one trusting a private CA); the engine owns it and closes it in :meth:`aclose`.
-    ``identity_timeout`` bounds each SVID fetch. Metrics go to ``registry`` (the
-    prometheus-client default registry when None). ``clock`` (monotonic seconds) and
+    ``identity_timeout`` bounds each SVID fetch. Metrics go to ``registry`` (a private one,
+    readable as :attr:`registry`, when None). ``clock`` (monotonic seconds) and
     ``jitter`` (uniform in [0, 1)) are injectable so cache timing can be tested exactly.
     One engine serves one event loop.
     """
@@ -119,6 +119,11 @@ class GrantEngine:
         self._generation += 1
         self._cache.retain(attached.__contains__)
         self._metrics.entries.set(len(self._cache))
+
+    @property
+    def registry(self) -> prometheus_client.CollectorRegistry:
+        """Where this engine's metrics are registered."""
+        return self._metrics.registry
 
     def cached_keys(self) -> list[CacheKey]:
         """Keys currently held, least recently used first (for diagnostics and tests)."""

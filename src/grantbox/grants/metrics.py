@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0)
 SUCCESS = "success"
@@ -10,10 +10,15 @@ FAILURE = "failure"
 
 
 class GrantMetrics:
-    """Grants by outcome and reason, grant latency, and what the cache did for callers."""
+    """Grants by outcome and reason, grant latency, and what the cache did for callers.
+
+    Without a ``registry`` the instruments get a private one (as the proxy's do), so any
+    number of engines can live in one process; serve :attr:`registry` to expose them.
+    """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        target = REGISTRY if registry is None else registry
+        target = CollectorRegistry() if registry is None else registry
+        self.registry = target
         self.grants = Counter(
             "grantbox_token_grants",
             "Token requests made (SVID fetch + token endpoint), by outcome and failure reason",
