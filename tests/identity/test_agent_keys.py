@@ -37,7 +37,7 @@ def bundle_jwks(message: object) -> jwt.PyJWKSet:
 
 async def test_rotation_keeps_old_svids_valid_until_they_expire(tmp_path: Path) -> None:
     async with running_agent(
-        tmp_path, oidc=True, workloads={"s1": SANDBOX_PATH}, svid_ttl=2.0
+        tmp_path, oidc=True, workloads={"s1": SANDBOX_PATH}, svid_ttl=4.0
     ) as agent:
         socket = agent.socket_path("s1")
         async with grpc.aio.insecure_channel(f"unix:{socket}") as channel:
@@ -60,7 +60,7 @@ async def test_rotation_keeps_old_svids_valid_until_they_expire(tmp_path: Path) 
                 verify(token, await oidc_jwks(agent.oidc_url))
 
             # Once the old SVID has expired, the retired key leaves the bundle.
-            third = await asyncio.wait_for(stream.read(), 10)
+            third = await asyncio.wait_for(stream.read(), 15)
             exp = jwt.decode(old, options={"verify_signature": False})["exp"]
             assert time.time() >= exp
             assert kid_of(old) not in kids(third)

@@ -58,20 +58,21 @@ async def test_jwt_source_fetches_and_receives_bundle_updates(agent: IdentityAge
     socket = f"unix:{agent.socket_path('s1')}"
     updates: list[set[str]] = []
 
+    def authorities(source: JwtSource) -> set[str]:
+        bundle = source.get_bundle_for_trust_domain(TrustDomain(TRUST_DOMAIN))
+        assert bundle is not None
+        return set(bundle.jwt_authorities)
+
     def open_source() -> tuple[JwtSource, Any]:
         source = JwtSource(socket_path=socket, timeout_in_seconds=5.0)
         svid = source.fetch_svid({AUDIENCE})
-        source.subscribe_for_updates(
-            lambda: updates.append(
-                set(source.get_bundle_for_trust_domain(TrustDomain(TRUST_DOMAIN)).jwt_authorities)
-            )
-        )
+        source.subscribe_for_updates(lambda: updates.append(authorities(source)))
         return source, svid
 
     source, svid = await asyncio.to_thread(open_source)
     try:
         assert str(svid.spiffe_id) == SANDBOX_ID
-        before = set(source.get_bundle_for_trust_domain(TrustDomain(TRUST_DOMAIN)).jwt_authorities)
+        before = authorities(source)
         kid = jwt.get_unverified_header(svid.token)["kid"]
         assert kid in before
         await agent.rotate_keys()

@@ -18,7 +18,9 @@ def test_private_stub_modules_still_exist() -> None:
 
 
 def test_service_has_the_spec_rpcs_on_the_unpackaged_wire_names() -> None:
-    descriptor = wapi.messages.DESCRIPTOR.services_by_name[wapi.SERVICE_NAME]
+    from spiffe._proto import workload_pb2
+
+    descriptor = workload_pb2.DESCRIPTOR.services_by_name[wapi.SERVICE_NAME]
     assert descriptor.full_name == "SpiffeWorkloadAPI"
     assert {m.name for m in descriptor.methods} >= set(RPCS)
     stub = wapi.WorkloadApiStub(grpc.insecure_channel("unix:/nonexistent"))
