@@ -14,6 +14,8 @@ from .checks import (
     proofs_of_life,
     service_claims,
 )
+from .operator import CommandFailed, CommandResult, Operator
+from .probe import HttpProbe, curl_argv, parse_curl_output
 from .workloads import (
     DEFAULT_PATH_PREFIX,
     EXAMPLE_DIR_ENV,
@@ -33,16 +35,22 @@ __all__ = [
     "EXAMPLE_DIR_ENV",
     "SERVICES",
     "Check",
+    "CommandFailed",
+    "CommandResult",
     "DemoPorts",
     "DemoWorkloads",
+    "HttpProbe",
     "IdentitySettings",
+    "Operator",
     "ProofOfLife",
     "WorkloadError",
     "WorkloadProcess",
     "check_answer",
     "check_proof_of_life",
+    "curl_argv",
     "find_example_dir",
     "listening_url",
+    "parse_curl_output",
     "proofs_of_life",
     "running_workloads",
     "service_claims",
