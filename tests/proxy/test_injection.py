@@ -185,3 +185,48 @@ async def test_update_applies_to_the_next_request_on_a_kept_alive_connection(
     assert after.header("authorization") == ["Bearer after-update"]
     assert denied.status_code == 403 and denied.json()["error"] == "policy_denied"
     assert tokens.bindings is not None and len(tokens.bindings) == 0
+
+
+async def test_chunked_upload_head_and_chunked_response_relay_intact(
+    tls_upstream: RecordingUpstream, upstream_ca_file: Path, tmp_path: Path
+) -> None:
+    port = tls_upstream.port
+    config = make_config(providers=[("alpha", _alpha(port))])
+    body = tmp_path / "body.bin"
+    body.write_bytes(b"x" * 300_000)
+    async with running_proxy(
+        config, RecordingTokens(token="t"), tmp_path, upstream_ca_file=upstream_ca_file
+    ) as rp:
+        chunked = await curl(
+            "-H",
+            "Transfer-Encoding: chunked",
+            "--data-binary",
+            f"@{body}",
+            f"https://alpha.localhost:{port}/chunked/upload",
+            proxy=rp.url,
+            cacert=rp.ca_file,
+        )
+        head = await curl(
+            "-I", f"https://alpha.localhost:{port}/h", proxy=rp.url, cacert=rp.ca_file
+        )
+    assert chunked.status == 200 and chunked.json()["body_bytes"] == 300_000
+    assert head.status == 200
+    upload, probe = tls_upstream.requests
+    assert upload.header("transfer-encoding") == ["chunked"] and upload.body_bytes == 300_000
+    assert probe.method == "HEAD" and probe.header("authorization") == ["Bearer t"]
+
+
+async def test_redirects_are_not_followed_and_the_next_host_is_decided_afresh(
+    plain_upstream: RecordingUpstream, tmp_path: Path
+) -> None:
+    port = plain_upstream.port
+    config = make_config(providers=[("alpha", _alpha(port))])
+    tokens = RecordingTokens(token="t")
+    async with running_proxy(config, tokens, tmp_path) as rp:
+        target = f"http://beta.localhost:{port}/steal"
+        result = await curl(
+            "-L", f"http://alpha.localhost:{port}/redirect?to={target}", proxy=rp.url
+        )
+    assert result.status == 403 and result.json()["error"] == "policy_denied"
+    assert [r.target for r in plain_upstream.requests] == [f"/redirect?to={target}"]
+    assert len(tokens.asked) == 1

@@ -1,7 +1,8 @@
 """A recording HTTP/1.1 upstream on loopback (plain, or TLS with a trustme certificate).
 
 It answers every request with JSON describing what it received (method, target, headers,
-body size and digest), keeps connections alive, streams bodies without keeping them, and
+body size and digest) - chunked for targets starting ``/chunked``, and a 302 to ``X`` for
+``/redirect?to=X`` - keeps connections alive, streams bodies without keeping them, and
 records the first bytes of every connection, so tests can assert exactly what reached it
 - including that nothing did.
 """
@@ -91,19 +92,36 @@ class RecordingUpstream:
                         "tls": self.tls,
                     }
                 ).encode()
-                writer.write(
-                    conn.send(
-                        h11.Response(
-                            status_code=200,
-                            headers=[
-                                ("Content-Type", "application/json"),
-                                ("Content-Length", str(len(body))),
-                            ],
+                if seen.target.startswith("/chunked"):
+                    # No Content-Length: the body goes out chunked, in three pieces.
+                    writer.write(conn.send(h11.Response(status_code=200, headers=[])))
+                    for piece in (body[:10], body[10:20], body[20:]):
+                        writer.write(conn.send(h11.Data(data=piece)))
+                        await writer.drain()
+                elif seen.target.startswith("/redirect?to="):
+                    location = seen.target.split("=", 1)[1]
+                    writer.write(
+                        conn.send(
+                            h11.Response(
+                                status_code=302,
+                                headers=[("Location", location), ("Content-Length", "0")],
+                            )
                         )
                     )
-                )
-                if request.method != b"HEAD":
-                    writer.write(conn.send(h11.Data(data=body)))
+                else:
+                    writer.write(
+                        conn.send(
+                            h11.Response(
+                                status_code=200,
+                                headers=[
+                                    ("Content-Type", "application/json"),
+                                    ("Content-Length", str(len(body))),
+                                ],
+                            )
+                        )
+                    )
+                    if request.method != b"HEAD":
+                        writer.write(conn.send(h11.Data(data=body)))
                 writer.write(conn.send(h11.EndOfMessage()))
                 await writer.drain()
                 if conn.our_state is h11.MUST_CLOSE:

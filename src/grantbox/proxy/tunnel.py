@@ -16,7 +16,7 @@ import ssl
 from grantbox.profiles import TlsMode
 
 from .answers import CONNECT_ESTABLISHED, ErrorCode, ProxyAnswer
-from .context import ProxyContext, log
+from .context import IDLE_TIMEOUT, ProxyContext, log
 from .decision import authorize
 from .events import NET_CLOSE, NET_FAIL, NET_OPEN, RequestFacts, http_decision, network_activity
 from .framing import FramingError, RequestHead
@@ -26,6 +26,7 @@ from .streams import ByteStream, SocketStream, TlsServerStream
 from .targets import Tunnel, connect_target
 
 TLS_HANDSHAKE_RECORD = 0x16
+HANDSHAKE_TIMEOUT = 30.0
 
 
 async def serve_connect(
@@ -98,7 +99,10 @@ async def serve_connect(
             )
         )
         return
-    first = leftover or await client.recv()
+    try:
+        first = leftover or await asyncio.wait_for(client.recv(), IDLE_TIMEOUT)
+    except TimeoutError:
+        return
     if not first:
         return
     stream: ByteStream = client
@@ -107,8 +111,8 @@ async def serve_connect(
     if first[0] == TLS_HANDSHAKE_RECORD:
         tls = TlsServerStream(client, ctx.ca.server_context(host), first)
         try:
-            await tls.handshake()
-        except (ssl.SSLError, ConnectionError, OSError) as exc:
+            await asyncio.wait_for(tls.handshake(), HANDSHAKE_TIMEOUT)
+        except (ssl.SSLError, ConnectionError, OSError, TimeoutError) as exc:
             ctx.emit(
                 network_activity(
                     NET_FAIL,
