@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket as socket_module
 import stat
 import subprocess
 import sys
@@ -188,3 +189,26 @@ async def test_kernel_uid_decides_in_a_dropped_privilege_process(agent: Identity
         {"code": "PERMISSION_DENIED"},
         {"code": "OK", "spiffe_id": SANDBOX_ID},  # no allow-list: whoever reaches the socket
     ]
+
+
+async def test_a_second_agent_cannot_take_over_live_sockets(tmp_path: Path) -> None:
+    with short_socket_dir() as base:
+        async with running_agent(tmp_path, socket_dir=base, workloads={"s1": "a"}) as first:
+            with pytest.raises(OSError, match="in use"):
+                async with running_agent(tmp_path / "b", socket_dir=base, workloads={"s1": "b"}):
+                    pass
+            response = await call(
+                first.socket_path("s1"), "FetchJWTSVID", REQUESTS["FetchJWTSVID"]()
+            )
+            assert response.svids[0].spiffe_id == "spiffe://example.org/a"
+
+
+async def test_stale_socket_from_a_crash_is_replaced(tmp_path: Path) -> None:
+    with short_socket_dir() as base:
+        stale = base / "workloads" / "s1" / "agent.sock"
+        stale.parent.mkdir(parents=True)
+        leftover = socket_module.socket(socket_module.AF_UNIX)
+        leftover.bind(str(stale))
+        leftover.close()  # the file stays, nobody listens: what a crash leaves behind
+        async with running_agent(tmp_path, socket_dir=base, workloads={"s1": "a"}) as agent:
+            assert await fetch_token(agent.socket_path("s1"))

@@ -15,7 +15,7 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from grantbox.identity import IdentityAgent
 
 
 @contextlib.contextmanager
-def short_socket_dir() -> Any:
+def short_socket_dir() -> Iterator[Path]:
     """A fresh /tmp directory (mode 0755, so dropped-privilege callers can reach sockets)."""
     path = Path(tempfile.mkdtemp(prefix="gbx-id-", dir="/tmp"))
     os.chmod(path, 0o755)  # noqa: S103 - sockets must be reachable by dropped-privilege callers

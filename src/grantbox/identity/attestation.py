@@ -91,10 +91,27 @@ def prepare_socket_dir(path: Path, mode: int) -> None:
     os.chmod(path, mode)
 
 
+def _socket_is_live(path: Path) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
+
+
 def bind_listening_socket(path: Path, mode: int) -> socket.socket:
-    """A listening unix socket at ``path`` with ``mode``, replacing a stale socket file."""
+    """A listening unix socket at ``path`` with ``mode``.
+
+    A stale socket file (left by a crash) is replaced; one that still answers belongs to a
+    running agent, and taking it over would hand its callers to us, so that is an error.
+    """
     with contextlib.suppress(FileNotFoundError):
         if stat.S_ISSOCK(path.lstat().st_mode):
+            if _socket_is_live(path):
+                raise OSError(f"{path} is in use by another process")
             path.unlink()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
