@@ -3,6 +3,7 @@ connection is evaluated, pipelined or not."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -151,3 +152,54 @@ async def test_tunnel_requests_must_address_the_tunnel_host(
         raw = await read_all(r)
     (reply,) = parse_replies(raw)
     assert reply.status == 400 and tls_upstream.connections == 0
+
+
+async def test_refusals_are_recorded_as_events_and_metrics(
+    plain_upstream: RecordingUpstream, tmp_path: Path
+) -> None:
+    async with running_proxy(_config(plain_upstream), RecordingTokens(), tmp_path) as rp:
+        await send_raw(
+            rp.port,
+            f"POST http://alpha.localhost:{plain_upstream.port}/ HTTP/1.1\r\nHost: a\r\n".encode()
+            + SMUGGLING["cl_and_te"],
+        )
+    (event,) = [e for e in rp.events if e.get("status_code") == "invalid_request"]
+    assert event["activity_id"] == 6 and "Transfer-Encoding" in event["status_detail"]
+    assert (
+        rp.metric("grantbox_proxy_requests_total", decision="denied", code="invalid_request") == 1
+    )
+
+
+async def test_a_malformed_chunk_in_the_body_is_refused(
+    plain_upstream: RecordingUpstream, tmp_path: Path
+) -> None:
+    async with running_proxy(_config(plain_upstream), RecordingTokens(), tmp_path) as rp:
+        raw = await send_raw(
+            rp.port,
+            f"POST http://alpha.localhost:{plain_upstream.port}/ HTTP/1.1\r\nHost: a\r\n".encode()
+            + b"Transfer-Encoding: chunked\r\n\r\nZZ\r\nhello\r\n0\r\n\r\n",
+        )
+    (reply,) = parse_replies(raw, [b"POST"])
+    assert reply.status == 400
+    assert plain_upstream.requests == []  # the upstream never saw a complete request
+
+
+async def test_a_broken_upstream_answer_is_a_502(tmp_path: Path) -> None:
+    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"NOT HTTP AT ALL\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(garbage, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    config = make_config(policy=[endpoint("alpha.localhost", port, allowed_ips=LOOPBACK)])
+    try:
+        async with running_proxy(config, RecordingTokens(), tmp_path) as rp:
+            raw = await send_raw(
+                rp.port, f"GET http://alpha.localhost:{port}/ HTTP/1.1\r\nHost: a\r\n\r\n".encode()
+            )
+    finally:
+        server.close()
+    (reply,) = parse_replies(raw)
+    assert reply.status == 502 and reply.json()["error"] == "upstream_unreachable"

@@ -56,6 +56,10 @@ class _ClientGone(Exception):
     """The agent closed its side mid-request."""
 
 
+class _BadRequestBody(Exception):
+    """The agent's request body broke HTTP/1.1 framing (e.g. a malformed chunk)."""
+
+
 class HttpRelay:
     def __init__(
         self,
@@ -80,9 +84,7 @@ class HttpRelay:
                 try:
                     raw = await asyncio.wait_for(self._read_head(), IDLE_TIMEOUT)
                 except HeadTooLarge as exc:
-                    await self._answer(
-                        ProxyAnswer(ErrorCode.INVALID_REQUEST, status=431, detail=str(exc))
-                    )
+                    await self._refuse(_invalid(exc))
                     return None
                 except TimeoutError:
                     return None
@@ -91,13 +93,14 @@ class HttpRelay:
                 try:
                     head = parse_head(raw)
                 except FramingError as exc:
-                    await self._answer(_invalid(exc))
+                    await self._refuse(_invalid(exc), method=raw.split(b" ", 1)[0][:16])
                     return None
                 if head.method == b"CONNECT":
                     if self._tunnel is not None:
-                        await self._answer(
-                            ProxyAnswer(ErrorCode.INVALID_REQUEST, detail="CONNECT inside a tunnel")
+                        answer = ProxyAnswer(
+                            ErrorCode.INVALID_REQUEST, detail="CONNECT inside a tunnel"
                         )
+                        await self._refuse(answer, method=b"CONNECT")
                         return None
                     await self._close_upstream()
                     return ConnectRequested(head)
@@ -134,7 +137,7 @@ class HttpRelay:
         try:
             target = request_target(head, self._tunnel)
         except FramingError as exc:
-            await self._answer(_invalid(exc))
+            await self._refuse(_invalid(exc), method=head.method)
             return False
         facts = RequestFacts(
             method=method,
@@ -278,10 +281,8 @@ class HttpRelay:
             if task.exception() is not None:
                 failure = task.exception()
                 break
-        if failure is None and not body.done():
-            # The upstream answered before the agent finished sending: this connection
-            # cannot be reused, since the rest of the body would be read as a request.
-            body.cancel()
+        # Without a failure both are done: an upstream that answered early still gets the
+        # rest of the body (or fails the send by closing, which ends the connection).
         for task in (body, reply):
             if not task.done():
                 task.cancel()
@@ -291,9 +292,10 @@ class HttpRelay:
             await self._close_upstream()
             if started.is_set():
                 return False
-            if isinstance(failure, h11.RemoteProtocolError | _ClientGone):
-                if isinstance(failure, h11.RemoteProtocolError):
-                    await self._answer(ProxyAnswer(ErrorCode.INVALID_REQUEST, detail=str(failure)))
+            if isinstance(failure, _ClientGone):
+                return False
+            if isinstance(failure, _BadRequestBody):
+                await self._answer(ProxyAnswer(ErrorCode.INVALID_REQUEST, detail=str(failure)))
                 return False
             await self._answer(
                 ProxyAnswer(ErrorCode.UPSTREAM_UNREACHABLE, detail=f"upstream failed: {failure!r}")
@@ -322,7 +324,10 @@ class HttpRelay:
 
     async def _send_body(self, down: h11.Connection, up: _Upstream) -> None:
         while True:
-            event = down.next_event()
+            try:
+                event = down.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise _BadRequestBody(str(exc)) from exc
             if event is h11.NEED_DATA:
                 data = await self._client.recv()
                 if not data:
@@ -340,7 +345,7 @@ class HttpRelay:
             elif event is h11.PAUSED:
                 return
             else:
-                raise h11.RemoteProtocolError(f"unexpected {type(event).__name__} in request body")
+                raise _BadRequestBody(f"unexpected {type(event).__name__} in request body")
 
     async def _send_response(
         self, down: h11.Connection, up: _Upstream, started: asyncio.Event
@@ -383,6 +388,24 @@ class HttpRelay:
                 raise ConnectionError("upstream closed before answering")
 
     # -- answers -------------------------------------------------------------------------
+
+    async def _refuse(self, answer: ProxyAnswer, method: bytes = b"") -> None:
+        """Answer a request refused before its destination was known (bad framing)."""
+        tunnel = self._tunnel
+        facts = RequestFacts(
+            method=method.decode("ascii", "replace") or "UNKNOWN",
+            scheme=tunnel.scheme if tunnel else "http",
+            host=tunnel.host if tunnel else "",
+            port=tunnel.port if tunnel else 0,
+            path="",
+            sandbox_id=self._ctx.config.sandbox_id,
+            client=self._peer,
+        )
+        self._ctx.metrics.requests.labels("denied", str(answer.code)).inc()
+        self._ctx.emit(
+            http_decision(facts, allowed=False, code=str(answer.code), detail=answer.detail)
+        )
+        await self._answer(answer)
 
     async def _answer(self, answer: ProxyAnswer, target: RequestTarget | None = None) -> None:
         shown = f"{target.host}:{target.port}" if target else ""
