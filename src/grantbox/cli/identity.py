@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,13 +56,20 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host, port
 
 
-def _configure_logging(level: str) -> None:
+@contextlib.contextmanager
+def json_logging(level: str) -> Iterator[None]:
+    """JSON lines on stderr for grantbox loggers while the command runs, then as before."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonLineFormatter())
-    root = logging.getLogger("grantbox")
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    root.propagate = False
+    logger = logging.getLogger("grantbox")
+    saved = (logger.handlers[:], logger.level, logger.propagate)
+    logger.handlers[:] = [handler]
+    logger.setLevel(level.upper())
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.handlers[:], logger.level, logger.propagate = saved
 
 
 @click.group("identity")
@@ -136,7 +145,7 @@ def serve(
     log_level: str,
 ) -> None:
     """Serve the SPIFFE Workload API (JWT-SVIDs) in the foreground until SIGINT/SIGTERM."""
-    _configure_logging(log_level)
+    click.get_current_context().with_resource(json_logging(log_level))
     try:
         listen = parse_listen(oidc_listen) if oidc_listen else None
         agent = IdentityAgent(
