@@ -171,3 +171,74 @@ def test_encoded_separators_and_dot_segments_are_refused(path: str) -> None:
 @given(st.lists(st.sampled_from(["a", "b", "%41", "x.y", "...", "a..b"]), max_size=6))
 def test_ordinary_paths_pass(segments: list[str]) -> None:
     assert path_problem("/" + "/".join(segments)) is None
+
+
+_PROFILE = grant_profile(
+    "alpha",
+    [
+        endpoint("api.example.com", 443),
+        endpoint("*.example.com", 443, path="/v1/**"),
+        endpoint("**.internal.example.com", 8443),
+    ],
+)
+_CONFIG = make_config(
+    policy=[
+        endpoint("api.example.com", 80, protocol="rest", access="read-only"),
+        endpoint("raw.example.com", 443, tls="skip"),
+    ],
+    providers=[("alpha", _PROFILE)],
+)
+
+
+@given(
+    host=st.sampled_from(
+        [
+            "api.example.com",
+            "API.example.com",
+            "www.example.com",
+            "raw.example.com",
+            "a.b.internal.example.com",
+            "example.com",
+            "evil.com",
+            "api.example.com.evil.com",
+        ]
+    ),
+    port=st.sampled_from([80, 443, 8443, 9999]),
+    path=st.sampled_from(["/", "/v1", "/v1/x", "/v2/x?q=/v1/", "/v1/../x", "/a%2fb"]),
+    method=st.sampled_from(["GET", "POST", "DELETE"]),
+    scheme=st.sampled_from(["http", "https"]),
+)
+def test_decisions_agree_with_the_shared_matchers(
+    host: str, port: int, path: str, method: str, scheme: str
+) -> None:
+    from grantbox.profiles import host_matches, path_matches, request_path
+
+    decision = authorize(_CONFIG, method=method, host=host, port=port, path=path, scheme=scheme)  # type: ignore[arg-type]
+    reachable = [
+        e for _, e in _CONFIG.endpoints() if port in e.all_ports and host_matches(e.host, host)
+    ]
+    if not reachable:
+        assert decision.code is ErrorCode.POLICY_DENIED
+        return
+    if path_problem(request_path(path)) is not None:
+        assert decision.code is ErrorCode.INVALID_REQUEST
+        return
+    admitted = [
+        e
+        for e in reachable
+        if path_matches(e.path, request_path(path))
+        and (e.access is None or method in ("GET", "HEAD", "OPTIONS"))
+    ]
+    if not admitted:
+        assert decision.code is ErrorCode.POLICY_DENIED
+        return
+    assert decision.endpoint in admitted
+    expected = (
+        None
+        if decision.tls is TlsMode.SKIP
+        else _CONFIG.bindings.select(host, port, request_path(path))
+    )
+    if expected is not None and scheme == "http":
+        assert decision.code is ErrorCode.CLEARTEXT_CREDENTIAL_REFUSED
+    else:
+        assert decision.allowed and decision.binding == expected

@@ -352,3 +352,21 @@ async def test_tls_handshake_with_untrusting_client_fails_cleanly(
         assert (await read_all(reader)).startswith(b"HTTP/1.1 403")  # still serving
         writer.close()
     assert tls_upstream.connections == 0
+
+
+async def test_upstream_certificates_are_verified(
+    tls_upstream: RecordingUpstream, tmp_path: Path
+) -> None:
+    """Without the upstream's CA (system roots only) the intercepted request fails closed:
+    the token (obtained before dialling, by design) is never sent, and the agent gets
+    upstream_unreachable."""
+    profile = grant_profile(
+        "alpha", [endpoint("alpha.localhost", tls_upstream.port, allowed_ips=LOOPBACK)]
+    )
+    tokens = RecordingTokens()
+    async with running_proxy(make_config(providers=[("alpha", profile)]), tokens, tmp_path) as rp:
+        result = await curl(
+            f"https://alpha.localhost:{tls_upstream.port}/", proxy=rp.url, cacert=rp.ca_file
+        )
+    assert result.status == 502 and result.json()["error"] == "upstream_unreachable"
+    assert tls_upstream.requests == [] and len(tokens.asked) == 1
