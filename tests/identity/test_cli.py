@@ -70,7 +70,8 @@ async def test_serve_runs_and_shuts_down_cleanly(tmp_path: Path, stop_signal: in
             async with WorkloadIdentityClient(socket, deadline=5.0) as client:
                 svid = await client.fetch_jwt_svid(AUDIENCE)
                 late_socket = await add_workload_remote(admin, "late", "grantbox/sandbox/late")
-                late = await WorkloadIdentityClient(str(late_socket)).fetch_jwt_svid(AUDIENCE)
+                async with WorkloadIdentityClient(str(late_socket)) as late_client:
+                    late = await late_client.fetch_jwt_svid(AUDIENCE)
             assert svid.spiffe_id == "spiffe://example.org/grantbox/sandbox/s1"
             assert late.spiffe_id == "spiffe://example.org/grantbox/sandbox/late"
             verify(svid.token, await oidc_jwks(oidc_url))
