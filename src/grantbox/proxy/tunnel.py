@@ -32,6 +32,7 @@ HANDSHAKE_TIMEOUT = 30.0
 async def serve_connect(
     ctx: ProxyContext, client: SocketStream, head: RequestHead, leftover: bytes, peer: str
 ) -> None:
+    """Admit or refuse a CONNECT, then serve the tunnel it opens."""
     try:
         host, port = connect_target(head)
     except FramingError as exc:
@@ -54,10 +55,11 @@ async def serve_connect(
         if not decision.allowed:
             assert decision.code is not None
             raise ProxyAnswer(decision.code, detail=decision.detail)
+        # Validated now so a refused destination fails at CONNECT; every request inside an
+        # inspected tunnel resolves and validates again before it is dialled.
         addresses = await ctx.destinations(host, port, decision.allowed_ips)
-        raw = decision.tls is TlsMode.SKIP
         upstream = None
-        if raw:
+        if decision.tls is TlsMode.SKIP:
             upstream, address = await ctx.dial(host, port, addresses, tls=False)
     except ProxyAnswer as answer:
         ctx.metrics.requests.labels("denied", str(answer.code)).inc()
@@ -76,62 +78,81 @@ async def serve_connect(
     ctx.emit(http_decision(facts, allowed=True, entry=decision.entry))
     await client.send(CONNECT_ESTABLISHED)
     if upstream is not None:
-        ctx.emit(
-            network_activity(
-                NET_OPEN,
-                host=host,
-                port=port,
-                dst_ip=str(address),
-                client=peer,
-                message=f"raw tunnel to {host}:{port} (tls: skip)",
-            )
+        await _raw_tunnel(ctx, client, upstream, leftover, host, port, str(address), peer)
+    else:
+        await _inspected_tunnel(ctx, client, leftover, host, port, peer)
+
+
+async def _raw_tunnel(
+    ctx: ProxyContext,
+    client: SocketStream,
+    upstream: SocketStream,
+    leftover: bytes,
+    host: str,
+    port: int,
+    address: str,
+    peer: str,
+) -> None:
+    """``tls: skip``: bytes both ways, never parsed, never given a token."""
+    ctx.emit(
+        network_activity(
+            NET_OPEN,
+            host=host,
+            port=port,
+            dst_ip=address,
+            client=peer,
+            message=f"raw tunnel to {host}:{port} (tls: skip)",
         )
-        sent, received = await pipe(ctx, client, upstream, leftover)
-        ctx.emit(
-            network_activity(
-                NET_CLOSE,
-                host=host,
-                port=port,
-                dst_ip=str(address),
-                client=peer,
-                message=f"raw tunnel to {host}:{port} closed",
-                traffic={"bytes_out": sent, "bytes_in": received},
-            )
+    )
+    sent, received = await pipe(ctx, client, upstream, leftover)
+    ctx.emit(
+        network_activity(
+            NET_CLOSE,
+            host=host,
+            port=port,
+            dst_ip=address,
+            client=peer,
+            message=f"raw tunnel to {host}:{port} closed",
+            traffic={"bytes_out": sent, "bytes_in": received},
         )
-        return
+    )
+
+
+async def _inspected_tunnel(
+    ctx: ProxyContext, client: SocketStream, leftover: bytes, host: str, port: int, peer: str
+) -> None:
+    """Terminate TLS if the agent starts it (else read plain HTTP) and relay per request."""
     try:
         first = leftover or await asyncio.wait_for(client.recv(), IDLE_TIMEOUT)
     except TimeoutError:
         return
     if not first:
         return
-    stream: ByteStream = client
-    tunnel = Tunnel(host, port, "http")
-    buffer = first
-    if first[0] == TLS_HANDSHAKE_RECORD:
-        tls = TlsServerStream(client, ctx.ca.server_context(host), first)
-        try:
-            await asyncio.wait_for(tls.handshake(), HANDSHAKE_TIMEOUT)
-        except (ssl.SSLError, ConnectionError, OSError, TimeoutError) as exc:
-            ctx.emit(
-                network_activity(
-                    NET_FAIL,
-                    host=host,
-                    port=port,
-                    client=peer,
-                    allowed=False,
-                    message=f"TLS handshake with the agent for {host} failed: {exc}",
-                )
-            )
-            log.info("TLS handshake for %s failed: %s", host, exc)
-            return
-        stream, tunnel, buffer = tls, Tunnel(host, port, "https"), b""
-    relay = HttpRelay(ctx, stream, tunnel=tunnel, buffer=buffer, peer=peer)
+    if first[0] != TLS_HANDSHAKE_RECORD:
+        await HttpRelay(
+            ctx, client, tunnel=Tunnel(host, port, "http"), buffer=first, peer=peer
+        ).run()
+        return
+    tls = TlsServerStream(client, ctx.ca.server_context(host), first)
     try:
-        await relay.run()
+        await asyncio.wait_for(tls.handshake(), HANDSHAKE_TIMEOUT)
+    except (ssl.SSLError, ConnectionError, OSError, TimeoutError) as exc:
+        ctx.emit(
+            network_activity(
+                NET_FAIL,
+                host=host,
+                port=port,
+                client=peer,
+                allowed=False,
+                message=f"TLS handshake with the agent for {host} failed: {exc}",
+            )
+        )
+        log.info("TLS handshake for %s failed: %s", host, exc)
+        return
+    try:
+        await HttpRelay(ctx, tls, tunnel=Tunnel(host, port, "https"), peer=peer).run()
     finally:
-        if stream is not client:
-            await stream.close()
+        await tls.close()
 
 
 async def pipe(
