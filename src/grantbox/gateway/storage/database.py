@@ -39,7 +39,13 @@ def make_engine(url: str) -> Engine:
         return engine
     if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
         url = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
-    return create_engine(url, pool_pre_ping=True)
+    try:
+        return create_engine(url, pool_pre_ping=True)
+    except ImportError as exc:
+        raise RuntimeError(
+            f"database driver for {parsed.drivername} is not installed ({exc.name}); "
+            "for PostgreSQL install psycopg[binary]"
+        ) from None
 
 
 def alembic_config(engine: Engine) -> Config:
