@@ -212,3 +212,36 @@ async def test_stale_socket_from_a_crash_is_replaced(tmp_path: Path) -> None:
         leftover.close()  # the file stays, nobody listens: what a crash leaves behind
         async with running_agent(tmp_path, socket_dir=base, workloads={"s1": "a"}) as agent:
             assert await fetch_token(agent.socket_path("s1"))
+
+
+async def test_an_existing_socket_dir_keeps_its_mode(tmp_path: Path) -> None:
+    with short_socket_dir() as base:
+        existing = base / "workloads"
+        existing.mkdir(mode=0o711)
+        existing.chmod(0o711)
+        async with running_agent(tmp_path, socket_dir=base, workloads={"s1": "a"}) as agent:
+            assert agent.socket_dir == existing
+            assert stat.S_IMODE(existing.stat().st_mode) == 0o711
+            assert stat.S_IMODE(agent.socket_path("s1").parent.stat().st_mode) == 0o755
+        assert existing.is_dir()
+
+
+async def test_a_symlinked_workload_dir_is_refused(tmp_path: Path) -> None:
+    with short_socket_dir() as base:
+        (base / "workloads").mkdir()
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        (base / "workloads" / "s1").symlink_to(elsewhere)
+        with pytest.raises(ValueError, match="not a directory"):
+            async with running_agent(tmp_path, socket_dir=base, workloads={"s1": "a"}):
+                pass
+        assert list(elsewhere.iterdir()) == []
+
+
+async def test_failed_registration_leaves_no_trace(agent: IdentityAgent) -> None:
+    blocker = agent.socket_dir / "blocked"
+    blocker.write_text("a file where the workload directory would go")
+    with pytest.raises(ValueError, match="not a directory"):
+        agent.add_workload("blocked", "grantbox/blocked")
+    assert "blocked" not in agent.workloads()
+    assert "s1" in agent.workloads()

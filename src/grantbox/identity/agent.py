@@ -119,10 +119,14 @@ class IdentityAgent:
 
     async def _start(self) -> None:
         self._running = True
-        prepare_socket_dir(self._socket_dir, 0o755)
+        prepare_socket_dir(self._socket_dir, 0o755, enforce_mode=False)
         self._authority.load(time.time())
         self._private_dir = Path(tempfile.mkdtemp(prefix="grantbox-identity-"))
         self._backend = str(self._private_dir / "grpc.sock")
+        if len(self._backend.encode()) > MAX_UNIX_PATH:
+            raise ValueError(
+                f"temporary directory path too long for a unix socket: {self._backend}"
+            )
         server = grpc.aio.server()
         service = WorkloadApiService(self._authority, self._directory, lambda: self._registrations)
         wapi.add_servicer_to_server(service, server)
@@ -207,9 +211,10 @@ class IdentityAgent:
             raise ValueError(f"socket path {path} is too long for a unix socket")
         if name in self._registrations:
             self.remove_workload(name)
+        listener = self._open_listener(name) if self._grpc is not None else None
         self._registrations[name] = registration
-        if self._running and self._grpc is not None:
-            self._open_listener(name).start_serving()
+        if listener is not None:
+            listener.start_serving()
         log.info(
             "workload added",
             extra={
@@ -227,7 +232,7 @@ class IdentityAgent:
         if self._backend is None:
             raise RuntimeError("agent not started")
         path = self.socket_path(name)
-        prepare_socket_dir(path.parent, 0o755)
+        prepare_socket_dir(path.parent, 0o755, enforce_mode=True)
         listener = AttestingListener(name, path, self._backend, self._directory)
         listener.bind(0o666)
         self._listeners[name] = listener

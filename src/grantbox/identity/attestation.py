@@ -80,14 +80,20 @@ async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         writer.write_eof()
 
 
-def prepare_socket_dir(path: Path, mode: int) -> None:
-    """Create (or re-use) a real directory, never following a planted symlink."""
+def prepare_socket_dir(path: Path, mode: int, *, enforce_mode: bool) -> None:
+    """Create (or re-use) a real directory, never following a planted symlink.
+
+    ``mode`` is applied to a directory we create; an existing one keeps its mode unless
+    ``enforce_mode`` (for directories the agent owns, such as ``DIR/NAME``).
+    """
     try:
         path.mkdir(mode=mode, parents=True)
     except FileExistsError:
         info = path.lstat()
         if not stat.S_ISDIR(info.st_mode):
             raise ValueError(f"{path} exists and is not a directory") from None
+        if not enforce_mode:
+            return
     os.chmod(path, mode)
 
 
