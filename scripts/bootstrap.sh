@@ -11,6 +11,7 @@ VENV=${VENV:-.venv}
 # util-linux build the namespaces, nftables fences them). Installed only when missing and
 # only when we are root; otherwise we say what is missing and let the tests skip.
 packages=(curl iproute2 util-linux nftables ca-certificates postgresql)
+command -v kubectl >/dev/null || packages+=(kubernetes-client)  # `kubectl kustomize` in tests
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -69,6 +69,7 @@ _KERNEL_TREES = ("/proc/", "/sys/", "/dev/")
 MAX_SOCKET_PATH = 107  # sun_path is 108 bytes including the terminating NUL
 
 _SANDBOX_ID = re.compile(r"[a-z0-9]([-a-z0-9]{0,44}[a-z0-9])?")
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?")
 _PULL_POLICIES = ("Always", "IfNotPresent", "Never")
 _APPARMOR = re.compile(r"Unconfined|RuntimeDefault|Localhost/[A-Za-z0-9._-]{1,200}")
@@ -163,7 +164,7 @@ class KubernetesDriverConfig:
         problem = socket_path_problem(self.socket_path)
         if problem is not None:
             raise KubernetesConfigError(problem)
-        if not _LABEL_VALUE.fullmatch(self.namespace) or not self.namespace:
+        if not _DNS_LABEL.fullmatch(self.namespace):
             raise KubernetesConfigError(f"namespace {self.namespace!r} is not a valid name")
         if not self.image or any(ch.isspace() for ch in self.image):
             raise KubernetesConfigError("the sandbox image is empty or contains whitespace")
@@ -411,6 +412,10 @@ def pod_manifest(spec: SandboxSpec, config: KubernetesDriverConfig) -> dict[str,
 # -- status (pure) ---------------------------------------------------------------------------
 
 
+def _why(reason: str, message: object) -> str:
+    return _short(f"{reason}: {message}" if message else reason)
+
+
 def _short(text: str) -> str:
     flat = " ".join(str(text).split())
     return flat if len(flat) <= _MAX_MESSAGE else flat[: _MAX_MESSAGE - 1] + "…"
@@ -452,19 +457,13 @@ def pod_status(pod: Mapping[str, Any]) -> DriverStatus:
         waiting = state.get("waiting") or {}
         reason = waiting.get("reason") or ""
         if reason in _FATAL_WAITING:
-            return DriverStatus(
-                DriverState.FAILED, _short(f"{reason}: {waiting.get('message') or ''}")
-            )
+            return DriverStatus(DriverState.FAILED, _why(reason, waiting.get("message")))
         if reason:
-            return DriverStatus(
-                DriverState.PENDING, _short(f"{reason}: {waiting.get('message') or ''}")
-            )
+            return DriverStatus(DriverState.PENDING, _why(reason, waiting.get("message")))
         for condition in status.get("conditions") or ():
             if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
                 why = condition.get("reason") or "not scheduled"
-                return DriverStatus(
-                    DriverState.PENDING, _short(f"{why}: {condition.get('message') or ''}")
-                )
+                return DriverStatus(DriverState.PENDING, _why(why, condition.get("message")))
         return DriverStatus(DriverState.PENDING, "pod is pending")
     if phase == "Running":
         terminated = state.get("terminated")
@@ -483,7 +482,7 @@ def pod_status(pod: Mapping[str, Any]) -> DriverStatus:
         if terminated:
             return DriverStatus(DriverState.FAILED, _terminated_message(terminated))
         reason = status.get("reason") or "pod failed"
-        return DriverStatus(DriverState.FAILED, _short(f"{reason}: {status.get('message') or ''}"))
+        return DriverStatus(DriverState.FAILED, _why(reason, status.get("message")))
     return DriverStatus(DriverState.UNKNOWN, _short(f"pod phase {phase or 'unknown'}"))
 
 
