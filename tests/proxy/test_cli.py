@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 import signal
 import sys
@@ -137,11 +138,19 @@ async def issuer(agent: IdentityAgent) -> AsyncIterator[TokenEndpoint]:
 
 
 @contextlib.asynccontextmanager
-async def standalone(*args: str) -> AsyncIterator[tuple[int, asyncio.subprocess.Process]]:
+async def standalone(*args: str) -> AsyncIterator[tuple[int, list[bytes]]]:
+    """Run the command; yields its port and (after it stopped) its stdout lines."""
     process = await asyncio.create_subprocess_exec(
-        str(GRANTBOX), "proxy", "run", *args, stderr=asyncio.subprocess.PIPE
+        str(GRANTBOX),
+        "proxy",
+        "run",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
-    assert process.stderr is not None
+    assert process.stderr is not None and process.stdout is not None
+    stdout = asyncio.create_task(process.stdout.read())
+    lines: list[bytes] = []
     try:
         port = 0
         while not port:
@@ -150,11 +159,12 @@ async def standalone(*args: str) -> AsyncIterator[tuple[int, asyncio.subprocess.
             match = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
             port = int(match.group(1)) if match else 0
         drain = asyncio.create_task(process.stderr.read())
-        yield port, process
+        yield port, lines
     finally:
         if process.returncode is None:
             process.send_signal(signal.SIGTERM)
-            await asyncio.wait_for(process.wait(), 20)
+        assert await asyncio.wait_for(process.wait(), 20) == 0
+        lines.extend((await asyncio.wait_for(stdout, 5)).splitlines())
         with contextlib.suppress(Exception):
             await asyncio.wait_for(drain, 5)
 
@@ -195,14 +205,17 @@ async def test_standalone_proxy_injects_tokens_from_the_workload_identity(
         str(upstream_ca_file),
         "--resolve",
         "alpha.test=127.0.0.1",
-    ) as (port, process):
+    ) as (port, events):
         proxy = f"http://127.0.0.1:{port}"
         ok = await curl(
             f"https://alpha.test:{tls_upstream.port}/orders", proxy=proxy, cacert=ca_out
         )
         denied = await curl("http://c.test/", proxy=proxy)
-    assert process.returncode == 0
     assert ok.status == 200, ok.stderr
     (token,) = issuer.issued
     assert tls_upstream.requests[0].header("authorization") == [f"Bearer {token}"]
     assert denied.status == 403 and denied.json()["error"] == "policy_denied"
+    decoded = [json.loads(line) for line in events]
+    assert {e["class_uid"] for e in decoded} == {4001, 4002}
+    assert any(e.get("unmapped", {}).get("injection") == "injected" for e in decoded)
+    assert all(token.encode() not in line for line in events)

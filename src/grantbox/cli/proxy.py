@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -38,7 +40,8 @@ FILE (YAML or JSON) holds what the gateway would otherwise send:
 Point clients at it with HTTP_PROXY/HTTPS_PROXY=http://HOST:PORT and make them trust the
 interception CA written by --ca-out (e.g. SSL_CERT_FILE or curl --cacert). Tokens come from
 the SPIFFE Workload API at --identity-socket (default: $SPIFFE_ENDPOINT_SOCKET). OCSF events
-are written as JSON lines to stderr. A config error exits with status 2.
+go to stdout, one JSON object per line; operator logs go to stderr. A config error exits
+with status 2.
 """
 
 
@@ -101,9 +104,15 @@ def run(
     except ValueError as exc:
         fail(str(exc), code=2)
     address = _listen(listen)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
     resolver = SystemResolver(overrides)
     asyncio.run(_serve(config, address, unix_path, identity_socket, ca_out, resolver, upstream_ca))
+
+
+def _print_event(event: dict[str, Any]) -> None:
+    """OCSF events as JSON lines on stdout (they never hold a token)."""
+    sys.stdout.write(json.dumps(event, separators=(",", ":"), sort_keys=True) + "\n")
+    sys.stdout.flush()
 
 
 async def _serve(
@@ -117,7 +126,9 @@ async def _serve(
 ) -> None:
     identity = WorkloadIdentityClient(identity_socket)
     engine = GrantEngine(identity)
-    proxy = EgressProxy(config, engine, resolver=resolver, upstream_ca_file=upstream_ca)
+    proxy = EgressProxy(
+        config, engine, resolver=resolver, upstream_ca_file=upstream_ca, events=_print_event
+    )
     if ca_out is not None:
         await asyncio.to_thread(ca_out.write_bytes, proxy.ca_cert_pem)
     try:

@@ -147,9 +147,10 @@ class EgressProxy:
     ) -> None:
         peer = _peer_name(writer)
         self.metrics.active_connections.inc()
+        local = _address(writer.get_extra_info("sockname"))
         self._ctx.emit(
             network_activity(
-                NET_OPEN, host="", port=0, client=peer, message="agent connection opened"
+                NET_OPEN, host=local[0], port=local[1], client=peer, message="agent connected"
             )
         )
         client = SocketStream(reader, writer)
@@ -166,10 +167,17 @@ class EgressProxy:
             self.metrics.active_connections.dec()
             self._ctx.emit(
                 network_activity(
-                    NET_CLOSE, host="", port=0, client=peer, message="agent connection closed"
+                    NET_CLOSE, host=local[0], port=local[1], client=peer, message="agent left"
                 )
             )
             await client.close()
+
+
+def _address(value: object) -> tuple[str, int]:
+    """(host, port) of a TCP socket address, or (unix path, 0)."""
+    if isinstance(value, tuple) and len(value) >= 2:
+        return str(value[0]), int(value[1])
+    return str(value or ""), 0
 
 
 def _peer_name(writer: asyncio.StreamWriter) -> str:
