@@ -52,20 +52,17 @@ class WorkloadApiService(wapi.WorkloadApiServicer):  # type: ignore[misc]
         await self._check_header(context)
         caller = self._directory.lookup(context.peer())
         registration = self._registrations().get(caller.workload) if caller else None
-        if registration is None or not caller_allowed(
-            registration, caller.credentials if caller else None
-        ):
-            log.warning(
-                "workload api call denied",
-                extra={
-                    "fields": {
-                        "rpc": rpc,
-                        "workload": caller.workload if caller else None,
-                        "uid": caller.credentials.uid if caller else None,
-                        "pid": caller.credentials.pid if caller else None,
-                    }
-                },
-            )
+        if caller is None or registration is None:
+            log.warning("workload api call denied", extra={"fields": {"rpc": rpc, "caller": None}})
+            await self._abort(context, grpc.StatusCode.PERMISSION_DENIED, "no identity issued")
+        if not caller_allowed(registration, caller.credentials):
+            fields = {
+                "rpc": rpc,
+                "workload": caller.workload,
+                "uid": caller.credentials.uid,
+                "pid": caller.credentials.pid,
+            }
+            log.warning("workload api call denied", extra={"fields": fields})
             await self._abort(context, grpc.StatusCode.PERMISSION_DENIED, "no identity issued")
         return registration
 
