@@ -109,6 +109,7 @@ def _proxy_main(queue: Queue[Any], ports: tuple[int, int], upstream_ca: str, ca_
     asyncio.run(serve())
 
 
+Check = Callable[[httpx.Response], None]
 ROUNDS = 4  # direct and proxy alternate in short rounds so load changes hit both alike
 
 
@@ -168,7 +169,9 @@ async def measure(
     proxy = f"http://127.0.0.1:{proxy_port}"
     # Direct clients dial the address the proxy would dial (the system resolver here may
     # not answer *.localhost names, which the proxy answers itself).
-    cases = [
+    cases: list[
+        tuple[str, tuple[dict[str, Any], str, Check], tuple[dict[str, Any], str, Check]]
+    ] = [
         (
             "HTTP keep-alive, token injected (cached)",
             ({}, f"http://127.0.0.1:{plain_port}/bench", _plain),
