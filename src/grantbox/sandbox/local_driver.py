@@ -68,7 +68,8 @@ def supervisor_argv(
     return argv
 
 
-def last_line(path: Path, limit: int = 4096) -> str:
+def last_error_line(path: Path, limit: int = 16384) -> str:
+    """The last warning or error the supervisor logged (its log's tail only)."""
     try:
         with path.open("rb") as handle:
             handle.seek(0, os.SEEK_END)
@@ -76,15 +77,19 @@ def last_line(path: Path, limit: int = 4096) -> str:
             lines = handle.read().decode(errors="replace").strip().splitlines()
     except OSError:
         return ""
-    return lines[-1] if lines else ""
+    for line in reversed(lines):
+        if " ERROR " in line or " WARNING " in line or line.startswith("error:"):
+            return line
+    return ""
 
 
 def exit_status(code: int, log_path: Path) -> DriverStatus:
+    """How a supervisor's exit reads to an operator."""
     if code == 0:
         return DriverStatus(DriverState.EXITED, "exited with 0")
-    detail = last_line(log_path)
-    message = f"supervisor exited with {code}" + (f": {detail}" if detail else "")
-    return DriverStatus(DriverState.FAILED if code != 0 else DriverState.EXITED, message)
+    how = f"killed by signal {-code}" if code < 0 else f"exited with {code}"
+    detail = last_error_line(log_path)
+    return DriverStatus(DriverState.FAILED, f"supervisor {how}" + (f": {detail}" if detail else ""))
 
 
 @dataclass
@@ -199,6 +204,14 @@ class LocalDriver:
 
     def sandbox_ids(self) -> list[str]:
         return sorted(self._sandboxes)
+
+    def supervisor_pid(self, sandbox_id: str) -> int | None:
+        entry = self._sandboxes.get(sandbox_id)
+        return entry.process.pid if entry and entry.process else None
+
+    def state_dir(self, sandbox_id: str) -> Path | None:
+        entry = self._sandboxes.get(sandbox_id)
+        return entry.directory if entry else None
 
     async def aclose(self) -> None:
         """Stop every supervisor and remove every sandbox directory (``up`` shutdown)."""

@@ -26,7 +26,7 @@ from grantbox.gateway.supervisor_client import ExecRequestItem
 from grantbox.grants import GrantEngine
 from grantbox.identity import WorkloadIdentityClient
 from grantbox.profiles import EffectiveConfig
-from grantbox.proxy import EgressProxy, SystemResolver, log_event, parse_overrides
+from grantbox.proxy import EgressProxy, SystemResolver, parse_overrides
 
 from .environment import agent_environment
 from .hiding import hidden_directories, socket_directory
@@ -254,7 +254,7 @@ class Supervisor:
 
     # -- logs and events ----------------------------------------------------------------
     def _event(self, event: dict[str, Any]) -> None:
-        log_event(event)
+        # Shipped to the gateway (``grantbox sandbox logs``), not duplicated in our own log.
         self._events.put(event)
 
     async def _pump_lines(self, stream: asyncio.StreamReader, name: str) -> None:

@@ -1,0 +1,136 @@
+"""The whole local flow with real parts: gateway, identity agent, local driver, supervisor,
+fence, proxy, token endpoint and upstream. Each sandbox runs `curl` as its agent."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from tests.support.sandbox_stack import Stack, running_stack
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
+]
+
+
+@pytest.fixture
+async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
+    async with running_stack(tmp_path) as running:
+        yield running
+
+
+async def cli(stack: Stack, *args: str) -> object:
+    return await asyncio.to_thread(stack.gw.run, *args)
+
+
+async def until(predicate: Callable[[], bool], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {seconds} s")
+        await asyncio.sleep(0.05)
+
+
+def pids_with(marker: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if marker.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+    return found
+
+
+async def create_polling_sandbox(stack: Stack, name: str) -> str:
+    policy = stack.gw.write(f"{name}-policy.yaml", stack.policy())
+    loop = (
+        f"while :; do echo tick-{name}; curl -s -o /dev/null {stack.alpha_url}/agent/$$;"
+        " sleep 0.1; done"
+    )
+    created = await asyncio.to_thread(
+        stack.gw.json, "sandbox", "create", "--name", name, "--policy", policy,
+        "--", "sh", "-c", loop,
+    )  # fmt: skip
+    sandbox_id = str(created["id"])
+    await until(
+        lambda: any(r.target.startswith("/agent/") for r in stack.upstream.requests),
+        20,
+        "the agent's first request through the proxy",
+    )
+    return sandbox_id
+
+
+async def test_attach_exec_logs_and_delete(stack: Stack) -> None:
+    sandbox_id = await create_polling_sandbox(stack, "box")
+    state_dir = stack.driver.state_dir(sandbox_id)
+    assert state_dir is not None
+    token_file = state_dir / "supervisor-token"
+    assert token_file.stat().st_mode & 0o777 == 0o600
+    assert state_dir.stat().st_mode & 0o777 == 0o700
+    assert sandbox_id in stack.agent.workloads()
+    first = next(r for r in stack.upstream.requests if r.target.startswith("/agent/"))
+    assert first.header("authorization") == []
+
+    stack.gw.ok("profile", "import", "-f", stack.gw.write("alpha.yaml", stack.profile()))
+    stack.gw.ok("provider", "create", "--name", "pa", "--type", "alpha", "--runtime-credentials")
+    seen_before = len(stack.upstream.requests)
+    attach = await cli(stack, "sandbox", "attach", "--name", "box", "--provider", "pa")
+    assert attach.exit_code == 0  # type: ignore[attr-defined]
+    attached_at = time.monotonic()
+
+    def with_token() -> bool:
+        return any(r.header("authorization") for r in stack.upstream.requests[seen_before:])
+
+    await until(with_token, 2.0, "a token on the next request after attach")
+    elapsed = time.monotonic() - attached_at
+    authorized = next(r for r in stack.upstream.requests[seen_before:] if r.header("authorization"))
+    assert authorized.header("authorization") == [f"Bearer {stack.issuer.issued[-1]}"]
+    assert authorized.target == first.target, "the agent was restarted"
+    assert stack.issuer.subjects[-1] == f"spiffe://example.org/grantbox/sandbox/{sandbox_id}"
+    assert elapsed <= 2.0
+
+    script = f"echo out; echo err >&2; curl -s -o /dev/null {stack.alpha_url}/exec; exit 7"
+    result = await cli(stack, "sandbox", "exec", "--name", "box", "--", "sh", "-c", script)
+    assert result.exit_code == 7, (result.stdout, result.stderr)  # type: ignore[attr-defined]
+    assert result.stdout.strip() == "out"  # type: ignore[attr-defined]
+    assert "err" in result.stderr  # type: ignore[attr-defined]
+    exec_request = next(r for r in stack.upstream.requests if r.target == "/exec")
+    assert exec_request.header("authorization"), "exec runs under the same policy and grants"
+
+    await until(
+        lambda: "tick-box" in stack.gw.run("sandbox", "logs", "box").stdout, 10, "shipped logs"
+    )
+
+    supervisor = stack.driver.supervisor_pid(sandbox_id)
+    assert supervisor is not None
+    await cli(stack, "sandbox", "delete", "box")
+    assert stack.driver.sandbox_ids() == []
+    assert not state_dir.exists()
+    assert sandbox_id not in stack.agent.workloads()
+    assert not Path(f"/proc/{supervisor}").exists()
+    assert pids_with("tick-box") == []
+
+
+async def test_killing_the_supervisor_kills_the_agent(stack: Stack) -> None:
+    sandbox_id = await create_polling_sandbox(stack, "doomed")
+    supervisor = stack.driver.supervisor_pid(sandbox_id)
+    assert supervisor is not None
+    assert pids_with("tick-doomed"), "the agent should be running"
+    os.kill(supervisor, signal.SIGKILL)
+    killed_at = time.monotonic()
+    while pids_with("tick-doomed") and time.monotonic() - killed_at < 2.0:
+        await asyncio.sleep(0.05)
+    assert pids_with("tick-doomed") == []
+    await until(
+        lambda: "error" in stack.gw.run("sandbox", "get", "doomed").stdout.lower(),
+        10,
+        "the driver reporting the dead supervisor",
+    )

@@ -1,0 +1,101 @@
+"""Everything `grantbox up` runs, for tests: gateway + identity agent + local driver, plus a
+real token endpoint and a recording upstream the sandbox may reach through its proxy."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from grantbox.identity import IdentityAgent
+from grantbox.sandbox import LocalDriver, LocalDriverSettings
+from tests.support.gateway_server import GatewayCli, gateway_settings, serving
+from tests.support.identity_agent import running_agent
+from tests.support.proxy_upstream import RecordingUpstream, running_upstream
+from tests.support.token_endpoint import TokenEndpoint, running_token_endpoint
+
+TRUST_DOMAIN = "example.org"
+ALPHA = "alpha.localhost"
+
+
+@dataclass
+class Stack:
+    gw: GatewayCli
+    driver: LocalDriver
+    agent: IdentityAgent
+    issuer: TokenEndpoint
+    upstream: RecordingUpstream
+    socket_dir: Path
+    workdir: Path
+
+    @property
+    def alpha_url(self) -> str:
+        return f"http://{ALPHA}:{self.upstream.port}"
+
+    def profile(self) -> dict[str, Any]:
+        return {
+            "id": "alpha",
+            "credentials": [
+                {
+                    "name": "access_token",
+                    "required": True,
+                    "auth_style": "bearer",
+                    "token_grant": {
+                        "token_endpoint": self.issuer.token_url,
+                        "jwt_svid_audience": self.issuer.issuer,
+                        "client_assertion_type": (
+                            "urn:ietf:params:oauth:client-assertion-type:jwt-spiffe"
+                        ),
+                        "audience": "alpha",
+                    },
+                }
+            ],
+            "endpoints": [
+                {"host": ALPHA, "port": self.upstream.port, "allowed_ips": ["127.0.0.1"]}
+            ],
+        }
+
+    def policy(self) -> dict[str, Any]:
+        endpoint = {"host": ALPHA, "port": self.upstream.port, "allowed_ips": ["127.0.0.1"]}
+        return {"network": [{"name": "alpha", "endpoints": [endpoint]}]}
+
+
+@contextlib.asynccontextmanager
+async def running_stack(tmp_path: Path) -> AsyncIterator[Stack]:
+    socket_dir = Path(tempfile.mkdtemp(prefix="gbx-stack-", dir="/run"))
+    os.chmod(socket_dir, 0o755)  # noqa: S103 - the fence, not permissions, must hide it
+    try:
+        async with (
+            running_agent(tmp_path, oidc=True, admin=True, socket_dir=socket_dir) as agent,
+            running_token_endpoint(oidc_url=agent.oidc_url, trust_domain=TRUST_DOMAIN) as issuer,
+            running_upstream() as upstream,
+        ):
+            assert agent.admin_socket is not None
+            driver = LocalDriver(
+                LocalDriverSettings(
+                    state_root=tmp_path / "sandboxes",
+                    identity_admin_socket=agent.admin_socket,
+                    hide=(str(socket_dir),),
+                )
+            )
+            with serving(gateway_settings(tmp_path), driver) as server:
+                # Long-poll handlers of stopped supervisors would otherwise hold the gateway's
+                # shutdown for their full poll time (GatewayServer sets no graceful timeout).
+                server._server.config.timeout_graceful_shutdown = 1
+                gw = GatewayCli(server.url, server.operator_token, tmp_path)
+                stack = Stack(gw, driver, agent, issuer, upstream, socket_dir, tmp_path)
+                try:
+                    yield stack
+                finally:
+                    for sandbox_id in driver.sandbox_ids():
+                        pid = driver.supervisor_pid(sandbox_id)
+                        if pid:
+                            with contextlib.suppress(ProcessLookupError):
+                                os.kill(pid, 9)
+    finally:
+        shutil.rmtree(socket_dir, ignore_errors=True)
