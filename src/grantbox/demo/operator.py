@@ -65,8 +65,9 @@ class Operator:
         return result
 
     def json(self, *args: str) -> Any:
-        """Run a command with ``-o json`` and return its parsed output."""
-        result = self.run(*args, "-o", "json")
+        """Run a command with ``-o json`` (before any ``--``) and return its parsed output."""
+        cut = args.index("--") if "--" in args else len(args)
+        result = self.run(*args[:cut], "-o", "json", *args[cut:])
         try:
             return json.loads(result.stdout)
         except ValueError:
