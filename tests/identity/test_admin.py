@@ -7,9 +7,12 @@ import json
 import stat
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from grantbox.identity import (
     AdminError,
@@ -115,3 +118,23 @@ async def test_non_root_cannot_administer(tmp_path: Path) -> None:
             answer = json.loads(await _as_nobody(agent.admin_socket))
             assert answer == {"ok": False, "error": "permission denied"}
             assert agent.workloads() == {}
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(st.sampled_from(["op", "name", "spiffe_path", "uids", "x"]), children)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.one_of(json_values.map(lambda v: json.dumps(v).encode()), st.binary(max_size=200)))
+def test_any_request_gets_an_answer_never_an_exception(line: bytes) -> None:
+    with tempfile.TemporaryDirectory() as scratch:
+        agent = IdentityAgent(socket_dir=Path(scratch) / "s", trust_domain="example.org")
+        answer = handle_request(agent, line)
+    assert isinstance(answer["ok"], bool)
+    assert answer["ok"] or isinstance(answer["error"], str)

@@ -192,3 +192,16 @@ def test_invalid_configuration_fails_at_construction() -> None:
         WorkloadIdentityClient("tcp://127.0.0.1:8081")
     with pytest.raises(ValueError, match="positive"):
         WorkloadIdentityClient("/x.sock", deadline=0)
+
+
+async def test_concurrent_fetches_share_the_relay(agent: IdentityAgent) -> None:
+    clients = [WorkloadIdentityClient(str(agent.socket_path("s1"))) for _ in range(4)]
+    try:
+        svids = await asyncio.gather(
+            *(clients[i % 4].fetch_jwt_svid(f"{AUDIENCE}/{i}") for i in range(40))
+        )
+    finally:
+        await asyncio.gather(*(c.aclose() for c in clients))
+    assert len(svids) == 40
+    assert {s.spiffe_id for s in svids} == {SANDBOX_ID}
+    assert len({s.token for s in svids}) == 40
