@@ -370,3 +370,28 @@ async def test_upstream_certificates_are_verified(
         )
     assert result.status == 502 and result.json()["error"] == "upstream_unreachable"
     assert tls_upstream.requests == [] and len(tokens.asked) == 1
+
+
+async def test_metrics_count_final_outcomes(
+    plain_upstream: RecordingUpstream, tmp_path: Path
+) -> None:
+    port = plain_upstream.port
+    config = make_config(
+        policy=[
+            endpoint("alpha.localhost", port, allowed_ips=LOOPBACK),
+            endpoint("meta.example", 80),
+        ]
+    )
+    resolver = SystemResolver(parse_overrides(["meta.example=169.254.169.254"]))
+    async with running_proxy(config, RecordingTokens(), tmp_path, resolver=resolver) as rp:
+        assert (await curl(f"http://alpha.localhost:{port}/", proxy=rp.url)).status == 200
+        assert (await curl("http://meta.example/", proxy=rp.url)).status == 403
+        for _ in range(100):
+            if rp.metric("grantbox_proxy_active_connections") == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert rp.metric("grantbox_proxy_active_connections") == 0
+    assert rp.metric("grantbox_proxy_requests_total", decision="allowed", code="") == 1
+    assert rp.metric("grantbox_proxy_requests_total", decision="denied", code="ssrf_denied") == 1
+    assert rp.metric("grantbox_proxy_requests_total", decision="allowed", code="audit") == 0
+    assert rp.metric("grantbox_proxy_bytes_total", direction="downstream") > 0

@@ -17,8 +17,13 @@ import click
 from grantbox.grants import GrantEngine
 from grantbox.identity import WorkloadIdentityClient
 from grantbox.profiles import EffectiveConfig
-from grantbox.proxy import EgressProxy, SystemResolver, parse_overrides
-from grantbox.proxy.standalone import StandaloneConfigError, load_standalone_config
+from grantbox.proxy import (
+    EgressProxy,
+    StandaloneConfigError,
+    SystemResolver,
+    load_standalone_config,
+    parse_overrides,
+)
 
 from .output import fail
 

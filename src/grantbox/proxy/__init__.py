@@ -20,6 +20,7 @@ from .framing import FramingError, HeadTooLarge, RequestHead, parse_head, serial
 from .metrics import ProxyMetrics
 from .rewrite import redact, upstream_request_headers
 from .server import EgressProxy, log_event
+from .standalone import StandaloneConfigError, load_standalone_config, parse_standalone_config
 from .tls import InterceptionCA
 from .tokens import AccessTokenLike, TokenSource, credential_header, grant_failure_reason
 
@@ -36,6 +37,7 @@ __all__ = [
     "ProxyMetrics",
     "RequestHead",
     "Resolver",
+    "StandaloneConfigError",
     "SystemResolver",
     "TokenSource",
     "address_problem",
@@ -43,9 +45,11 @@ __all__ = [
     "authorize",
     "credential_header",
     "grant_failure_reason",
+    "load_standalone_config",
     "log_event",
     "parse_head",
     "parse_overrides",
+    "parse_standalone_config",
     "path_problem",
     "redact",
     "serialize_head",

@@ -173,9 +173,10 @@ class HttpRelay:
             return False
 
     def _record_decision(self, facts: RequestFacts, decision: Decision) -> None:
-        label = "allowed" if decision.allowed else "denied"
-        code = str(decision.code) if decision.code else ("audit" if decision.audit_denial else "")
-        self._ctx.metrics.requests.labels(label, code).inc()
+        # Metrics count final outcomes: a denial here, or (in _forward) a request that was
+        # actually sent upstream; a later refusal (ssrf, grant, dial) is counted there.
+        if not decision.allowed:
+            self._ctx.metrics.requests.labels("denied", str(decision.code)).inc()
         self._ctx.emit(
             http_decision(
                 facts,
@@ -217,6 +218,7 @@ class HttpRelay:
         outgoing = h11.Request(
             method=request.method, target=target.target.encode("ascii"), headers=headers
         )
+        self._ctx.metrics.requests.labels("allowed", "audit" if decision.audit_denial else "").inc()
         if self._buffer:  # (an empty receive_data would tell h11 the agent hung up)
             down.receive_data(bytes(self._buffer))
             self._buffer.clear()
