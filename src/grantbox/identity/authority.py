@@ -137,7 +137,7 @@ class Authority:
         document = {
             "keys": [key.public_jwk(JWT_SVID_USE) for key in ring.published],
             "spiffe_sequence": ring.sequence,
-            "spiffe_refresh_hint": int(min(self.svid_ttl, 300)),
+            "spiffe_refresh_hint": max(1, int(min(self.svid_ttl, 300))),
         }
         return json.dumps(document).encode()
 
