@@ -395,3 +395,20 @@ async def test_metrics_count_final_outcomes(
     assert rp.metric("grantbox_proxy_requests_total", decision="denied", code="ssrf_denied") == 1
     assert rp.metric("grantbox_proxy_requests_total", decision="allowed", code="audit") == 0
     assert rp.metric("grantbox_proxy_bytes_total", direction="downstream") > 0
+
+
+async def test_stop_closes_kept_alive_connections_promptly(
+    plain_upstream: RecordingUpstream, tmp_path: Path
+) -> None:
+    port = plain_upstream.port
+    config = make_config(policy=[endpoint("alpha.localhost", port, allowed_ips=LOOPBACK)])
+    async with running_proxy(config, RecordingTokens(), tmp_path) as rp:
+        reader, writer = await asyncio.open_connection("127.0.0.1", rp.port)
+        writer.write(f"GET http://alpha.localhost:{port}/ HTTP/1.1\r\nHost: a\r\n\r\n".encode())
+        await writer.drain()
+        await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        await asyncio.wait_for(rp.proxy.stop(), 5)
+        # read_all returns at EOF and raises TimeoutError if the proxy kept the connection
+        await read_all(reader, timeout=5)
+        writer.close()
+    assert rp.metric("grantbox_proxy_active_connections") == 0
