@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import ssl
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 import httpx
 
 from grantbox.profiles import Profile
-from tests.support.proxy_clients import curl, read_reply, tunnel
+from tests.support.proxy_clients import connection, curl, read_reply, tunnel
 from tests.support.proxy_harness import (
     RecordingTokens,
     endpoint,
@@ -230,3 +231,35 @@ async def test_redirects_are_not_followed_and_the_next_host_is_decided_afresh(
     assert result.status == 403 and result.json()["error"] == "policy_denied"
     assert [r.target for r in plain_upstream.requests] == [f"/redirect?to={target}"]
     assert len(tokens.asked) == 1
+
+
+async def test_an_upstream_that_dropped_an_idle_connection_is_redialled(tmp_path: Path) -> None:
+    connections = 0
+
+    async def answer_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        writer.close()  # no Connection: close - it just hangs up while idle
+
+    server = await asyncio.start_server(answer_once, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    config = make_config(policy=[endpoint("alpha.localhost", port, allowed_ips=LOOPBACK)])
+    request = f"GET http://alpha.localhost:{port}/ HTTP/1.1\r\nHost: a\r\n\r\n".encode()
+    try:
+        async with (
+            running_proxy(config, RecordingTokens(), tmp_path) as rp,
+            connection(rp.port) as (reader, writer),
+        ):
+            replies = []
+            for _ in range(2):
+                writer.write(request)
+                await writer.drain()
+                replies.append(await read_reply(reader))
+                await asyncio.sleep(0.2)
+    finally:
+        server.close()
+    assert [r.status for r in replies] == [200, 200]
+    assert connections == 2

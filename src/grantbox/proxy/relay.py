@@ -226,6 +226,9 @@ class HttpRelay:
 
     async def _addresses(self, target: RequestTarget, decision: Decision) -> tuple[IPAddress, ...]:
         current = self._upstream
+        if current is not None and not current.stream.reusable:
+            await self._close_upstream()
+            current = None
         if current is not None and current.key == (target.scheme, target.host, target.port):
             # Reuse only while the open connection's address is still one this request's
             # endpoint may reach.

@@ -36,6 +36,11 @@ class SocketStream:
     async def recv(self) -> bytes:
         return await self.reader.read(READ_SIZE)
 
+    @property
+    def reusable(self) -> bool:
+        """Still open in both directions (an idle peer may have hung up meanwhile)."""
+        return not self.reader.at_eof() and not self.writer.is_closing()
+
     async def send(self, data: bytes) -> None:
         self.writer.write(data)
         await self.writer.drain()
