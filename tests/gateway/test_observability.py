@@ -62,3 +62,22 @@ def test_request_record_has_no_room_for_headers() -> None:
     record = request_record("GET", "/x/{id}", "/x/1", 200, 0.0123, "127.0.0.1:5")
     assert set(record) == {"event", "method", "route", "path", "status", "duration_ms", "client"}
     assert record["duration_ms"] == 12.3
+
+
+def test_oversized_bodies_are_refused_before_parsing(server: GatewayServer) -> None:
+    headers = {"Authorization": f"Bearer {server.operator_token}"}
+    big = {"documents": [{"id": "x", "description": "y" * (5 * 1024 * 1024)}]}
+    response = httpx.post(f"{server.url}/api/v1/profiles", json=big, headers=headers)
+    assert response.status_code == 413
+    assert response.json()["error"] == "invalid_request"
+
+    def chunks():  # type: ignore[no-untyped-def]
+        for _ in range(6):
+            yield b" " * (1024 * 1024)
+
+    streamed = httpx.post(
+        f"{server.url}/api/v1/profiles",
+        content=chunks(),
+        headers=headers | {"content-type": "application/json"},
+    )
+    assert streamed.status_code == 413

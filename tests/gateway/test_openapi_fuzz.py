@@ -32,7 +32,7 @@ def _fuzz(url: str, token: str, *selection: str, config: Path | None = None) -> 
         "--phases",
         "fuzzing",
         "--max-examples",
-        "6",
+        "4",
         "--seed",
         "7",
         "--request-timeout",

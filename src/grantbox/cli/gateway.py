@@ -52,7 +52,18 @@ def gateway() -> None:
     help="Keys and the default database (default: user data dir or $GRANTBOX_STATE_DIR).",
 )
 @click.option("--driver", "driver_name", metavar="NAME", help="Compute driver to start sandboxes.")
-def serve(db_url: str | None, listen: str, state_dir: Path | None, driver_name: str | None) -> None:
+@click.option(
+    "--advertise-url",
+    metavar="URL",
+    help="URL supervisors dial, when not the listen address (e.g. a Service name).",
+)
+def serve(
+    db_url: str | None,
+    listen: str,
+    state_dir: Path | None,
+    driver_name: str | None,
+    advertise_url: str | None,
+) -> None:
     """Serve the gateway API until interrupted.
 
     \b
@@ -67,7 +78,9 @@ def serve(db_url: str | None, listen: str, state_dir: Path | None, driver_name: 
     handler.setFormatter(_JsonLines())
     logging.getLogger("grantbox").addHandler(handler)
     logging.getLogger("grantbox").setLevel(logging.INFO)
-    settings = GatewaySettings.from_env(db_url=db_url, listen=listen, state_dir=state_dir)
+    settings = GatewaySettings.from_env(
+        db_url=db_url, listen=listen, state_dir=state_dir, advertise_url=advertise_url
+    )
     try:
         driver = make_driver(driver_name) if driver_name else None
         server = GatewayServer(settings, driver)

@@ -49,7 +49,7 @@ class GatewayServer:
         self.app: FastAPI = create_app(settings, driver)
         self.socket = bind_listen(settings.listen)
         self.url = url_of(self.socket)
-        self.gateway.orchestrator.gateway_url = self.url
+        self.gateway.orchestrator.gateway_url = settings.advertise_url or self.url
         config = uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="on")
         self._server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None

@@ -61,6 +61,9 @@ class GatewaySettings:
     heartbeat_stale_after: float = 30.0
     longpoll_max: float = 60.0
     builtin_profiles_dir: Path | None = field(default=None)
+    # The URL supervisors should dial when it differs from the listen address (NAT, pods).
+    advertise_url: str = ""
+    max_body_bytes: int = 4 * 1024 * 1024
 
     @classmethod
     def from_env(
@@ -70,12 +73,14 @@ class GatewaySettings:
         listen: str | None = None,
         state_dir: Path | None = None,
         config_dir: Path | None = None,
+        advertise_url: str | None = None,
     ) -> GatewaySettings:
         return cls(
             state_dir=state_dir or default_state_dir(),
             config_dir=config_dir or default_config_dir(),
             db_url=db_url or "",
             listen=listen or DEFAULT_LISTEN,
+            advertise_url=advertise_url or "",
         )
 
     @property

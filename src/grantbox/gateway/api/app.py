@@ -30,6 +30,7 @@ from grantbox.gateway.settings import GatewaySettings
 from grantbox.gateway.storage import Store
 
 from . import health_routes, operator_routes, supervisor_routes
+from .limits import BodyLimit
 from .observability import Metrics, RequestObserver
 from .state import Gateway
 
@@ -110,5 +111,6 @@ def create_app(settings: GatewaySettings, driver: ComputeDriver | None = None) -
             {"error": "invalid_request", "message": message, "details": problems}, 422
         )
 
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestObserver, metrics=gateway.metrics)
     return app
