@@ -117,6 +117,8 @@ async def test_header_style_places_the_raw_token_and_keeps_other_authorization(
     seen = tls_upstream.requests[-1]
     assert seen.header("x-api-token") == ["raw-tok"]
     assert seen.header("authorization") == ["Bearer agent-own"]
+    text = json.dumps(rp.events)
+    assert "raw-tok" not in text and "agent-copy" not in text and "agent-own" not in text
 
 
 async def test_keep_alive_unbound_request_gets_no_token_and_the_next_bound_one_does(

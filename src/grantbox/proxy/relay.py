@@ -139,16 +139,6 @@ class HttpRelay:
         except FramingError as exc:
             await self._refuse(_invalid(exc), method=head.method)
             return False
-        facts = RequestFacts(
-            method=method,
-            scheme=target.scheme,
-            host=target.host,
-            port=target.port,
-            path=target.path,
-            sandbox_id=self._ctx.config.sandbox_id,
-            headers=redact((f.name, f.value) for f in head.fields),
-            client=self._peer,
-        )
         decision = authorize(
             self._ctx.config,
             method=method,
@@ -156,6 +146,19 @@ class HttpRelay:
             port=target.port,
             path=target.target,
             scheme=target.scheme,
+        )
+        # Events show the agent's headers with credentials (and the binding's header, in
+        # whatever form the agent sent it) redacted.
+        hidden = (decision.binding.header_name,) if decision.binding else ()
+        facts = RequestFacts(
+            method=method,
+            scheme=target.scheme,
+            host=target.host,
+            port=target.port,
+            path=target.path,
+            sandbox_id=self._ctx.config.sandbox_id,
+            headers=redact(((f.name, f.value) for f in head.fields), extra=hidden),
+            client=self._peer,
         )
         self._record_decision(facts, decision)
         if not decision.allowed:
