@@ -40,7 +40,15 @@ def log_event(event: dict[str, Any]) -> None:
 
 
 class EgressProxy:
-    """The only door out of a sandbox."""
+    """The only door out of a sandbox.
+
+    ``tokens`` obtains access tokens for grant bindings (the grants engine). ``resolver``
+    defaults to system DNS answering ``*.localhost`` itself; ``upstream_ca_file`` adds a CA
+    to the system roots for upstream TLS; ``events`` receives each OCSF event (default: the
+    ``grantbox.proxy.ocsf`` logger); metrics go to ``registry`` (default: a private one,
+    exposed as ``metrics.registry``). The interception CA is created here and its private
+    key never leaves this process's memory.
+    """
 
     def __init__(
         self,
