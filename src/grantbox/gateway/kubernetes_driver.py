@@ -22,7 +22,7 @@ import logging
 import os
 import posixpath
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -559,17 +559,36 @@ class KubernetesDriver:
             await self._api_client.close()
             self._api_client = None
 
+    async def _request(self, call: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
+        """Run a ``*_without_preload_content`` API call; the JSON answer, or ``_ApiStatus``.
+
+        Answers are read as plain JSON, never as the client's models, so a field the models
+        do not know (or a newer API server) cannot break the driver.
+        """
+        response = await call(*args, **kwargs)
+        try:
+            if response.status >= 400:
+                reason = ""
+                with contextlib.suppress(Exception):
+                    reason = str((await response.json()).get("reason") or "")
+                raise _ApiStatus(response.status, reason or str(response.reason or ""))
+            return await response.json()
+        finally:
+            response.release()
+
     async def create(self, spec: SandboxSpec) -> None:
         secret = secret_manifest(spec, self.config)
         pod = pod_manifest(spec, self.config)
         core = await self._core()
         namespace = self.config.namespace
         try:
-            await core.create_namespaced_secret(namespace, secret)
+            await self._request(
+                core.create_namespaced_secret_without_preload_content, namespace, secret
+            )
         except Exception as exc:
             raise _api_failure("create the sandbox token Secret", exc) from None
         try:
-            await core.create_namespaced_pod(namespace, pod)
+            await self._request(core.create_namespaced_pod_without_preload_content, namespace, pod)
         except Exception as exc:
             failure = _api_failure("create the sandbox Pod", exc)
             with contextlib.suppress(Exception):
@@ -581,7 +600,9 @@ class KubernetesDriver:
 
     async def _delete_secret(self, core: Any, name: str) -> None:
         try:
-            await core.delete_namespaced_secret(name, self.config.namespace)
+            await self._request(
+                core.delete_namespaced_secret_without_preload_content, name, self.config.namespace
+            )
         except Exception as exc:
             if _status_code(exc) != 404:
                 raise
@@ -591,7 +612,8 @@ class KubernetesDriver:
         core = await self._core()
         self._deleting.add(sandbox_id)
         try:
-            await core.delete_namespaced_pod(
+            await self._request(
+                core.delete_namespaced_pod_without_preload_content,
                 name,
                 self.config.namespace,
                 grace_period_seconds=self.config.termination_grace_seconds,
@@ -600,6 +622,7 @@ class KubernetesDriver:
         except Exception as exc:
             if _status_code(exc) != 404:
                 raise _api_failure("delete the sandbox Pod", exc) from None
+            self._deleting.discard(sandbox_id)  # no pod: no DELETED event will come
         try:
             await self._delete_secret(core, name)
         except Exception as exc:
@@ -609,18 +632,15 @@ class KubernetesDriver:
     async def status(self, sandbox_id: str) -> DriverStatus:
         core = await self._core()
         try:
-            response = await core.read_namespaced_pod_without_preload_content(
-                resource_name(sandbox_id), self.config.namespace
+            pod = await self._request(
+                core.read_namespaced_pod_without_preload_content,
+                resource_name(sandbox_id),
+                self.config.namespace,
             )
-            pod = await response.json()
         except Exception as exc:
             if _status_code(exc) == 404:
                 return DriverStatus(DriverState.UNKNOWN, "no sandbox pod")
             raise _api_failure("read the sandbox Pod", exc) from None
-        if response.status == 404:
-            return DriverStatus(DriverState.UNKNOWN, "no sandbox pod")
-        if response.status >= 400:
-            raise DriverError(f"kubernetes API refused to read the sandbox Pod: {response.status}")
         return pod_status(pod)
 
     def _event_status(self, kind: str, pod: Mapping[str, Any]) -> tuple[str, DriverStatus] | None:
@@ -636,12 +656,11 @@ class KubernetesDriver:
         return sandbox_id, pod_status(pod)
 
     async def _list(self, core: Any) -> tuple[str, list[Mapping[str, Any]]]:
-        response = await core.list_namespaced_pod_without_preload_content(
-            self.config.namespace, label_selector=WATCH_SELECTOR
+        body = await self._request(
+            core.list_namespaced_pod_without_preload_content,
+            self.config.namespace,
+            label_selector=WATCH_SELECTOR,
         )
-        if response.status >= 400:
-            raise DriverError(f"kubernetes API refused to list sandbox pods: {response.status}")
-        body = await response.json()
         version = str((body.get("metadata") or {}).get("resourceVersion") or "")
         return version, list(body.get("items") or [])
 
