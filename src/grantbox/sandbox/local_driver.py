@@ -108,6 +108,12 @@ class LocalDriver:
         self.settings = settings
         self._sandboxes: dict[str, _Sandbox] = {}
         self._updates: asyncio.Queue[tuple[str, DriverStatus]] = asyncio.Queue()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop the driver's processes belong to (the gateway's), once used."""
+        return self._loop
 
     def __repr__(self) -> str:
         return (
@@ -121,6 +127,7 @@ class LocalDriver:
         self._updates.put_nowait((sandbox_id, status))
 
     async def create(self, spec: SandboxSpec) -> None:
+        self._loop = asyncio.get_running_loop()
         if spec.sandbox_id in self._sandboxes:
             raise DriverError(f"sandbox {spec.sandbox_id} already exists on this host")
         workload = spec.sandbox_id
@@ -199,6 +206,7 @@ class LocalDriver:
         return entry.status
 
     async def watch(self) -> AsyncIterator[tuple[str, DriverStatus]]:
+        self._loop = asyncio.get_running_loop()
         while True:
             yield await self._updates.get()
 

@@ -144,13 +144,13 @@ class Supervisor:
         self._ca_pem = trust_bundle(self._proxy.ca_cert_pem.decode())
         self._network = create_sandbox_network(self.options.proxy_port, rootless=self.rootless)
         await self._proxy.start(sockets=[self._network.listener])
-        await self._heartbeat(config.revision)
         agent = await launch(
             self.launch_spec(self.options.command or IDLE_COMMAND),
             self._network,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
+        await self._heartbeat(config.revision)
         log.info(
             "sandbox %s: agent started (revision %s)", self.options.sandbox_id, config.revision
         )

@@ -1,0 +1,143 @@
+"""``grantbox up``: gateway, local identity agent and local driver in one foreground command.
+
+Ctrl-C or SIGTERM stops the sandboxes first (each supervisor takes its fenced agent and
+network namespace with it), then the gateway and the identity agent, and removes the runtime
+directory holding the sockets, so nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+from pathlib import Path
+
+import click
+import platformdirs
+
+from grantbox.gateway import GatewayServer, GatewaySettings
+from grantbox.gateway.settings import DEFAULT_LISTEN, parse_listen
+from grantbox.identity import IdentityAgent
+from grantbox.sandbox import LocalDriver, LocalDriverSettings, isolation_problem
+
+from .output import fail
+
+DEFAULT_TRUST_DOMAIN = "grantbox.local"
+SHUTDOWN_GRACE = 1  # seconds the gateway waits for long-polls of stopped supervisors
+
+
+def default_runtime_dir() -> Path:
+    """Sockets live here: ``$GRANTBOX_RUNTIME_DIR``, ``/run/grantbox`` as root, else the
+    user's runtime directory."""
+    override = os.environ.get("GRANTBOX_RUNTIME_DIR")
+    if override:
+        return Path(override)
+    if os.geteuid() == 0:
+        return Path("/run/grantbox")
+    return Path(platformdirs.user_runtime_dir("grantbox"))
+
+
+def _step(message: str) -> None:
+    click.echo(f"• {message}")
+
+
+@click.command()
+@click.option("--listen", default=DEFAULT_LISTEN, show_default=True, metavar="HOST:PORT")
+@click.option("--trust-domain", default=DEFAULT_TRUST_DOMAIN, show_default=True)
+@click.option(
+    "--oidc-listen",
+    default="127.0.0.1:0",
+    show_default=True,
+    metavar="HOST:PORT",
+    help="OIDC discovery/JWKS of the identity agent (token services verify SVIDs with it).",
+)
+@click.option("--resolve", multiple=True, metavar="HOST=IP", help="Pinned resolution for proxies.")
+def up(listen: str, trust_domain: str, oidc_listen: str, resolve: tuple[str, ...]) -> None:
+    """Run the gateway, a local identity agent and the local driver until Ctrl-C.
+
+    \b
+    Example:
+      grantbox up
+      grantbox sandbox create --name agent -- sleep infinity
+    """
+    try:
+        parse_listen(listen)
+        oidc = parse_listen(oidc_listen)
+    except ValueError as exc:
+        fail(str(exc))
+    problem = isolation_problem()
+    if problem is not None:
+        fail(problem)
+    mode = "root" if os.geteuid() == 0 else "rootless (user namespaces)"
+    _step(f"isolation: namespaces available, running as {mode}")
+    try:
+        asyncio.run(_run(listen, trust_domain, oidc, resolve))
+    except OSError as exc:
+        fail(f"grantbox up could not start: {exc}")
+    click.echo("stopped; nothing left running")
+
+
+async def _run(
+    listen: str, trust_domain: str, oidc: tuple[str, int], resolve: tuple[str, ...]
+) -> None:
+    settings = GatewaySettings.from_env(listen=listen)
+    runtime = default_runtime_dir()
+    runtime.mkdir(parents=True, exist_ok=True, mode=0o755)
+    owned = runtime / f"up-{os.getpid()}"
+    owned.mkdir(mode=0o755)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        loop.add_signal_handler(sig, stop.set)
+    agent = IdentityAgent(
+        socket_dir=owned / "workloads",
+        trust_domain=trust_domain,
+        state_dir=settings.state_dir / "identity",
+        oidc_listen=oidc,
+        admin_socket=owned / "admin.sock",
+    )
+    gateway: GatewayServer | None = None
+    driver: LocalDriver | None = None
+    try:
+        await agent.start()
+        _step(f"identity agent: spiffe://{agent.trust_domain}, OIDC discovery at {agent.oidc_url}")
+        driver = LocalDriver(
+            LocalDriverSettings(
+                state_root=settings.state_dir / "sandboxes",
+                identity_admin_socket=owned / "admin.sock",
+                hide=(str(owned), str(settings.state_dir), str(settings.config_dir)),
+                resolve=resolve,
+            )
+        )
+        gateway = GatewayServer(settings, driver)
+        # Supervisors' long-polls must not hold the gateway's shutdown for their full length.
+        gateway._server.config.timeout_graceful_shutdown = SHUTDOWN_GRACE
+        await asyncio.to_thread(gateway.start)
+        gateway.write_client_config()
+        _step(f"gateway: {gateway.url} (state in {settings.state_dir})")
+        _step(f"local driver: sandbox state in {settings.state_dir / 'sandboxes'}")
+        click.echo(f"ready: the CLI finds this gateway via {settings.gateway_file_path}")
+        click.echo("press Ctrl-C to stop")
+        await stop.wait()
+        click.echo("stopping…")
+    finally:
+        if driver is not None and driver.loop is not None and not driver.loop.is_closed():
+            _step("stopping sandboxes")
+            with contextlib.suppress(Exception):
+                future = asyncio.run_coroutine_threadsafe(driver.aclose(), driver.loop)
+                await asyncio.wrap_future(future)
+        if gateway is not None:
+            _step("stopping the gateway")
+            # Cancelling long-polls of supervisors that are gone is expected, not an error.
+            logging.getLogger("uvicorn.error").setLevel(logging.CRITICAL)
+            await asyncio.to_thread(gateway.stop)
+        _step("stopping the identity agent")
+        await agent.stop()
+        shutil.rmtree(owned, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            runtime.rmdir()
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            loop.remove_signal_handler(sig)

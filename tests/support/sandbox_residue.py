@@ -1,0 +1,94 @@
+"""What a grantbox run could leave behind on this host, counted so tests can compare."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def _pids() -> list[int]:
+    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
+
+
+def cmdline(pid: int) -> str:
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    return ""
+
+
+def pids_mentioning(marker: str) -> set[int]:
+    return {pid for pid in _pids() if marker in cmdline(pid)}
+
+
+def descendants(root: int) -> set[int]:
+    """Every live descendant of ``root`` (children lists of all its threads)."""
+    found: set[int] = set()
+    todo = [root]
+    while todo:
+        pid = todo.pop()
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            with contextlib.suppress(OSError):
+                for child in (task / "children").read_text().split():
+                    if int(child) not in found:
+                        found.add(int(child))
+                        todo.append(int(child))
+    return found
+
+
+def net_namespace(pid: int) -> str | None:
+    with contextlib.suppress(OSError):
+        return os.readlink(f"/proc/{pid}/ns/net")
+    return None
+
+
+def namespace_holders(namespaces: Iterable[str]) -> set[str]:
+    """Which of ``namespaces`` (``net:[inode]``) any process still uses or holds an fd to."""
+    wanted = set(namespaces)
+    held: set[str] = set()
+    for pid in _pids():
+        ns = net_namespace(pid)
+        if ns in wanted:
+            held.add(ns)
+        with contextlib.suppress(OSError):
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    target = os.readlink(fd)
+                    if target in wanted:
+                        held.add(target)
+    return held
+
+
+@dataclass(frozen=True)
+class HostSnapshot:
+    mounts: int
+    links: int
+    unix_sockets: frozenset[str]
+    tcp_listeners: frozenset[str]
+
+
+def snapshot(paths: Iterable[str]) -> HostSnapshot:
+    """Mounts and links of the host namespaces; sockets bound below ``paths``."""
+    prefixes = tuple(paths)
+    mounts = len(Path("/proc/self/mountinfo").read_text().splitlines())
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True)
+    unix = set()
+    for line in Path("/proc/net/unix").read_text().splitlines()[1:]:
+        parts = line.split()
+        if len(parts) >= 8 and parts[7].startswith(prefixes):
+            unix.add(parts[7])
+    listeners = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            parts = line.split()
+            if parts[3] == "0A":
+                listeners.add(parts[1])
+    return HostSnapshot(
+        mounts=mounts,
+        links=len(links.stdout.splitlines()),
+        unix_sockets=frozenset(unix),
+        tcp_listeners=frozenset(listeners),
+    )
