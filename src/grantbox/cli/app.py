@@ -13,6 +13,7 @@ from .provider import provider
 from .proxy import proxy
 from .sandbox import sandbox
 from .supervisor import supervisor
+from .up import up
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -29,6 +30,7 @@ cli.add_command(proxy)
 cli.add_command(sandbox)
 cli.add_command(identity)
 cli.add_command(supervisor)
+cli.add_command(up)
 
 
 def main() -> None:
