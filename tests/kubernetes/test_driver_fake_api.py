@@ -309,3 +309,16 @@ async def test_watch_ignores_pods_grantbox_does_not_manage(
     sandbox_id, _ = await events.next()
     assert sandbox_id == SANDBOX_ID
     assert events.empty()
+
+
+async def test_watch_does_not_spin_on_a_server_that_ends_every_watch(
+    driver: KubernetesDriver, fake_api: FakeKubeApiServer
+) -> None:
+    fake_api.end_watches_at_once = True
+    collected = Events(driver.watch())
+    try:
+        await asyncio.sleep(1.0)
+    finally:
+        await collected.close()
+    # With the retry delays of 0.05-0.1 s this is about ten; unguarded it is hundreds.
+    assert 1 <= len(fake_api.watch_requests()) <= 30

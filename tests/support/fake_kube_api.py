@@ -96,6 +96,7 @@ class FakeKubeApiServer:
         self._watch_generation = 0
         self.requests: list[RecordedRequest] = []
         self.stopping = False
+        self.end_watches_at_once = False  # a misbehaving server: every watch ends empty
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -304,7 +305,7 @@ class FakeKubeApiServer:
             wanted = _selector(query.get("labelSelector", ""))
         except ValueError as exc:
             return self._send(handler, 400, _status(400, "BadRequest", str(exc)))
-        timeout = float(query.get("timeoutSeconds", "30"))
+        timeout = 0.0 if self.end_watches_at_once else float(query.get("timeoutSeconds", "30"))
         handler.send_response(200)
         handler.send_header("Content-Type", "application/json")
         handler.send_header("Transfer-Encoding", "chunked")

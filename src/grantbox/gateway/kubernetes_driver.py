@@ -22,6 +22,7 @@ import logging
 import os
 import posixpath
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -523,6 +524,7 @@ class KubernetesDriver:
     """
 
     WATCH_TIMEOUT = 240
+    MIN_QUIET_WATCH = 1.0
     RETRY_DELAYS = (0.5, 1.0, 2.0, 5.0)
 
     def __init__(self, config: KubernetesDriverConfig, api_config: Any | None = None) -> None:
@@ -703,8 +705,10 @@ class KubernetesDriver:
                         found = self._event_status("ADDED", pod)
                         if found is not None:
                             yield found
+                started = time.monotonic()
+                delivered = False
                 async for kind, obj in self._watch_once(core, version):
-                    attempt = 0
+                    attempt, delivered = 0, True
                     rv = (obj.get("metadata") or {}).get("resourceVersion")
                     if rv:
                         version = str(rv)
@@ -712,18 +716,28 @@ class KubernetesDriver:
                         found = self._event_status(kind, obj)
                         if found is not None:
                             yield found
+                if not delivered and time.monotonic() - started < self.MIN_QUIET_WATCH:
+                    # A server that ends every watch at once must not be polled in a loop.
+                    await asyncio.sleep(self._next_delay(attempt))
+                    attempt += 1
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 if _status_code(exc) == 410:
                     log.info("pod watch expired; listing sandbox pods again")
                     version = ""
+                    if attempt:
+                        await asyncio.sleep(self._next_delay(attempt))
+                    attempt += 1
                     continue
-                delay = self.RETRY_DELAYS[min(attempt, len(self.RETRY_DELAYS) - 1)]
+                delay = self._next_delay(attempt)
                 attempt += 1
                 problem = _api_failure("watch pods", exc)
                 log.warning("pod watch failed (%s); retrying in %s s", problem, delay)
                 await asyncio.sleep(delay)
+
+    def _next_delay(self, attempt: int) -> float:
+        return self.RETRY_DELAYS[min(attempt, len(self.RETRY_DELAYS) - 1)]
 
 
 class _ApiStatus(Exception):
