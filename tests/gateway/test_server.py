@@ -33,3 +33,10 @@ def test_driver_registry(tmp_path: Path) -> None:
     assert isinstance(make_driver("recording-test"), RecordingDriver)
     with pytest.raises(DriverError, match="unknown compute driver 'nope'"):
         make_driver("nope")
+
+
+def test_built_in_drivers_load_on_first_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GRANTBOX_K8S_NAMESPACE", raising=False)
+    assert "kubernetes" in driver_names()
+    with pytest.raises(DriverError):
+        make_driver("kubernetes")  # imported and registered, then refuses: no cluster settings

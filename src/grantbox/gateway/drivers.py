@@ -9,6 +9,7 @@ handed to :func:`grantbox.gateway.create_app` or registered by name here.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -63,6 +64,10 @@ DriverFactory = Callable[[], ComputeDriver]
 
 _REGISTRY: dict[str, DriverFactory] = {}
 
+# Drivers shipped inside the gateway package, imported (and so registered) on first use so a
+# plain ``gateway serve`` never loads a cluster client it does not need.
+_BUILT_IN_MODULES = {"kubernetes": "grantbox.gateway.kubernetes_driver"}
+
 
 def register_driver(name: str, factory: DriverFactory) -> None:
     """Make a driver available to ``gateway serve --driver NAME``."""
@@ -70,10 +75,12 @@ def register_driver(name: str, factory: DriverFactory) -> None:
 
 
 def driver_names() -> list[str]:
-    return sorted(_REGISTRY)
+    return sorted(set(_REGISTRY) | set(_BUILT_IN_MODULES))
 
 
 def make_driver(name: str) -> ComputeDriver:
+    if name not in _REGISTRY and name in _BUILT_IN_MODULES:
+        importlib.import_module(_BUILT_IN_MODULES[name])
     try:
         factory = _REGISTRY[name]
     except KeyError:
