@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from grantbox.proxy.framing import FramingError, parse_head
 from grantbox.proxy.targets import Tunnel, connect_target, request_target, split_authority
@@ -40,6 +42,7 @@ def test_split_authority(text: str, default: int | None, expected: tuple[str, in
         "user@alpha.example:443",
         "alpha..example:443",
         ":443",
+        "alpha:\u00b2",  # a digit to str.isdigit, not to int()
     ],
 )
 def test_bad_authorities(text: str) -> None:
@@ -107,3 +110,28 @@ def test_tunnel_requests_take_host_and_port_from_the_tunnel() -> None:
 def test_tunnel_requests_cannot_address_another_host(target: str, host: str | None) -> None:
     with pytest.raises(FramingError):
         request_target(parse_head(_head(target, host)), Tunnel("alpha.example", 8443, "https"))
+
+
+_PREFIXES = [b"", b"/", b"http://", b"http://alpha.example:", b"https://alpha.example", b"http://["]
+
+
+@given(
+    target=st.builds(bytes.__add__, st.sampled_from(_PREFIXES), st.binary(min_size=1, max_size=20)),
+    host=st.builds(
+        bytes.__add__,
+        st.sampled_from([b"", b"alpha.example", b"alpha.example:"]),
+        st.binary(max_size=8),
+    ),
+    tunnel=st.sampled_from([None, Tunnel("alpha.example", 443, "https")]),
+)
+def test_any_head_either_routes_or_is_a_framing_error(
+    target: bytes, host: bytes, tunnel: Tunnel | None
+) -> None:
+    raw = b"GET " + target + b" HTTP/1.1\r\nHost: " + host + b"\r\n\r\n"
+    try:
+        routed = request_target(parse_head(raw), tunnel)
+    except FramingError:
+        return
+    assert routed.target.startswith("/")
+    if tunnel is not None:
+        assert (routed.host, routed.port) == (tunnel.host, tunnel.port)

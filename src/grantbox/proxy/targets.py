@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 from typing import Literal
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from .framing import FramingError, RequestHead
 
@@ -78,13 +78,20 @@ def split_authority(text: str, default_port: int | None = None) -> tuple[str, in
             raise FramingError("authority has no port")
         port = default_port
     else:
-        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        if not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
             raise FramingError("invalid port in authority")
         port = int(port_text)
     host = host.lower()
     if not _valid_host(host) or "@" in text:
         raise FramingError("invalid host in authority")
     return host, port
+
+
+def _urlsplit(raw: str) -> SplitResult:
+    try:
+        return urlsplit(raw)
+    except ValueError as exc:  # e.g. an unterminated '[' in the authority
+        raise FramingError(f"malformed request target: {exc}") from exc
 
 
 def connect_target(head: RequestHead) -> tuple[str, int]:
@@ -101,7 +108,7 @@ def request_target(head: RequestHead, tunnel: Tunnel | None) -> RequestTarget:
             if raw.lower().startswith("https://"):
                 raise FramingError("https:// targets must use CONNECT")
             raise FramingError("a proxy request needs an absolute http:// target")
-        parts = urlsplit(raw)
+        parts = _urlsplit(raw)
         if "@" in parts.netloc or not parts.netloc:
             raise FramingError("userinfo or empty authority in the request target")
         host, port = split_authority(parts.netloc, 80)
@@ -114,7 +121,7 @@ def request_target(head: RequestHead, tunnel: Tunnel | None) -> RequestTarget:
     if raw.startswith("/"):
         target = raw.split("#", 1)[0]
     elif raw.lower().startswith(f"{tunnel.scheme}://"):
-        parts = urlsplit(raw)
+        parts = _urlsplit(raw)
         host, port = split_authority(parts.netloc, 443 if tunnel.scheme == "https" else 80)
         if (host, port) != (tunnel.host, tunnel.port):
             raise FramingError("request target names a different host than the tunnel")
