@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import kubernetes_validate
 import pytest
 import yaml
 
@@ -308,3 +309,16 @@ def test_chart_cluster_spiffe_id_uses_the_same_template() -> None:
     assert chart_template == example["spec"]["spiffeIDTemplate"]
     doc = _rough_render(text)[0]
     assert doc["spec"]["podSelector"] == example["spec"]["podSelector"]
+
+
+@pytest.mark.parametrize("template", ["rbac.yaml", "networkpolicy.yaml"])
+def test_fixed_structure_of_simple_templates_validates(template: str) -> None:
+    for doc in _rough_render((TEMPLATES / template).read_text()):
+        kubernetes_validate.validate(doc, "1.37.0", strict=True)
+
+
+def test_network_policy_covers_exactly_the_sandbox_pods() -> None:
+    [policy] = _rough_render((TEMPLATES / "networkpolicy.yaml").read_text())
+    assert policy["spec"]["podSelector"] == {"matchLabels": {MANAGED_BY_LABEL: MANAGED_BY_VALUE}}
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    assert "ingress" not in policy["spec"]  # no rule: nothing is admitted
