@@ -22,3 +22,13 @@ def sandbox_network() -> Iterator[SandboxNetwork]:
 @pytest.fixture
 def runner(sandbox_network: SandboxNetwork) -> SandboxRunner:
     return SandboxRunner(sandbox_network)
+
+
+@pytest.fixture
+def rootless_runner() -> Iterator[SandboxRunner]:
+    """The user-namespace path (as used without root), exercised by root."""
+    network = create_sandbox_network(3128, rootless=True)
+    try:
+        yield SandboxRunner(network)
+    finally:
+        network.close()

@@ -187,3 +187,24 @@ async def test_agent_dies_with_its_supervisor() -> None:
     finally:
         holder.kill()
         holder.wait()
+
+
+async def test_user_namespace_path_locks_the_hiding_mounts(
+    rootless_runner: SandboxRunner, identity_socket: Path
+) -> None:
+    hidden = socket_directory(f"unix://{identity_socket}")
+    script = (
+        f"id -u; umount {hidden} && exit 10; umount -l {hidden} && exit 11;"
+        f" umount -l /proc && exit 12; ls {identity_socket} && exit 13;"
+        " ip -o link | wc -l; exit 0"
+    )
+    result = await rootless_runner.sh(script, hidden=[hidden])
+    assert result.code == 0, result
+    assert result.out.split() == ["0", "1"], result.out
+    assert "No such file" in result.err
+
+
+async def test_missing_hidden_directory_refuses_to_start(runner: SandboxRunner) -> None:
+    result = await runner.run(["true"], hidden=["/srv/grantbox-no-such-dir"])
+    assert result.code == 125
+    assert "hidden directory /srv/grantbox-no-such-dir does not exist" in result.err

@@ -24,6 +24,7 @@ class Finished:
 class SandboxRunner:
     def __init__(self, network: SandboxNetwork) -> None:
         self.network = network
+        self.rootless = network.user_fd is not None
 
     def spec(
         self,
@@ -33,6 +34,7 @@ class SandboxRunner:
         declared: Mapping[str, str] | None = None,
         root: bool = False,
     ) -> LaunchSpec:
+        """``root`` runs as uid 0; a rootless network runs as the namespace's own user."""
         env = agent_environment(
             proxy_port=self.network.port, ca_bundle=DEFAULT_CA_PATH, declared=declared
         )
@@ -41,8 +43,9 @@ class SandboxRunner:
             env=env,
             hidden=tuple(hidden),
             ca_pem=TEST_CA,
-            uid=0 if root else 65534,
-            gid=0 if root else 65534,
+            uid=None if self.rootless else 0 if root else 65534,
+            gid=None if self.rootless else 0 if root else 65534,
+            nested_user_namespace=self.rootless,
         )
 
     async def run(self, argv: Sequence[str], *, timeout: float = 30.0, **kw: object) -> Finished:

@@ -16,7 +16,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -160,7 +160,7 @@ class Supervisor:
             self._spawn(self._pump_lines(agent.stderr, "stderr")),
         ]
         for job in (self._follow_config, self._heartbeats, self._ship, self._serve_exec):
-            self._spawn(job())
+            self._spawn(self._keep_running(job))
         waiter = asyncio.create_task(agent.wait())
         stop = asyncio.create_task(self._stopping.wait())
         await asyncio.wait({waiter, stop}, return_when=asyncio.FIRST_COMPLETED)
@@ -189,6 +189,18 @@ class Supervisor:
         await self._engine.aclose()
         await self._identity.aclose()
         await self._client.aclose()
+
+    async def _keep_running(self, job: Callable[[], Awaitable[None]]) -> None:
+        """Restart a background job after an unexpected error instead of losing it."""
+        attempt = 0
+        while not self._stopping.is_set():
+            try:
+                await job()
+                return
+            except Exception:
+                log.exception("%s failed; restarting it", job.__name__)
+                await self._pause(backoff(attempt))
+                attempt += 1
 
     def _spawn(self, work: Awaitable[Any]) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(work)
@@ -226,7 +238,7 @@ class Supervisor:
             if self._client.renewal_due():
                 try:
                     await self._client.renew_token()
-                except SupervisorClientError as exc:
+                except (SupervisorClientError, OSError) as exc:
                     log.warning("token renewal failed: %s", exc)
             if self._config is not None:
                 await self._heartbeat(self._config.revision)

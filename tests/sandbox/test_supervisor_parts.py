@@ -1,0 +1,123 @@
+"""Plain-data parts of the supervisor, the local driver and the preflight check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from grantbox.gateway.drivers import DriverState, SandboxSpec
+from grantbox.sandbox.hiding import HidingRefused
+from grantbox.sandbox.local_driver import (
+    LocalDriverSettings,
+    exit_status,
+    last_error_line,
+    supervisor_argv,
+)
+from grantbox.sandbox.outbox import Outbox
+from grantbox.sandbox.preflight import rootless_blockers
+from grantbox.sandbox.supervisor import SupervisorOptions, backoff
+
+
+def test_backoff_grows_then_caps() -> None:
+    assert [backoff(n) for n in range(7)] == [0.5, 1.0, 2.0, 4.0, 5.0, 5.0, 5.0]
+
+
+@given(st.lists(st.integers(), max_size=50), st.integers(1, 10))
+def test_outbox_keeps_the_newest_and_counts_what_it_dropped(items: list[int], cap: int) -> None:
+    box: Outbox[int] = Outbox(cap)
+    for item in items:
+        box.put(item)
+    assert len(box) == min(cap, len(items))
+    assert box.dropped == max(0, len(items) - cap)
+    taken = box.take(cap)
+    assert taken == items[-cap:] if items else taken == []
+
+
+def test_outbox_give_back_keeps_order_and_bound() -> None:
+    box: Outbox[int] = Outbox(3)
+    for item in (1, 2, 3):
+        box.put(item)
+    batch = box.take(2)
+    box.put(4)
+    box.give_back(batch)
+    assert box.take(10) == [2, 3, 4]
+    assert box.dropped == 1
+
+
+def test_supervisor_hides_socket_token_and_extra_directories(tmp_path: Path) -> None:
+    token = tmp_path / "state" / "token"
+    options = SupervisorOptions(
+        gateway_url="http://127.0.0.1:1",
+        sandbox_id="s1",
+        token_file=token,
+        identity_socket="unix:///run/gbx/workloads/s1/agent.sock",
+        hide=("/srv/grantbox",),
+    )
+    assert options.hidden() == tuple(
+        sorted(["/run/gbx/workloads/s1", str(tmp_path / "state"), "/srv/grantbox"])
+    )
+
+
+@pytest.mark.parametrize(
+    ("socket", "hide"),
+    [("unix:///run/agent.sock", ()), ("tcp://127.0.0.1:1", ()), ("unix:///srv/a.sock", ("/etc",))],
+)
+def test_supervisor_refuses_what_it_cannot_hide(socket: str, hide: tuple[str, ...]) -> None:
+    options = SupervisorOptions(
+        gateway_url="http://127.0.0.1:1",
+        sandbox_id="s1",
+        token_file=Path("/srv/state/token"),
+        identity_socket=socket,
+        hide=hide,
+    )
+    with pytest.raises(HidingRefused):
+        options.hidden()
+
+
+def test_supervisor_argv_carries_no_secret(tmp_path: Path) -> None:
+    spec = SandboxSpec(
+        sandbox_id="s1",
+        name="box",
+        command=("sh", "-c", "echo hi"),
+        gateway_url="http://127.0.0.1:7443",
+        supervisor_token="super-secret-token",
+        spiffe_path="/grantbox/sandbox/s1",
+    )
+    settings = LocalDriverSettings(
+        state_root=tmp_path, identity_admin_socket=tmp_path / "admin.sock", hide=("/srv/x",)
+    )
+    argv = supervisor_argv(settings, spec, tmp_path / "s1" / "token", Path("/run/g/s1/agent.sock"))
+    assert "super-secret-token" not in " ".join(argv)
+    assert "super-secret-token" not in repr(spec)
+    assert argv[argv.index("--identity-socket") + 1] == "unix:///run/g/s1/agent.sock"
+    assert argv[argv.index("--hide") + 1] == "/srv/x"
+    assert argv[-4:] == ["--", "sh", "-c", "echo hi"]
+
+
+def test_exit_status_names_signal_and_last_error(tmp_path: Path) -> None:
+    log = tmp_path / "supervisor.log"
+    log.write_text('x INFO a: fine\nx WARNING b: gateway not ready\nx INFO c: {"event": 1}\n')
+    assert last_error_line(log) == "x WARNING b: gateway not ready"
+    killed = exit_status(-9, log)
+    assert killed.state == DriverState.FAILED
+    assert killed.message.startswith("supervisor killed by signal 9: x WARNING b")
+    assert exit_status(0, log).state == DriverState.EXITED
+    assert exit_status(3, tmp_path / "missing.log").message == "supervisor exited with 3"
+
+
+def test_rootless_blockers_name_each_setting() -> None:
+    assert rootless_blockers({}) == []
+    blockers = rootless_blockers(
+        {
+            "/proc/sys/kernel/unprivileged_userns_clone": "0",
+            "/proc/sys/user/max_user_namespaces": "0",
+            "/proc/sys/kernel/apparmor_restrict_unprivileged_userns": "1",
+        }
+    )
+    assert len(blockers) == 3
+    assert "unprivileged_userns_clone is 0; it must be 1" in blockers[0]
+    assert "max_user_namespaces is 0; it must be a positive number" in blockers[1]
+    assert "apparmor_restrict_unprivileged_userns is 1" in blockers[2]
