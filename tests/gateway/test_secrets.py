@@ -101,3 +101,15 @@ def test_parse_listen(value: str, expected: tuple[str, int]) -> None:
 def test_parse_listen_refuses(value: str) -> None:
     with pytest.raises(ValueError, match="listen"):
         parse_listen(value)
+
+
+def test_supervisor_client_plans_renewal_from_the_tokens_own_lifetime(tmp_path: Path) -> None:
+    from grantbox.gateway import SupervisorClient
+
+    issuer = SupervisorTokenIssuer.load_or_create(tmp_path / "k.pem", "gw", 90)
+    issued = time.time()
+    client = SupervisorClient("http://127.0.0.1:9", "sb", issuer.mint("sb", now=issued))
+    assert client.token_expires_at == int(issued) + 90
+    assert not client.renewal_due(now=issued + 10)
+    assert client.renewal_due(now=issued + 61)
+    assert SupervisorClient("http://127.0.0.1:9", "sb", "garbage").renewal_due()

@@ -44,13 +44,25 @@ def url_of(sock: socket.socket) -> str:
 class GatewayServer:
     """One gateway app on one socket. ``start()``/``stop()`` run it in a thread."""
 
-    def __init__(self, settings: GatewaySettings, driver: ComputeDriver | None = None) -> None:
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        driver: ComputeDriver | None = None,
+        *,
+        shutdown_grace: int | None = None,
+    ) -> None:
         self.settings = settings
         self.app: FastAPI = create_app(settings, driver)
         self.socket = bind_listen(settings.listen)
         self.url = url_of(self.socket)
         self.gateway.orchestrator.gateway_url = settings.advertise_url or self.url
-        config = uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="on")
+        config = uvicorn.Config(
+            self.app,
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=shutdown_grace,
+        )
         self._server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None
 

@@ -40,14 +40,16 @@ class ExecRequestItem:
     timeout_seconds: float
 
 
-def token_expiry(token: str) -> int:
-    """The ``exp`` claim, read without verification (the gateway verifies; we only plan)."""
+def token_window(token: str) -> tuple[int, int]:
+    """``(iat, exp)`` read without verification (the gateway verifies; we only plan)."""
     try:
         claims = jwt.decode(token, options={"verify_signature": False})
     except jwt.PyJWTError:
-        return 0
-    exp = claims.get("exp")
-    return int(exp) if isinstance(exp, int | float) else 0
+        return 0, 0
+    issued, expires = claims.get("iat"), claims.get("exp")
+    if not isinstance(issued, int | float) or not isinstance(expires, int | float):
+        return 0, 0
+    return int(issued), int(expires)
 
 
 class SupervisorClient:
@@ -64,7 +66,7 @@ class SupervisorClient:
         self.sandbox_id = sandbox_id
         self._token = token
         self._token_file = token_file
-        self._expires_at = token_expiry(token)
+        self._issued_at, self._expires_at = token_window(token)
         self._timeout = timeout
         self._http = httpx.AsyncClient(
             base_url=gateway_url.rstrip("/"),
@@ -195,13 +197,15 @@ class SupervisorClient:
         """Swap the token for a fresh one; returns its expiry (epoch seconds)."""
         data = (await self._request("POST", "/token")).json()
         self._token = str(data["token"])
-        self._expires_at = int(data["expires_at"])
+        self._issued_at, self._expires_at = token_window(self._token)
         if self._token_file is not None:
             write_private(self._token_file, (self._token + "\n").encode())
         return self._expires_at
 
-    def renewal_due(self, now: float | None = None, lifetime: float | None = None) -> bool:
-        """True once less than a third of the token's life is left."""
+    def renewal_due(self, now: float | None = None) -> bool:
+        """True once less than a third of the token's lifetime is left (or it is unreadable)."""
         current = time.time() if now is None else now
-        span = lifetime if lifetime is not None else 900.0
-        return self._expires_at - current < span * RENEW_WHEN_LEFT
+        lifetime = self._expires_at - self._issued_at
+        if lifetime <= 0:
+            return True
+        return self._expires_at - current < lifetime * RENEW_WHEN_LEFT
