@@ -21,7 +21,7 @@ import platformdirs
 from grantbox.gateway import GatewayServer, GatewaySettings
 from grantbox.gateway.settings import DEFAULT_LISTEN, parse_listen
 from grantbox.identity import IdentityAgent
-from grantbox.sandbox import LocalDriver, LocalDriverSettings, isolation_problem
+from grantbox.sandbox import LocalDriver, LocalDriverSettings, isolation_problem, shadow_problem
 
 from .output import fail
 
@@ -38,6 +38,17 @@ def default_runtime_dir() -> Path:
     if os.geteuid() == 0:
         return Path("/run/grantbox")
     return Path(platformdirs.user_runtime_dir("grantbox"))
+
+
+def rootless_private_directories() -> tuple[str, ...]:
+    """Without root the agent runs as the invoking user, so it is kept out of that user's
+    home and runtime directory (keys, agent sockets) too; as root it runs as nobody."""
+    if os.geteuid() == 0:
+        return ()
+    candidates = [Path.home(), Path(f"/run/user/{os.geteuid()}")]
+    return tuple(
+        str(path) for path in candidates if path.is_dir() and shadow_problem(str(path)) is None
+    )
 
 
 def _step(message: str) -> None:
@@ -108,7 +119,12 @@ async def _run(
             LocalDriverSettings(
                 state_root=settings.state_dir / "sandboxes",
                 identity_admin_socket=owned / "admin.sock",
-                hide=(str(owned), str(settings.state_dir), str(settings.config_dir)),
+                hide=(
+                    str(owned),
+                    str(settings.state_dir),
+                    str(settings.config_dir),
+                    *rootless_private_directories(),
+                ),
                 resolve=resolve,
             )
         )
