@@ -43,6 +43,7 @@ class ProbePolicy:
 
 @dataclass
 class DemoOutcome:
+    sandbox_id: str = ""
     spiffe_id: str = ""
     answers: dict[str, HttpProbe] = field(default_factory=dict)
     checks: list[Check] = field(default_factory=list)
@@ -79,6 +80,7 @@ class DemoFlow:
         names: DemoNames | None = None,
         ports: DemoPorts | None = None,
         probe: ProbePolicy | None = None,
+        sandbox_policy: Path | None = None,
         ready_timeout: float = 90.0,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -90,13 +92,14 @@ class DemoFlow:
         self.names = names or DemoNames()
         self.ports = ports or DemoPorts()
         self.probe_policy = probe or ProbePolicy()
+        self.sandbox_policy = sandbox_policy
         self.ready_timeout = ready_timeout
         self._sleep = sleep
 
     def run(self) -> DemoOutcome:
         outcome = DemoOutcome()
         self.configure()
-        sandbox_id = self.create_sandbox()
+        sandbox_id = outcome.sandbox_id = self.create_sandbox()
         outcome.spiffe_id = sandbox_spiffe_id(self.identity.trust_domain, sandbox_id)
         self.report.note(f"the sandbox's identity: {outcome.spiffe_id}")
         for service in SERVICES:
@@ -128,9 +131,10 @@ class DemoFlow:
     def create_sandbox(self) -> str:
         """Create the sandbox and wait until its supervisor reports ready; returns its id."""
         with self.report.step(f"create sandbox {self.names.sandbox} and wait until ready"):
+            policy = ["--policy", str(self.sandbox_policy)] if self.sandbox_policy else []
             created = self.operator.json(
                 "sandbox", "create", "--name", self.names.sandbox,
-                "--provider", self.names.provider, "--", "sleep", "infinity",
+                "--provider", self.names.provider, *policy, "--", "sleep", "infinity",
             )  # fmt: skip
             sandbox_id = str(created["id"])
             deadline = time.monotonic() + self.ready_timeout

@@ -3,6 +3,7 @@ on a line of its own, the HTTP status, so one exec gives both."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 STATUS_MARKER = "\n--grantbox-demo-status:"
@@ -16,8 +17,9 @@ class HttpProbe:
     body: str
 
 
-def curl_argv(url: str, timeout: float = 10.0) -> list[str]:
+def curl_argv(url: str, timeout: float = 10.0, headers: Sequence[str] = ()) -> list[str]:
     """curl without retries or redirects; the sandbox's proxy variables apply as usual."""
+    extra = [arg for header in headers for arg in ("--header", header)]
     return [
         "curl",
         "--silent",
@@ -26,6 +28,7 @@ def curl_argv(url: str, timeout: float = 10.0) -> list[str]:
         f"{timeout:g}",
         "--write-out",
         STATUS_MARKER + "%{http_code}",
+        *extra,
         url,
     ]
 
