@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from grantbox.profiles import Profile
 from tests.support.proxy_clients import connection, curl, read_reply, tunnel
@@ -22,6 +23,10 @@ from tests.support.proxy_harness import (
 from tests.support.proxy_upstream import RecordingUpstream
 
 from .conftest import LOOPBACK
+
+
+def _beta(port: int) -> Profile:
+    return grant_profile("beta", [endpoint("beta.localhost", port, allowed_ips=LOOPBACK)])
 
 
 def _alpha(port: int, **extra: Any) -> Profile:
@@ -265,3 +270,44 @@ async def test_an_upstream_that_dropped_an_idle_connection_is_redialled(tmp_path
         server.close()
     assert [r.status for r in replies] == [200, 200]
     assert connections == 2
+
+
+async def test_clients_configured_through_the_environment(
+    tls_upstream: RecordingUpstream,
+    plain_upstream: RecordingUpstream,
+    upstream_ca_file: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What a sandbox gives its agent: HTTP(S)_PROXY and a CA bundle, nothing else."""
+    config = make_config(
+        providers=[("alpha", _alpha(tls_upstream.port)), ("beta", _beta(plain_upstream.port))]
+    )
+    async with running_proxy(
+        config, RecordingTokens(token="env"), tmp_path, upstream_ca_file=upstream_ca_file
+    ) as rp:
+        tls_url = f"https://alpha.localhost:{tls_upstream.port}/env"
+        plain_url = f"http://beta.localhost:{plain_upstream.port}/env"
+        by_curl = await curl(tls_url, proxy=rp.url, cacert=rp.ca_file, via_environment=True)
+        by_curl_plain = await curl(plain_url, proxy=rp.url, via_environment=True)
+        for name in (
+            "HTTP_PROXY",
+            "HTTPS_PROXY",
+            "http_proxy",
+            "https_proxy",
+            "NO_PROXY",
+            "no_proxy",
+            "ALL_PROXY",
+            "all_proxy",
+        ):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTPS_PROXY", rp.url)
+        monkeypatch.setenv("HTTP_PROXY", rp.url)
+        monkeypatch.setenv("SSL_CERT_FILE", str(rp.ca_file))
+        async with httpx.AsyncClient(trust_env=True) as client:
+            by_httpx = await client.get(tls_url)
+            by_httpx_plain = await client.get(plain_url)
+    assert [by_curl.status, by_curl_plain.status] == [200, 200], by_curl.stderr
+    assert [by_httpx.status_code, by_httpx_plain.status_code] == [200, 200]
+    assert [r.header("authorization") for r in tls_upstream.requests] == [["Bearer env"]] * 2
+    assert [r.header("authorization") for r in plain_upstream.requests] == [["Bearer env"]] * 2

@@ -43,13 +43,25 @@ class CurlResult:
 
 
 async def curl(
-    *args: str, proxy: str, cacert: Path | None = None, timeout: float = 30
+    *args: str,
+    proxy: str,
+    cacert: Path | None = None,
+    timeout: float = 30,
+    via_environment: bool = False,
 ) -> CurlResult:
-    """Run curl through the proxy (async, so in-loop servers keep serving)."""
+    """Run curl through the proxy (async, so in-loop servers keep serving): with ``-x``, or
+    with ``via_environment`` the way agents are configured, HTTP_PROXY/HTTPS_PROXY and
+    CURL_CA_BUNDLE."""
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-    command = ["curl", "-sS", "--max-time", str(timeout), "-x", proxy, "-w", "\n%{http_code}"]
-    if cacert is not None:
-        command += ["--cacert", str(cacert)]
+    command = ["curl", "-sS", "--max-time", str(timeout), "-w", "\n%{http_code}"]
+    if via_environment:
+        env.update({"http_proxy": proxy, "HTTPS_PROXY": proxy})
+        if cacert is not None:
+            env["CURL_CA_BUNDLE"] = str(cacert)
+    else:
+        command += ["-x", proxy]
+        if cacert is not None:
+            command += ["--cacert", str(cacert)]
     process = await asyncio.create_subprocess_exec(
         *command,
         *args,
