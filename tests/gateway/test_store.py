@@ -220,3 +220,23 @@ def test_attached_providers_cannot_be_deleted_and_sandboxes_cascade(
         }
     assert counts == {"SandboxRow": 0, "AttachmentRow": 0, "LogRow": 0}
     a.providers.delete("pa")
+
+
+def test_an_ambiguous_stored_set_is_never_served_to_a_supervisor(
+    replicas: tuple[Replica, Replica],
+) -> None:
+    """A race between replicas (attach on one, profile change on the other) could store an
+    ambiguous set; the config read refuses it instead of letting the proxy pick."""
+    a, _ = replicas
+    a.profiles.import_profiles([grant_profile("alpha", path="/v1/**")])
+    a.profiles.import_profiles([grant_profile("clash", path="/v1/**")])
+    a.providers.create("pa", "alpha", True, {})
+    a.providers.create("pc", "clash", True, {})
+    a.sandboxes.create("box", ["pa"], None, [])
+    sandbox_id = a.sandboxes.get("box").id
+    with a.store.write() as session:  # what the losing side of such a race leaves behind
+        session.add(AttachmentRow(sandbox_id=sandbox_id, provider_name="pc"))
+    with pytest.raises(AmbiguousGrants) as refused:
+        a.sandboxes.config(sandbox_id)
+    assert "config refused: sandbox 'box'" in refused.value.message
+    assert "'pa:access_token' and 'pc:access_token'" in refused.value.message

@@ -10,7 +10,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from grantbox.profiles import Profile, expand_bindings, find_collisions
+from grantbox.profiles import GrantBinding, Profile, expand_bindings, find_collisions
 
 from .errors import AmbiguousGrants, InvalidRequest
 
@@ -81,22 +81,29 @@ class SandboxAttachments:
     attachments: tuple[tuple[str, Profile], ...]
 
 
+def collision_messages(sandbox: str, bindings: Iterable[GrantBinding]) -> list[str]:
+    return [f"sandbox '{sandbox}': {c.message()}" for c in find_collisions(bindings)]
+
+
 def ambiguity_messages(candidates: Iterable[SandboxAttachments]) -> list[str]:
     """One message per colliding binding pair, naming the sandbox."""
     messages: list[str] = []
     for candidate in candidates:
-        bindings = expand_bindings(candidate.attachments)
-        for collision in find_collisions(bindings):
-            messages.append(f"sandbox '{candidate.sandbox}': {collision.message()}")
+        messages.extend(
+            collision_messages(candidate.sandbox, expand_bindings(candidate.attachments))
+        )
     return messages
 
 
-def refuse_ambiguity(action: str, candidates: Sequence[SandboxAttachments]) -> None:
-    """Raise :class:`AmbiguousGrants` when the write would make any sandbox ambiguous."""
-    messages = ambiguity_messages(candidates)
+def refuse_messages(action: str, messages: Sequence[str]) -> None:
     if messages:
         more = f" (and {len(messages) - 1} more)" if len(messages) > 1 else ""
         raise AmbiguousGrants(
             f"{action} refused: {messages[0]}{more}",
             [{"message": m} for m in messages],
         )
+
+
+def refuse_ambiguity(action: str, candidates: Sequence[SandboxAttachments]) -> None:
+    """Raise :class:`AmbiguousGrants` when the write would make any sandbox ambiguous."""
+    refuse_messages(action, ambiguity_messages(candidates))

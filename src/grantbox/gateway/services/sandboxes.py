@@ -20,7 +20,13 @@ from sqlalchemy.orm import Session
 
 from grantbox.gateway.catalog import Catalog
 from grantbox.gateway.changes import ChangeFeed
-from grantbox.gateway.consistency import SandboxAttachments, check_name, refuse_ambiguity
+from grantbox.gateway.consistency import (
+    SandboxAttachments,
+    check_name,
+    collision_messages,
+    refuse_ambiguity,
+    refuse_messages,
+)
 from grantbox.gateway.drivers import DriverState, DriverStatus
 from grantbox.gateway.errors import AlreadyExists, InvalidRequest, NotFound, StaleVersion
 from grantbox.gateway.phase import Phase, SandboxFacts, derive_phase
@@ -148,7 +154,12 @@ class SandboxService:
             status = session.get(SandboxStatusRow, sandbox_id)
             if row is None or (status is not None and status.deleting):
                 raise NotFound("sandbox not found or being deleted")
-            return effective_config(session, self._catalog, row)
+            config = effective_config(session, self._catalog, row)
+            name = row.name
+        # Writes refuse ambiguity, but a race between replicas or a changed built-in profile
+        # could still leave an ambiguous set stored: never hand that to a supervisor.
+        refuse_messages("config", collision_messages(name, config.bindings))
+        return config
 
     def config_by_name(self, name: str) -> EffectiveConfig:
         with self._store.read() as session:
