@@ -6,12 +6,20 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from grantbox.profiles import TlsMode
-from grantbox.proxy import ErrorCode, authorize, path_problem
+from grantbox.profiles import EffectiveConfig, TlsMode
+from grantbox.proxy import Decision, ErrorCode, authorize, path_problem
+from grantbox.proxy.decision import Scheme
 from tests.support.proxy_harness import endpoint, grant_profile, make_config
 
 
-def _decide(config, method="GET", host="api.example.com", port=443, path="/", scheme="https"):  # type: ignore[no-untyped-def]
+def _decide(
+    config: EffectiveConfig,
+    method: str = "GET",
+    host: str = "api.example.com",
+    port: int = 443,
+    path: str | None = "/",
+    scheme: Scheme = "https",
+) -> Decision:
     return authorize(config, method=method, host=host, port=port, path=path, scheme=scheme)
 
 
@@ -213,7 +221,7 @@ def test_decisions_agree_with_the_shared_matchers(
 ) -> None:
     from grantbox.profiles import host_matches, path_matches, request_path
 
-    decision = authorize(_CONFIG, method=method, host=host, port=port, path=path, scheme=scheme)  # type: ignore[arg-type]
+    decision = _decide(_CONFIG, method, host, port, path, "https" if scheme == "https" else "http")
     reachable = [
         e for _, e in _CONFIG.endpoints() if port in e.all_ports and host_matches(e.host, host)
     ]

@@ -32,7 +32,7 @@ def _beta(port: int) -> Profile:
 def _alpha(port: int, **extra: Any) -> Profile:
     return grant_profile(
         "alpha", [endpoint("alpha.localhost", port, allowed_ips=LOOPBACK)], **extra
-    )  # type: ignore[arg-type]
+    )
 
 
 async def test_curl_https_proxy_replaces_the_agents_authorization(

@@ -31,9 +31,9 @@ async def _connect_status(proxy_port: int, host: str, port: int) -> tuple[int, d
     raw = await send_raw(
         proxy_port, f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
     )
-    (reply,) = parse_replies(raw, [b"CONNECT"]) or [None]
-    assert reply is not None, raw
-    return reply.status, reply.json()
+    replies = parse_replies(raw, [b"CONNECT"])
+    assert len(replies) == 1, raw
+    return replies[0].status, replies[0].json()
 
 
 async def test_policy_denied_for_connect_and_forward(

@@ -6,6 +6,7 @@ import asyncio
 import ipaddress
 import ssl
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
@@ -40,7 +41,7 @@ def test_leaves_name_the_host_and_verify_against_the_ca() -> None:
         leaf.verify_directly_issued_by(ca.certificate)
 
 
-def test_contexts_are_cached_and_bounded(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_contexts_are_cached_and_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tls_module, "LEAF_CACHE_SIZE", 3)
     ca = InterceptionCA()
     first = ca.server_context("a.example")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import pytest
 
@@ -21,9 +22,9 @@ from grantbox.proxy.tokens import InjectionError
 from tests.support.proxy_harness import endpoint, grant_profile, make_config
 
 
-def _binding(**changes: str) -> GrantBinding:
+def _binding(**changes: Any) -> GrantBinding:
     profile = grant_profile("alpha", [endpoint("api.example.com", 443)])
-    (binding,) = make_config(providers=[("alpha", profile)]).bindings
+    (binding,) = make_config(providers=[("alpha", profile)]).bindings.bindings
     return dataclasses.replace(binding, **changes)
 
 
