@@ -95,3 +95,37 @@ async def test_100_mb_upload_streams_with_bounded_memory(
     assert seen.header("authorization") == ["Bearer up"]
     assert peak - baseline < RSS_GROWTH_LIMIT, f"RSS grew by {(peak - baseline) >> 20} MB"
     assert rp.metric("grantbox_proxy_bytes_total", direction="upstream") == SIZE
+
+
+@pytest.mark.slow
+async def test_100_mb_download_streams_with_bounded_memory(
+    plain_upstream: RecordingUpstream, tmp_path: Path
+) -> None:
+    port = plain_upstream.port
+    profile = grant_profile("alpha", [endpoint("alpha.localhost", port, allowed_ips=LOOPBACK)])
+    async with running_proxy(
+        make_config(providers=[("alpha", profile)]), RecordingTokens(), tmp_path
+    ) as rp:
+        baseline = _rss()
+        peak = baseline
+        done = asyncio.Event()
+
+        async def sample() -> None:
+            nonlocal peak
+            while not done.is_set():
+                peak = max(peak, _rss())
+                await asyncio.sleep(0.05)
+
+        sampler = asyncio.create_task(sample())
+        result = await curl(
+            "-o",
+            "/dev/null",
+            f"http://alpha.localhost:{port}/download/{SIZE}",
+            proxy=rp.url,
+            timeout=90,
+        )
+        done.set()
+        await sampler
+    assert result.status == 200 and result.code == 0, result.stderr
+    assert rp.metric("grantbox_proxy_bytes_total", direction="downstream") == SIZE
+    assert peak - baseline < RSS_GROWTH_LIMIT, f"RSS grew by {(peak - baseline) >> 20} MB"

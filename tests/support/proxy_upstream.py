@@ -1,10 +1,10 @@
 """A recording HTTP/1.1 upstream on loopback (plain, or TLS with a trustme certificate).
 
 It answers every request with JSON describing what it received (method, target, headers,
-body size and digest) - chunked for targets starting ``/chunked``, and a 302 to ``X`` for
-``/redirect?to=X`` - keeps connections alive, streams bodies without keeping them, and
-records the first bytes of every connection, so tests can assert exactly what reached it
-- including that nothing did.
+body size and digest); targets starting ``/chunked`` get that JSON chunked,
+``/redirect?to=X`` a 302 to X, and ``/download/N`` N streamed bytes. It keeps connections
+alive, streams bodies without keeping them, and records the first bytes of every
+connection, so tests can assert exactly what reached it - including that nothing did.
 """
 
 from __future__ import annotations
@@ -92,7 +92,16 @@ class RecordingUpstream:
                         "tls": self.tls,
                     }
                 ).encode()
-                if seen.target.startswith("/chunked"):
+                if seen.target.startswith("/download/"):
+                    # /download/N: N bytes, streamed in blocks, never held whole.
+                    size = int(seen.target.rsplit("/", 1)[1])
+                    length = ("Content-Length", str(size))
+                    writer.write(conn.send(h11.Response(status_code=200, headers=[length])))
+                    block = b"d" * 65536
+                    for offset in range(0, size, len(block)):
+                        writer.write(conn.send(h11.Data(data=block[: size - offset])))
+                        await writer.drain()
+                elif seen.target.startswith("/chunked"):
                     # No Content-Length: the body goes out chunked, in three pieces.
                     writer.write(conn.send(h11.Response(status_code=200, headers=[])))
                     for piece in (body[:10], body[10:20], body[20:]):
