@@ -7,7 +7,15 @@ import pytest
 
 from grantbox.gateway import GatewayServer
 from tests.support.gateway_driver import RecordingDriver
+from tests.support.gateway_postgres import postgres_server
 from tests.support.gateway_server import GatewayCli, gateway_settings, serving
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """One PostgreSQL server for the whole run (skips when the binaries are absent)."""
+    with postgres_server() as url:
+        yield url
 
 
 @pytest.fixture

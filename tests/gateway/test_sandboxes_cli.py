@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import pytest
@@ -119,8 +120,10 @@ def test_logs_shipped_by_the_supervisor_are_shown(
     asyncio.run(ship())
     out = gw.ok("sandbox", "logs", "box").stdout
     assert [line.split("] ", 1)[1] for line in out.splitlines()] == ["line 0", "line 1", "line 2"]
-    lines = gw.json("sandbox", "logs", "box", "--since", "1")
-    assert [line["message"] for line in lines] == ["line 1", "line 2"]
+    raw = gw.ok("sandbox", "logs", "box", "--since", "1", "-o", "json").stdout.splitlines()
+    assert [json.loads(line)["message"] for line in raw] == ["line 1", "line 2"]
+    [event] = gw.json("sandbox", "events", "box")
+    assert (event["kind"], event["data"]["host"]) == ("policy_denied", "evil.example")
 
 
 def test_delete_stops_the_sandbox_and_revokes_its_supervisor(

@@ -33,14 +33,8 @@ from grantbox.gateway.storage import (
     Store,
     migrate,
 )
-from tests.support.gateway_postgres import postgres_server, reset_database
+from tests.support.gateway_postgres import reset_database
 from tests.support.gateway_server import grant_profile
-
-
-@pytest.fixture(scope="module")
-def postgres_url() -> Iterator[str]:
-    with postgres_server() as url:
-        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +28,6 @@ _COLUMNS = (
 
 def _clock(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-_LOG_COLUMNS = (
-    ("TIME", "ts", _clock),
-    ("STREAM", "stream"),
-    ("MESSAGE", "message"),
-)
 
 
 def _load_policy(path: Path) -> dict[str, Any]:
@@ -154,25 +149,71 @@ def detach(name: str, provider: str, gateway: str | None, fmt: str) -> None:
         emit(client.call("DELETE", f"/sandboxes/{name}/providers/{provider}"), fmt, _COLUMNS)
 
 
+def _print_log_lines(lines: list[dict[str, Any]], fmt: str) -> None:
+    for line in lines:
+        if fmt == "json":
+            click.echo(json.dumps(line, sort_keys=True))
+        else:
+            click.echo(f"{_clock(line['ts'])} [{line['stream']}] {line['message']}")
+
+
 @sandbox.command("logs")
 @click.argument("name")
 @click.option("--since", type=int, default=0, help="Only lines after this sequence number.")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=1000)
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines until interrupted.")
+@gateway_option
+@click.option(
+    "-o",
+    "--output",
+    "fmt",
+    type=click.Choice(("table", "json", "yaml")),
+    default="table",
+    help="table: one line per entry; json: one JSON object per line; yaml: a list.",
+)
+@reports_gateway_errors
+def logs(name: str, since: int, limit: int, follow: bool, gateway: str | None, fmt: str) -> None:
+    """Show what the sandbox's supervisor shipped."""
+    if follow and fmt == "yaml":
+        fail("--follow prints line by line: use -o table or -o json")
+    with connect(gateway) as client:
+        while True:
+            params = {"since": since, "limit": limit}
+            lines = client.call("GET", f"/sandboxes/{name}/logs", params=params)
+            if fmt == "yaml":
+                emit(lines, fmt)
+                return
+            _print_log_lines(lines, fmt)
+            if lines:
+                since = int(lines[-1]["seq"])
+            if not follow:
+                return
+            if len(lines) < limit:
+                try:
+                    time.sleep(1.0)
+                except KeyboardInterrupt:
+                    return
+
+
+_EVENT_COLUMNS = (
+    ("TIME", "ts", _clock),
+    ("KIND", "kind"),
+    ("DATA", "data", lambda v: json.dumps(v, sort_keys=True)),
+)
+
+
+@sandbox.command("events")
+@click.argument("name")
+@click.option("--since", type=int, default=0, help="Only events after this sequence number.")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=1000)
 @gateway_option
 @output_option
 @reports_gateway_errors
-def logs(name: str, since: int, limit: int, gateway: str | None, fmt: str) -> None:
-    """Show what the sandbox's supervisor shipped."""
+def events(name: str, since: int, limit: int, gateway: str | None, fmt: str) -> None:
+    """Show the events (policy decisions, grant failures) the supervisor shipped."""
     with connect(gateway) as client:
-        lines = client.call(
-            "GET", f"/sandboxes/{name}/logs", params={"since": since, "limit": limit}
-        )
-    if fmt == "table":
-        for line in lines:
-            stamp = _clock(line["ts"])
-            click.echo(f"{stamp} [{line['stream']}] {line['message']}")
-        return
-    emit(lines, fmt, _LOG_COLUMNS)
+        params = {"since": since, "limit": limit}
+        emit(client.call("GET", f"/sandboxes/{name}/events", params=params), fmt, _EVENT_COLUMNS)
 
 
 @sandbox.command("exec", context_settings={"ignore_unknown_options": True})
