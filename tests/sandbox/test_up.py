@@ -12,7 +12,9 @@ import uuid
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from grantbox.cli import cli
 from tests.support.gateway_server import GatewayCli
 from tests.support.sandbox_residue import (
     descendants,
@@ -143,13 +145,8 @@ def test_up_ten_times_leaves_nothing_behind(tmp_path: Path) -> None:
 
 
 def test_up_refuses_a_bad_listen_address(tmp_path: Path) -> None:
-    grantbox = Path(sys.executable).with_name("grantbox")
-    result = subprocess.run(
-        [str(grantbox), "up", "--listen", "nonsense"],
-        env={"PATH": os.environ["PATH"], "GRANTBOX_STATE_DIR": str(tmp_path)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode != 0
+    env = {"GRANTBOX_STATE_DIR": str(tmp_path / "state"), "GRANTBOX_RUNTIME_DIR": str(tmp_path)}
+    result = CliRunner().invoke(cli, ["up", "--listen", "nonsense"], env=env)
+    assert result.exit_code != 0
     assert result.stderr.strip().startswith("error:") and "HOST:PORT" in result.stderr
+    assert not (tmp_path / "state").exists()
