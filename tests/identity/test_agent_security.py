@@ -14,8 +14,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from grantbox.identity import IdentityAgent
+from grantbox.identity import IdentityAgent, WorkloadIdentityClient
 from grantbox.identity import workload_api as wapi
+from grantbox.identity.attestation import MAX_CONNECTIONS_PER_WORKLOAD, connect_unix
 from tests.support.identity_agent import running_agent, short_socket_dir
 
 from .conftest import AUDIENCE, SANDBOX_ID, call, fetch_token, status_of
@@ -245,3 +246,28 @@ async def test_failed_registration_leaves_no_trace(agent: IdentityAgent) -> None
         agent.add_workload("blocked", "grantbox/blocked")
     assert "blocked" not in agent.workloads()
     assert "s1" in agent.workloads()
+
+
+async def test_connections_per_workload_are_bounded(agent: IdentityAgent) -> None:
+    """Past the bound, connections are closed at once; relayed ones hear the gRPC server."""
+    path = str(agent.socket_path("s1"))
+    loop = asyncio.get_running_loop()
+    extra = 8
+    held: list[socket_module.socket] = []
+    try:
+        for _ in range(MAX_CONNECTIONS_PER_WORKLOAD + extra):
+            s = socket_module.socket(socket_module.AF_UNIX)
+            s.setblocking(False)
+            await connect_unix(s, path)  # asyncio's sock_connect mishandles a full backlog
+            held.append(s)
+        first_bytes = await asyncio.gather(
+            *(asyncio.wait_for(loop.sock_recv(s, 1), 10) for s in held), return_exceptions=True
+        )
+    finally:
+        for s in held:
+            s.close()
+    refused = [b for b in first_bytes if b == b""]
+    assert len(refused) == extra
+    # Once the flood is gone (its relays wind down), the workload is served again.
+    async with WorkloadIdentityClient(path, deadline=10.0) as client:
+        assert (await client.fetch_jwt_svid(AUDIENCE)).spiffe_id == SANDBOX_ID

@@ -28,7 +28,9 @@ log = logging.getLogger(__name__)
 
 _CRED = struct.Struct("3i")
 _RELAY_CHUNK = 65536
-_HALF_CLOSE_GRACE = 5.0
+MAX_CONNECTIONS_PER_WORKLOAD = 128
+"""A workload needs one or two connections; the bound keeps a local user who can reach a
+socket from exhausting the agent's file descriptors through it."""
 
 
 @dataclass(frozen=True)
@@ -72,12 +74,29 @@ def autobound_name(sock: socket.socket) -> str:
     return raw[1:].decode("ascii")
 
 
+async def connect_unix(sock: socket.socket, path: str, patience: float = 5.0) -> None:
+    """Connect a non-blocking unix socket, waiting while the listener's backlog is full.
+
+    A unix connect never goes "in progress": it succeeds or fails with EAGAIN. asyncio's
+    ``sock_connect`` mistakes EAGAIN for progress and reports an unconnected socket as
+    connected, so bursts of callers would be dropped; retry instead.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + patience
+    while True:
+        try:
+            sock.connect(path)
+            return
+        except BlockingIOError:
+            if loop.time() >= deadline:
+                raise TimeoutError(f"{path} kept refusing connections (backlog full)") from None
+            await asyncio.sleep(0.005)
+
+
 async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     while data := await reader.read(_RELAY_CHUNK):
         writer.write(data)
         await writer.drain()
-    if writer.can_write_eof():
-        writer.write_eof()
 
 
 def prepare_socket_dir(path: Path, mode: int, *, enforce_mode: bool) -> None:
@@ -161,6 +180,12 @@ class AttestingListener:
         return self._starting
 
     async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self._relays) >= MAX_CONNECTIONS_PER_WORKLOAD:
+            log.warning(
+                "connection refused: too many", extra={"fields": {"workload": self.workload}}
+            )
+            writer.close()
+            return
         task = asyncio.current_task()
         if task is not None:
             self._relays.add(task)
@@ -174,13 +199,13 @@ class AttestingListener:
                 address = autobound_name(out)
                 self._directory.register(address, Caller(self.workload, credentials))
                 out.setblocking(False)
-                await asyncio.get_running_loop().sock_connect(out, self._backend)
+                await connect_unix(out, self._backend)
             except BaseException:
                 out.close()
                 raise
             up_reader, upstream = await asyncio.open_unix_connection(sock=out)
             await self._relay(reader, writer, up_reader, upstream)
-        except (OSError, asyncio.IncompleteReadError) as exc:
+        except (OSError, asyncio.IncompleteReadError) as exc:  # TimeoutError is an OSError
             log.debug("relay ended", extra={"fields": {"error": type(exc).__name__}})
         except asyncio.CancelledError:
             # The listener closed; this task is the connection's top level, so ending here
@@ -207,9 +232,8 @@ class AttestingListener:
             asyncio.create_task(_pump(up_reader, writer)),
         }
         try:
-            _, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            if pending:
-                await asyncio.wait(pending, timeout=_HALF_CLOSE_GRACE)
+            # HTTP/2 never half-closes: when either side is done, the connection is done.
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for t in tasks:
                 t.cancel()
