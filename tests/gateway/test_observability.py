@@ -28,6 +28,9 @@ def test_readiness_fails_when_the_database_is_gone(server: GatewayServer) -> Non
     ready = httpx.get(f"{server.url}/readyz")
     assert ready.status_code == 503
     assert ready.json()["status"] == "unavailable"
+    headers = {"Authorization": f"Bearer {server.operator_token}"}
+    listed = httpx.get(f"{server.url}/api/v1/profiles", headers=headers)
+    assert (listed.status_code, listed.json()["error"]) == (503, "unavailable")
 
 
 def test_metrics_count_requests_and_refusals(gw: GatewayCli, server: GatewayServer) -> None:

@@ -54,7 +54,7 @@ class GatewaySettings:
 
     state_dir: Path
     config_dir: Path
-    db_url: str = ""
+    db_url: str = field(default="", repr=False)  # may carry a database password
     listen: str = DEFAULT_LISTEN
     token_audience: str = DEFAULT_AUDIENCE
     supervisor_token_ttl: int = 900

@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 
 from grantbox import __version__
 from grantbox.gateway.auth import OperatorToken, SupervisorTokenIssuer
@@ -98,6 +99,12 @@ def create_app(settings: GatewaySettings, driver: ComputeDriver | None = None) -
         if exc.status in (409, 422):
             gateway.metrics.refused_writes.labels(exc.code).inc()
         return JSONResponse(exc.body(), status_code=exc.status)
+
+    @app.exception_handler(DBAPIError)
+    async def database_error(_request: Request, exc: DBAPIError) -> JSONResponse:
+        log.error("database error: %s", type(exc.orig).__name__ if exc.orig else type(exc))
+        body = {"error": "unavailable", "message": "the database is unavailable; retry later"}
+        return JSONResponse(body, status_code=503)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:

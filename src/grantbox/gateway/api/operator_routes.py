@@ -27,9 +27,6 @@ from .state import gateway_of
 
 router = APIRouter(prefix="/api/v1", dependencies=[Operator])
 
-NameStr = str
-
-
 # -- profiles -------------------------------------------------------------------------------
 
 
