@@ -62,6 +62,8 @@ def run(
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # One line per long-poll and per exec chunk would drown what matters.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     env: dict[str, str] = {}
     for item in declared:
         name, sep, value = item.partition("=")
