@@ -30,11 +30,26 @@ pytestmark = [
 ]
 
 
-def run_with(capabilities: set[str], mode: str, hidden: Path) -> dict[str, Any]:
+# Like readOnlyRootFilesystem: the root mount is read-only in a private mount namespace.
+READ_ONLY_ROOT = [
+    "unshare",
+    "--mount",
+    "--",
+    "/bin/sh",
+    "-ec",
+    'mount --make-rprivate / && mount -o remount,bind,ro / && exec "$@"',
+    "sh",
+]
+
+
+def run_with(
+    capabilities: set[str], mode: str, hidden: Path, *, read_only_root: bool = False
+) -> dict[str, Any]:
     assert SETPRIV is not None
     bounding = ",".join(["-all", *(f"+{c.lower()}" for c in sorted(capabilities))])
     result = subprocess.run(
         [
+            *(READ_ONLY_ROOT if read_only_root else []),
             SETPRIV,
             f"--bounding-set={bounding}",
             "--inh-caps=-all",
@@ -64,10 +79,12 @@ def hidden(tmp_path: Path) -> Path:
     return directory
 
 
-def test_the_pod_capabilities_are_enough(hidden: Path) -> None:
-    report = run_with(set(SANDBOX_CAPABILITIES), "agent", hidden)
+@pytest.mark.parametrize("read_only_root", [False, True], ids=["writable-root", "read-only-root"])
+def test_the_pod_capabilities_are_enough(hidden: Path, read_only_root: bool) -> None:
+    report = run_with(set(SANDBOX_CAPABILITIES), "agent", hidden, read_only_root=read_only_root)
     assert report["stage"] == "agent", report
     assert report["code"] == 0, report
+    assert report["root_writable"] is not read_only_root
     lines = report["out"].splitlines()
     assert lines[0] == "uid=65534"
     assert lines[1].split() == ["CapEff:", "0000000000000000"]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sys
 
@@ -55,6 +56,7 @@ async def probe(mode: str, hidden: str) -> dict[str, object]:
             "code": process.returncode,
             "out": out.decode(),
             "err": err.decode(),
+            "root_writable": os.access("/", os.W_OK),
         }
     finally:
         network.close()
