@@ -30,26 +30,33 @@ pytestmark = [
 ]
 
 
-# Like readOnlyRootFilesystem: the root mount is read-only in a private mount namespace.
-READ_ONLY_ROOT = [
-    "unshare",
-    "--mount",
-    "--",
-    "/bin/sh",
-    "-ec",
-    'mount --make-rprivate / && mount -o remount,bind,ro / && exec "$@"',
-    "sh",
-]
+# What a container runtime sets up around the container (runc's defaults): a read-only
+# root (readOnlyRootFilesystem), masked and read-only /proc paths. Run in a private mount
+# namespace, so the host is untouched.
+CONTAINER_MOUNTS = """
+mount --make-rprivate /
+mount -o remount,bind,ro /
+for p in /proc/acpi /proc/kcore /proc/keys /proc/latency_stats /proc/timer_list \
+         /proc/timer_stats /proc/sched_debug /proc/scsi /sys/firmware; do
+  if [ -d "$p" ]; then mount -t tmpfs -o ro tmpfs "$p"
+  elif [ -e "$p" ]; then mount --bind /dev/null "$p"; fi
+done
+for p in /proc/bus /proc/fs /proc/irq /proc/sys /proc/sysrq-trigger; do
+  if [ -e "$p" ]; then mount --bind "$p" "$p" && mount -o remount,bind,ro "$p"; fi
+done
+exec "$@"
+"""
+CONTAINER_LIKE = ["unshare", "--mount", "--", "/bin/sh", "-ec", CONTAINER_MOUNTS, "sh"]
 
 
 def run_with(
-    capabilities: set[str], mode: str, hidden: Path, *, read_only_root: bool = False
+    capabilities: set[str], mode: str, hidden: Path, *, container_like: bool = False
 ) -> dict[str, Any]:
     assert SETPRIV is not None
     bounding = ",".join(["-all", *(f"+{c.lower()}" for c in sorted(capabilities))])
     result = subprocess.run(
         [
-            *(READ_ONLY_ROOT if read_only_root else []),
+            *(CONTAINER_LIKE if container_like else []),
             SETPRIV,
             f"--bounding-set={bounding}",
             "--inh-caps=-all",
@@ -79,12 +86,12 @@ def hidden(tmp_path: Path) -> Path:
     return directory
 
 
-@pytest.mark.parametrize("read_only_root", [False, True], ids=["writable-root", "read-only-root"])
-def test_the_pod_capabilities_are_enough(hidden: Path, read_only_root: bool) -> None:
-    report = run_with(set(SANDBOX_CAPABILITIES), "agent", hidden, read_only_root=read_only_root)
+@pytest.mark.parametrize("container_like", [False, True], ids=["plain", "container-mounts"])
+def test_the_pod_capabilities_are_enough(hidden: Path, container_like: bool) -> None:
+    report = run_with(set(SANDBOX_CAPABILITIES), "agent", hidden, container_like=container_like)
     assert report["stage"] == "agent", report
     assert report["code"] == 0, report
-    assert report["root_writable"] is not read_only_root
+    assert report["root_writable"] is not container_like
     lines = report["out"].splitlines()
     assert lines[0] == "uid=65534"
     assert lines[1].split() == ["CapEff:", "0000000000000000"]
