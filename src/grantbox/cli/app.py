@@ -6,6 +6,7 @@ import click
 
 from grantbox import __version__
 
+from .demo import demo
 from .gateway import gateway
 from .identity import identity
 from .profile import profile
@@ -31,6 +32,7 @@ cli.add_command(sandbox)
 cli.add_command(identity)
 cli.add_command(supervisor)
 cli.add_command(up)
+cli.add_command(demo)
 
 
 def main() -> None:

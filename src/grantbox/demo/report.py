@@ -23,7 +23,8 @@ class StepFailed(Exception):
 
 class Reporter:
     def __init__(self, console: Console | None = None) -> None:
-        self.console = console or Console(highlight=False)
+        # Long lines (SPIFFE IDs, log lines) are never wrapped mid-value, on a terminal or not.
+        self.console = console or Console(highlight=False, soft_wrap=True)
 
     @contextlib.contextmanager
     def step(self, title: str) -> Iterator[None]:
@@ -43,7 +44,7 @@ class Reporter:
     def claims(self, service: str, status: int, claims: Mapping[str, Any]) -> None:
         table = Table(title=f"{service} answered {status} with the claims it received")
         table.add_column("claim")
-        table.add_column("value")
+        table.add_column("value", overflow="fold")
         for name in SHOWN_CLAIMS:
             value = claims.get(name)
             text = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
