@@ -24,6 +24,16 @@ AUDIENCE = "https://issuer.example.org/realms/demo"
 
 @pytest.fixture
 async def agent(tmp_path: Path) -> AsyncIterator[IdentityAgent]:
+    """An agent with workload ``s1`` (no OIDC listener: it is the slow part to stop)."""
+    async with running_agent(
+        tmp_path, trust_domain=TRUST_DOMAIN, workloads={"s1": SANDBOX_PATH}
+    ) as running:
+        yield running
+
+
+@pytest.fixture
+async def oidc_agent(tmp_path: Path) -> AsyncIterator[IdentityAgent]:
+    """Like ``agent``, plus OIDC discovery on a free loopback port."""
     async with running_agent(
         tmp_path, trust_domain=TRUST_DOMAIN, oidc=True, workloads={"s1": SANDBOX_PATH}
     ) as running:

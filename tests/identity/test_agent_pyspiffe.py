@@ -85,7 +85,8 @@ async def test_jwt_source_fetches_and_receives_bundle_updates(agent: IdentityAge
         await asyncio.to_thread(source.close)
 
 
-async def test_svids_verify_with_oidc_discovery_keys(agent: IdentityAgent) -> None:
+async def test_svids_verify_with_oidc_discovery_keys(oidc_agent: IdentityAgent) -> None:
+    agent = oidc_agent
     assert agent.oidc_url is not None and agent.oidc_url.startswith("http://127.0.0.1:")
     response = await call(
         agent.socket_path("s1"), "FetchJWTSVID", wapi.JWTSVIDRequest(audience=[AUDIENCE])

@@ -27,7 +27,8 @@ from tests.support.identity_agent import running_agent, short_socket_dir
 from .conftest import AUDIENCE, SANDBOX_ID, SANDBOX_PATH, oidc_jwks, verify
 
 
-async def test_fetches_a_verifiable_svid(agent: IdentityAgent) -> None:
+async def test_fetches_a_verifiable_svid(oidc_agent: IdentityAgent) -> None:
+    agent = oidc_agent
     async with WorkloadIdentityClient(f"unix://{agent.socket_path('s1')}") as client:
         before = time.time()
         svid = await client.fetch_jwt_svid(AUDIENCE)
