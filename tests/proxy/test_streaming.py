@@ -35,8 +35,10 @@ def _rss() -> int:
     raise RuntimeError("no VmRSS")
 
 
-def _payload(path: Path) -> str:
+@pytest.fixture(scope="module")
+def payload(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """A 100 MB file of varied bytes (so digests catch any corruption), and its sha256."""
+    path = tmp_path_factory.mktemp("upload") / "payload.bin"
     digest = hashlib.sha256()
     block = os.urandom(1024 * 1024)
     with path.open("wb") as handle:
@@ -44,7 +46,7 @@ def _payload(path: Path) -> str:
             chunk = bytes([index % 251]) + block[1:]
             handle.write(chunk)
             digest.update(chunk)
-    return digest.hexdigest()
+    return path, digest.hexdigest()
 
 
 @pytest.mark.slow
@@ -54,11 +56,11 @@ async def test_100_mb_upload_streams_with_bounded_memory(
     plain_upstream: RecordingUpstream,
     tls_upstream: RecordingUpstream,
     upstream_ca_file: Path,
+    payload: tuple[Path, str],
     tmp_path: Path,
 ) -> None:
     upstream = tls_upstream if scheme == "https" else plain_upstream
-    payload = tmp_path / "payload.bin"
-    expected = _payload(payload)
+    payload_file, expected = payload
     profile = grant_profile(
         "alpha", [endpoint("alpha.localhost", upstream.port, allowed_ips=LOOPBACK)]
     )
@@ -79,7 +81,7 @@ async def test_100_mb_upload_streams_with_bounded_memory(
         sampler = asyncio.create_task(sample())
         result = await curl(
             "--data-binary",
-            f"@{payload}",
+            f"@{payload_file}",
             "-H",
             "Content-Type: application/octet-stream",
             f"{scheme}://alpha.localhost:{upstream.port}/upload",

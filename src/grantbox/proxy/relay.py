@@ -283,19 +283,20 @@ class HttpRelay:
         started = asyncio.Event()
         body = asyncio.create_task(self._send_body(down, up))
         reply = asyncio.create_task(self._send_response(down, up, started))
-        done, _ = await asyncio.wait({body, reply}, return_when=asyncio.FIRST_EXCEPTION)
+        try:
+            # Without a failure both finish: an upstream that answered early still gets the
+            # rest of the body (or fails the send by closing, which ends the connection).
+            await asyncio.wait({body, reply}, return_when=asyncio.FIRST_EXCEPTION)
+        finally:
+            # Also on cancellation (proxy stopping): never leave a pump running.
+            for task in (body, reply):
+                task.cancel()
+            await asyncio.gather(body, reply, return_exceptions=True)
         failure: BaseException | None = None
-        for task in done:
-            if task.exception() is not None:
+        for task in (body, reply):
+            if not task.cancelled() and task.exception() is not None:
                 failure = task.exception()
                 break
-        # Without a failure both are done: an upstream that answered early still gets the
-        # rest of the body (or fails the send by closing, which ends the connection).
-        for task in (body, reply):
-            if not task.done():
-                task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
         if failure is not None:
             await self._close_upstream()
             if started.is_set():
