@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -74,7 +75,7 @@ def test_oversized_bodies_are_refused_before_parsing(server: GatewayServer) -> N
     assert response.status_code == 413
     assert response.json()["error"] == "invalid_request"
 
-    def chunks():  # type: ignore[no-untyped-def]
+    def chunks() -> Iterator[bytes]:
         for _ in range(6):
             yield b" " * (1024 * 1024)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -13,7 +15,7 @@ from tests.support.gateway_driver import RecordingDriver
 from tests.support.gateway_server import GatewayCli, gateway_settings, grant_profile, serving
 
 
-def _wait_for(predicate, seconds: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+def _wait_for(predicate: Callable[[], bool], seconds: float = 10.0) -> None:
     deadline = time.monotonic() + seconds
     while not predicate():
         if time.monotonic() > deadline:
@@ -152,7 +154,7 @@ def test_delete_stops_the_sandbox_and_revokes_its_supervisor(
     gw.ok("provider", "delete", "pa")
 
 
-def test_without_a_driver_sandboxes_are_refused_clearly(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_without_a_driver_sandboxes_are_refused_clearly(tmp_path: Path) -> None:
     with serving(gateway_settings(tmp_path)) as server:
         gw = GatewayCli(server.url, server.operator_token, tmp_path)
         error = gw.refused("sandbox", "create", "--name", "box")

@@ -92,7 +92,9 @@ def test_profile_versions_move_and_stale_updates_are_refused(
     assert a.profiles.update("alpha", changed).resource_version == 2
     with pytest.raises(StaleVersion):
         a.profiles.update("alpha", grant_profile("alpha", audience="v3") | {"resource_version": 1})
-    assert a.profiles.get("alpha").profile.credentials[0].token_grant.audience == "v2"  # type: ignore[union-attr]
+    grant = a.profiles.get("alpha").profile.credentials[0].token_grant
+    assert grant is not None
+    assert grant.audience == "v2"
 
 
 def test_two_replicas_racing_on_one_version_exactly_one_wins(
@@ -185,7 +187,9 @@ def test_static_credentials_are_sealed_at_rest(
         dump = " ".join(
             str(v) for row in session.execute(text("SELECT * FROM providers")) for v in row
         )
-        sealed = session.get(ProviderRow, "gh").sealed_credentials  # type: ignore[union-attr]
+        row = session.get(ProviderRow, "gh")
+        assert row is not None
+        sealed = row.sealed_credentials
     assert "ghp_plaintextsecret123" not in dump
     assert sealed is not None
     from cryptography.fernet import Fernet
