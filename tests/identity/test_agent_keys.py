@@ -13,9 +13,10 @@ import jwt
 import pytest
 from spiffe import WorkloadApiClient
 
+from grantbox.identity import IdentityAgent
 from grantbox.identity import workload_api as wapi
 from grantbox.identity.keystore import KEYRING_FILE, KeystoreError
-from tests.support.identity_agent import running_agent
+from tests.support.identity_agent import running_agent, short_socket_dir
 
 from .conftest import AUDIENCE, SANDBOX_PATH, fetch_token, oidc_documents, oidc_jwks, verify
 
@@ -131,6 +132,8 @@ async def test_changing_algorithm_rekeys_but_keeps_old_key_published(tmp_path: P
         jwks = await oidc_jwks(second.oidc_url)
         verify(es_token, jwks)
         verify(rs_token, jwks)
+        discovery, _ = await oidc_documents(second.oidc_url)
+        assert discovery["id_token_signing_alg_values_supported"] == ["ES256", "RS256"]
 
 
 async def test_unreadable_keyring_refuses_to_start(tmp_path: Path) -> None:
@@ -141,3 +144,13 @@ async def test_unreadable_keyring_refuses_to_start(tmp_path: Path) -> None:
     with pytest.raises(KeystoreError, match="accessible by others"):
         async with running_agent(tmp_path, workloads={"s1": SANDBOX_PATH}):
             pass
+
+
+async def test_restart_in_process_without_state_dir_keeps_keys(tmp_path: Path) -> None:
+    with short_socket_dir() as base:
+        agent = IdentityAgent(socket_dir=base / "s", trust_domain="example.org")
+        socket = agent.add_workload("s1", SANDBOX_PATH)
+        async with agent:
+            before = kid_of(await fetch_token(socket))
+        async with agent:
+            assert kid_of(await fetch_token(socket)) == before

@@ -164,7 +164,7 @@ class IdentityAgent:
             base_url=lambda: base_url,
             issuer=lambda: self._authority.issuer or base_url,
             jwks=self._authority.oidc_jwks,
-            algorithms=[self._authority.algorithm],
+            algorithms=self._authority.published_algorithms,
         )
         self._oidc = OidcServer(app, sock)
         await self._oidc.start()

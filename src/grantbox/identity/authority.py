@@ -63,8 +63,8 @@ class Authority:
         return f"spiffe://{self.trust_domain}"
 
     def load(self, now: float) -> None:
-        """Load the stored keyring (keeping its keys) or create a new one."""
-        ring = self._store.load() if self._store is not None else None
+        """Load the stored keyring (or keep the one in memory) or create a new one."""
+        ring = self._store.load() if self._store is not None else self._ring
         if ring is None:
             ring = new_keyring(
                 new_signing_key(self.algorithm, now),
@@ -140,6 +140,9 @@ class Authority:
             "spiffe_refresh_hint": max(1, int(min(self.svid_ttl, 300))),
         }
         return json.dumps(document).encode()
+
+    def published_algorithms(self) -> list[str]:
+        return sorted({key.algorithm for key in self.ring.published})
 
     def oidc_jwks(self) -> dict[str, Any]:
         """The JWKS an OIDC discovery provider serves: the same keys, ``use: sig``, ``alg``."""

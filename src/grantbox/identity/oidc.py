@@ -38,10 +38,10 @@ def build_app(
     base_url: Callable[[], str],
     issuer: Callable[[], str],
     jwks: Callable[[], dict[str, Any]],
-    algorithms: list[str],
+    algorithms: Callable[[], list[str]],
 ) -> Starlette:
     async def discovery(_: Request) -> JSONResponse:
-        document = discovery_document(issuer(), base_url() + KEYS_PATH, algorithms)
+        document = discovery_document(issuer(), base_url() + KEYS_PATH, algorithms())
         return JSONResponse(document, headers={"Cache-Control": "max-age=60"})
 
     async def keys(_: Request) -> JSONResponse:
