@@ -1,8 +1,8 @@
 """The sandbox pod's container settings, run by a real OCI runtime (runc) on this machine.
 
 The OCI config is derived from the Pod the driver builds: its added capabilities (and
-nothing else), ``runAsUser``, ``readOnlyRootFilesystem``, ``seccompProfile: RuntimeDefault`` (here: the
-containers-common default profile, which is CRI-O's RuntimeDefault; containerd's, derived
+nothing else), ``runAsUser``, ``readOnlyRootFilesystem``, ``seccompProfile: RuntimeDefault``
+(here: the containers-common default profile, which is CRI-O's RuntimeDefault; containerd's, derived
 from Docker's, allows the same namespace and mount calls once CAP_SYS_ADMIN is present),
 runc's default masked and read-only paths, and a read-only bind mount standing in for the
 SPIFFE CSI volume. Inside, the real isolation code builds a
