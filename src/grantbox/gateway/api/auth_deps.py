@@ -46,5 +46,13 @@ def own_sandbox(claims: SupervisorClaims, sandbox_id: str) -> None:
         raise Forbidden("this supervisor token is bound to another sandbox")
 
 
+def require_own_sandbox(
+    sandbox_id: str, claims: Annotated[SupervisorClaims, Depends(require_supervisor)]
+) -> SupervisorClaims:
+    """The token must be bound to the sandbox in the path; checked before the body is read."""
+    own_sandbox(claims, sandbox_id)
+    return claims
+
+
 Operator = Depends(require_operator)
-Supervisor = Annotated[SupervisorClaims, Depends(require_supervisor)]
+Supervisor = Annotated[SupervisorClaims, Depends(require_own_sandbox)]

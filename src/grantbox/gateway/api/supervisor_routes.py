@@ -1,7 +1,7 @@
 """Supervisor routes: the explicit allowlist a per-sandbox token may call.
 
-Every handler compares the token's sandbox id with the sandbox in the path before it reads
-or writes anything.
+The ``Supervisor`` dependency refuses a token bound to another sandbox before the request
+body is even parsed, and every handler compares the ids again before it reads or writes.
 """
 
 from __future__ import annotations
