@@ -104,7 +104,8 @@ def test_profile_update_checks_every_sandbox_using_the_profile(world: GatewayCli
 def test_profile_import_of_a_colliding_profile_cannot_touch_a_sandbox(world: GatewayCli) -> None:
     """Import is create-only and providers need an existing profile, so a new profile is never
     attached anywhere: importing one that binds the same selectors is accepted and changes no
-    sandbox. (The same ambiguity check still runs on import; it finds no sandbox to check.)"""
+    sandbox. The import's own ambiguity refusal is reachable only from state a race between
+    replicas leaves behind; test_store.py builds that state and checks the refusal."""
     world.ok("sandbox", "create", "--name", "box", "--provider", "pa")
     before = _state(world)["configs"]
     world.ok(

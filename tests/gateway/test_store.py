@@ -238,3 +238,36 @@ def test_an_ambiguous_stored_set_is_never_served_to_a_supervisor(
         a.sandboxes.config(sandbox_id)
     assert "config refused: sandbox 'box'" in refused.value.message
     assert "'pa:access_token' and 'pc:access_token'" in refused.value.message
+
+
+def test_profile_import_checks_sandboxes_whose_provider_awaits_that_profile(
+    replicas: tuple[Replica, Replica],
+) -> None:
+    """Across replicas, a provider can outlive its profile (delete on one replica while the
+    provider is created on another). Re-importing that profile id must then pass the same
+    ambiguity check as an update, against every sandbox the provider is attached to."""
+    a, _ = replicas
+    a.profiles.import_profiles([grant_profile("alpha", path="/v1/**")])
+    a.providers.create("pa", "alpha", True, {})
+    a.sandboxes.create("box", ["pa"], None, [])
+    sandbox_id = a.sandboxes.get("box").id
+    with a.store.write() as session:  # the state such a race leaves behind
+        session.add(
+            ProviderRow(
+                name="pd",
+                profile_id="delta",
+                runtime_credentials=True,
+                credential_names="[]",
+                created_at=0.0,
+                updated_at=0.0,
+            )
+        )
+        session.flush()
+        session.add(AttachmentRow(sandbox_id=sandbox_id, provider_name="pd"))
+    with pytest.raises(AmbiguousGrants) as refused:
+        a.profiles.import_profiles([grant_profile("delta", path="/v1/**")])
+    assert "profile import refused: sandbox 'box'" in refused.value.message
+    assert "'pa:access_token' and 'pd:access_token'" in refused.value.message
+    with a.store.read() as session:
+        assert session.get(ProfileRow, "delta") is None
+    a.profiles.import_profiles([grant_profile("delta", path="/v2/**")])
