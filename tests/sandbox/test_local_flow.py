@@ -105,6 +105,17 @@ async def test_attach_exec_logs_and_delete(stack: Stack) -> None:
     exec_request = next(r for r in stack.upstream.requests if r.target == "/exec")
     assert exec_request.header("authorization"), "exec runs under the same policy and grants"
 
+    gateway_port = stack.gw.url.rsplit(":", 1)[1]
+    probe = (
+        f"curl -sS --max-time 3 --noproxy '*' http://127.0.0.1:{gateway_port}/ && exit 10;"
+        f" ls -A {stack.socket_dir}; ls {state_dir} && exit 11;"
+        " ps -eo args | grep -c '[s]upervisor run'; env | grep -ci -e spiffe -e grantbox"
+    )
+    probed = await cli(stack, "sandbox", "exec", "--name", "box", "--", "sh", "-c", probe)
+    assert probed.exit_code == 1, (probed.stdout, probed.stderr)  # type: ignore[attr-defined]
+    assert probed.stdout.split() == ["0", "0"]  # type: ignore[attr-defined]
+    assert "Couldn't connect" in probed.stderr  # type: ignore[attr-defined]
+
     await until(
         lambda: "tick-box" in stack.gw.run("sandbox", "logs", "box").stdout, 10, "shipped logs"
     )

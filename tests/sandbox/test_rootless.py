@@ -37,6 +37,7 @@ def home() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+@pytest.mark.timeout(600)
 def test_rootless_up_runs_a_fenced_sandbox_and_stops_clean(home: Path) -> None:
     python = unprivileged_python(home / "py")
     user_dir = home / "user"

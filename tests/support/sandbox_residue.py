@@ -64,17 +64,18 @@ def namespace_holders(namespaces: Iterable[str]) -> set[str]:
 
 @dataclass(frozen=True)
 class HostSnapshot:
-    mounts: int
-    links: int
+    mounts: frozenset[str]
+    links: frozenset[str]
     unix_sockets: frozenset[str]
     tcp_listeners: frozenset[str]
 
 
 def snapshot(paths: Iterable[str]) -> HostSnapshot:
-    """Mounts and links of the host namespaces; sockets bound below ``paths``."""
+    """Mounts and link names of the host namespaces; unix sockets bound below ``paths``."""
     prefixes = tuple(paths)
-    mounts = len(Path("/proc/self/mountinfo").read_text().splitlines())
+    mounts = frozenset(Path("/proc/self/mountinfo").read_text().splitlines())
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True)
+    names = frozenset(line.split(":")[1].strip() for line in links.stdout.splitlines())
     unix = set()
     for line in Path("/proc/net/unix").read_text().splitlines()[1:]:
         parts = line.split()
@@ -88,7 +89,16 @@ def snapshot(paths: Iterable[str]) -> HostSnapshot:
                 listeners.add(parts[1])
     return HostSnapshot(
         mounts=mounts,
-        links=len(links.stdout.splitlines()),
+        links=names,
         unix_sockets=frozenset(unix),
         tcp_listeners=frozenset(listeners),
     )
+
+
+def new_mounts_of_ours(
+    before: HostSnapshot, after: HostSnapshot, paths: Iterable[str]
+) -> list[str]:
+    """Mounts that appeared and could be ours: below ``paths``, or proc/tmpfs/nsfs mounts
+    (a sandbox's would be one of those if it leaked into the host's mount namespace)."""
+    marks = (*paths, " - proc ", " - tmpfs ", " - nsfs ")
+    return sorted(line for line in after.mounts - before.mounts if any(m in line for m in marks))

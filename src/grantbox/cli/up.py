@@ -87,7 +87,8 @@ def up(listen: str, trust_domain: str, oidc_listen: str, resolve: tuple[str, ...
     try:
         asyncio.run(_run(listen, trust_domain, oidc, resolve))
     except OSError as exc:
-        fail(f"grantbox up could not start: {exc}")
+        reason = exc.strerror or str(exc)
+        fail(f"grantbox up could not start: {reason} (gateway {listen}, OIDC {oidc_listen})")
     click.echo("stopped; nothing left running")
 
 

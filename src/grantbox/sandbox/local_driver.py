@@ -136,6 +136,10 @@ class LocalDriver:
         directory = root / spec.sandbox_id
         if directory.resolve().parent != root.resolve():
             raise DriverError(f"sandbox id {spec.sandbox_id!r} is not a safe directory name")
+        if directory.exists():
+            # Ids are unique; a directory left by a crashed run is stale (its supervisor died
+            # with the process that started it).
+            shutil.rmtree(directory)
         directory.mkdir(mode=0o700)
         entry = _Sandbox(directory=directory, workload=workload)
         self._sandboxes[spec.sandbox_id] = entry
