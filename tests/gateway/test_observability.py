@@ -32,6 +32,7 @@ def test_readiness_fails_when_the_database_is_gone(server: GatewayServer) -> Non
     headers = {"Authorization": f"Bearer {server.operator_token}"}
     listed = httpx.get(f"{server.url}/api/v1/profiles", headers=headers)
     assert (listed.status_code, listed.json()["error"]) == (503, "unavailable")
+    assert "grantbox_gateway_requests_total" in httpx.get(f"{server.url}/metrics").text
 
 
 def test_metrics_count_requests_and_refusals(gw: GatewayCli, server: GatewayServer) -> None:
@@ -44,6 +45,10 @@ def test_metrics_count_requests_and_refusals(gw: GatewayCli, server: GatewayServ
     )
     assert 'grantbox_gateway_refused_writes_total{code="already_exists"} 1.0' in text
     assert "grantbox_gateway_request_seconds_bucket" in text
+    assert 'grantbox_gateway_sandboxes{phase="ready"} 0.0' in text
+    gw.ok("sandbox", "create", "--name", "box")
+    text = httpx.get(f"{server.url}/metrics").text
+    assert 'grantbox_gateway_sandboxes{phase="provisioning"} 1.0' in text
 
 
 def test_request_logs_are_structured_and_carry_no_token(

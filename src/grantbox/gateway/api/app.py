@@ -32,7 +32,7 @@ from grantbox.gateway.storage import Store
 
 from . import health_routes, operator_routes, supervisor_routes
 from .limits import BodyLimit
-from .observability import Metrics, RequestObserver
+from .observability import Metrics, PhaseCollector, RequestObserver
 from .state import Gateway
 
 log = logging.getLogger("grantbox.gateway")
@@ -48,6 +48,8 @@ def build_gateway(settings: GatewaySettings, driver: ComputeDriver | None) -> Ga
         settings.signing_key_path, settings.token_audience, settings.supervisor_token_ttl
     )
     sandboxes = SandboxService(store, catalog, feed, settings.heartbeat_stale_after)
+    metrics = Metrics()
+    metrics.registry.register(PhaseCollector(sandboxes.count_by_phase))
     return Gateway(
         settings=settings,
         store=store,
@@ -62,7 +64,7 @@ def build_gateway(settings: GatewaySettings, driver: ComputeDriver | None) -> Ga
         ),
         sandboxes=sandboxes,
         orchestrator=SandboxOrchestrator(sandboxes, issuer, driver, relay),
-        metrics=Metrics(),
+        metrics=metrics,
     )
 
 

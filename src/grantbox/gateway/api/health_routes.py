@@ -31,5 +31,5 @@ async def readyz(request: Request) -> Response:
 
 @router.get("/metrics", response_class=Response)
 async def metrics(request: Request) -> Response:
-    data = generate_latest(gateway_of(request).metrics.registry)
+    data = await to_thread.run_sync(generate_latest, gateway_of(request).metrics.registry)
     return Response(data, media_type=CONTENT_TYPE_LATEST)

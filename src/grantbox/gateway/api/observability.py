@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 access_log = logging.getLogger("grantbox.gateway.access")
@@ -36,6 +39,34 @@ class Metrics:
             ["code"],
             registry=self.registry,
         )
+
+
+class PhaseCollector(Collector):
+    """``grantbox_gateway_sandboxes{phase=...}``, counted from the store at scrape time."""
+
+    def __init__(self, count: Callable[[], Mapping[str, int]]) -> None:
+        self._count = count
+
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            "grantbox_gateway_sandboxes", "Sandboxes by phase.", labels=["phase"]
+        )
+
+    def describe(self) -> Iterable[Metric]:
+        """Registration asks for names only; do not touch the store for that."""
+        yield self._family()
+
+    def collect(self) -> Iterable[Metric]:
+        family = self._family()
+        try:
+            counts = self._count()
+        except Exception as exc:  # a scrape must still report the request metrics
+            access_log.warning("cannot count sandboxes for metrics: %s", type(exc).__name__)
+            return
+        for phase, number in sorted(counts.items()):
+            family.add_metric([phase], number)
+        yield family
 
 
 def request_record(

@@ -137,6 +137,12 @@ class SandboxService:
             rows = session.scalars(select(SandboxRow).order_by(SandboxRow.name)).all()
             return [self._view(session, row) for row in rows]
 
+    def count_by_phase(self) -> dict[str, int]:
+        counts = {phase.value: 0 for phase in Phase}
+        for view in self.list_all():
+            counts[view.phase.value] += 1
+        return counts
+
     def get(self, name: str) -> SandboxView:
         with self._store.read() as session:
             return self._view(session, sandbox_by_name(session, name))
