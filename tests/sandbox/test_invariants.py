@@ -208,3 +208,20 @@ async def test_missing_hidden_directory_refuses_to_start(runner: SandboxRunner) 
     result = await runner.run(["true"], hidden=["/srv/grantbox-no-such-dir"])
     assert result.code == 125
     assert "hidden directory /srv/grantbox-no-such-dir does not exist" in result.err
+
+
+async def test_shared_writable_places_and_ipc_are_private(runner: SandboxRunner) -> None:
+    marker = f"host-{uuid.uuid4().hex}"
+    for place in ("/dev/shm", "/var/tmp"):
+        Path(place, marker).write_text("host file")
+    try:
+        result = await runner.sh(
+            f"ls -A /tmp /var/tmp /dev/shm; ls /sys/class/net; touch /dev/shm/{marker}-in"
+        )
+    finally:
+        for place in ("/dev/shm", "/var/tmp"):
+            Path(place, marker).unlink()
+    assert result.code == 0, result
+    assert marker not in result.out
+    assert not Path("/dev/shm", f"{marker}-in").exists()
+    assert result.out.split()[-1] == "lo"

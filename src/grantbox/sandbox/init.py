@@ -2,9 +2,10 @@
 
 Runs inside fresh mount and PID namespaces (and the sandbox network namespace) as the
 namespace's root. It makes every mount private (nothing propagates back to the host),
-mounts a fresh ``/proc`` (so no host process is visible) and a private ``/tmp``, covers the
-hidden directories with empty read-only tmpfs, then forks the agent, which drops to an
-unprivileged user with ``no_new_privs`` before exec. When the agent exits, init exits with
+mounts a fresh ``/proc`` (so no host process is visible), private ``/tmp``, ``/var/tmp``
+and ``/dev/shm``, its own ``/sys``, and covers the hidden directories with empty read-only
+tmpfs. Then it forks the agent, which drops to an unprivileged user with ``no_new_privs``
+before exec. When the agent exits, init exits with
 its status and the kernel kills whatever else is left in the PID namespace.
 """
 
@@ -27,6 +28,7 @@ FORWARDED_SIGNALS = (
     signal.SIGUSR1,
     signal.SIGUSR2,
 )
+SHARED_WRITABLE = ("/dev/shm", "/var/tmp")  # noqa: S108 - covered by private tmpfs
 _RO_FLAGS = sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC
 
 
@@ -63,6 +65,14 @@ def prepare_filesystem(spec: LaunchSpec) -> None:
         sc.MS_NOSUID | sc.MS_NODEV,
         f"size={PRIVATE_TMP_SIZE},mode=1777",
     )
+    # Other world-writable places would let sandboxes (and host processes) pass files.
+    for path in SHARED_WRITABLE:
+        if os.path.isdir(path) and not os.path.islink(path):
+            sc.mount("tmpfs", path, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "size=64m,mode=1777")
+    # A sysfs of our own shows only the sandbox's interfaces; where the kernel refuses it
+    # (some rootless setups), the host's read-only view stays, which reveals no secret.
+    with contextlib.suppress(OSError):
+        sc.mount("sysfs", "/sys", "sysfs", _RO_FLAGS, None)
     if spec.ca_pem:
         parent = os.path.dirname(spec.ca_path)
         os.makedirs(parent, mode=0o755, exist_ok=True)

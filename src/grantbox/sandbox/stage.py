@@ -3,7 +3,7 @@
 ``python -m grantbox.sandbox.stage`` is started by the supervisor with the sandbox's
 namespace descriptors. It is single-threaded, so it may join a user namespace. It arranges
 to die with the supervisor (``PR_SET_PDEATHSIG``), joins the sandbox's user (rootless) and
-network namespaces, unshares mount and PID namespaces, and forks the sandbox init, which is
+network namespaces, unshares mount, PID and IPC namespaces, and forks the sandbox init, which is
 PID 1 there and in turn dies with this stage: kill the supervisor and the whole PID
 namespace goes with it. The stage relays signals to init and exits with init's status.
 """
@@ -47,7 +47,7 @@ def run_stage(spec: LaunchSpec, net_fd: int, user_fd: int | None) -> int:
         os.close(user_fd)
     sc.setns(net_fd, sc.CLONE_NEWNET)
     os.close(net_fd)
-    sc.unshare(sc.CLONE_NEWNS | sc.CLONE_NEWPID)
+    sc.unshare(sc.CLONE_NEWNS | sc.CLONE_NEWPID | sc.CLONE_NEWIPC)
     alive_r, alive_w = os.pipe()
     child = os.fork()
     if child == 0:
