@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import signal
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -89,18 +93,6 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def demo_processes(marker: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if marker.encode() in (entry / "cmdline").read_bytes():
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
-
-
 @pytest.fixture
 def demo_env(tmp_path: Path) -> dict[str, str]:
     """The demo's work directory goes to ``tmp_path`` (via TMPDIR), so the test sees it."""
@@ -110,27 +102,72 @@ def demo_env(tmp_path: Path) -> dict[str, str]:
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="sandboxes need root here")
 
 
+def children_of(pid: int) -> set[int]:
+    """Every descendant of ``pid`` (from /proc/<pid>/task/*/children, recursively)."""
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            try:
+                kids = {int(k) for k in (task / "children").read_text().split()}
+            except OSError:
+                continue
+            todo += list(kids - found)
+            found |= kids
+    return found
+
+
+def wait_for_line(path: Path, text: str, process: subprocess.Popen[str], seconds: float) -> str:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        output = path.read_text() if path.exists() else ""
+        if text in output:
+            return output
+        if process.poll() is not None:
+            break
+        time.sleep(0.5)
+    raise AssertionError(f"no {text!r} from grantbox demo:\n{path.read_text()[-4000:]}")
+
+
 @pytest.mark.root
 @pytest.mark.slow
 @root_only
-def test_demo_command_passes_and_leaves_nothing_behind(
+def test_demo_keep_passes_keeps_the_sandbox_and_stops_everything_on_ctrl_c(
     demo_env: dict[str, str], tmp_path: Path
 ) -> None:
     ports = free_ports(3)
-    result = subprocess.run(
-        [*grantbox_command(), "demo", "--ports", ",".join(map(str, ports))],
-        env=demo_env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "demo passed" in result.stdout
-    assert "alpha: accepted request GET /hello from spiffe://grantbox.local/" in result.stdout
-    assert "beta: accepted request GET /hello from spiffe://grantbox.local/" in result.stdout
-    assert list(tmp_path.glob("grantbox-demo-*")) == []  # work directory removed
-    assert demo_processes(str(tmp_path)) == []
+    output = tmp_path / "demo.out"
+    with output.open("w") as sink:
+        process = subprocess.Popen(
+            [*grantbox_command(), "demo", "--keep", "--ports", ",".join(map(str, ports))],
+            env=demo_env, stdout=sink, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+    try:
+        text = wait_for_line(output, "Press Ctrl-C here to stop everything.", process, 500)
+        assert "demo passed" not in text  # the verdict comes when it ends
+        for service in ("alpha", "beta"):
+            assert f"{service}: accepted request GET /hello from spiffe://grantbox.local/" in text
+        assert "✗" not in text
+        config_dir = re.search(r"export GRANTBOX_CONFIG_DIR=(\S+)", text)
+        assert config_dir is not None
+        env = {**demo_env, "GRANTBOX_CONFIG_DIR": config_dir.group(1)}
+        listed = subprocess.run(
+            [*grantbox_command(), "sandbox", "list", "-o", "json"],
+            env=env, capture_output=True, text=True, timeout=120, check=True,
+        )  # fmt: skip
+        assert [(s["name"], s["phase"]) for s in json.loads(listed.stdout)] == [("demo", "ready")]
+        descendants = children_of(process.pid)
+        assert descendants
+        process.send_signal(signal.SIGINT)
+        assert process.wait(180) == 0, output.read_text()[-3000:]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert "demo passed" in output.read_text()
+    time.sleep(1)
+    assert [pid for pid in descendants if Path(f"/proc/{pid}").exists()] == []
 
 
 @pytest.mark.root
@@ -153,4 +190,3 @@ def test_demo_command_fails_clearly_when_a_port_is_taken(
     assert result.returncode == 1
     assert "demo failed: alpha exited with status" in result.stdout
     assert "logs are kept in" in result.stdout
-    assert demo_processes(str(tmp_path)) == []

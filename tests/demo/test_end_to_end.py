@@ -43,6 +43,7 @@ from grantbox.demo import (
 )
 from grantbox.demo.flow import DemoFlow, DemoNames, DemoOutcome, ProbePolicy, service_url
 from grantbox.demo.report import Reporter
+from grantbox.demo.run import profile_for_ports
 
 pytestmark = [
     pytest.mark.root,
@@ -52,19 +53,6 @@ pytestmark = [
 ]
 
 NAMES = DemoNames()
-
-
-def demo_profile(ports: DemoPorts, issuer_url: str) -> dict[str, Any]:
-    """The demo profile, moved to the ports the test's workloads got."""
-    profile: dict[str, Any] = yaml.safe_load(
-        (find_example_dir() / "provider-profile.yaml").read_text()
-    )
-    grant = profile["credentials"][0]["token_grant"]
-    grant["token_endpoint"] = f"{issuer_url}/token"
-    grant["jwt_svid_audience"] = issuer_url
-    for endpoint in profile["endpoints"]:
-        endpoint["port"] = ports.of(endpoint["host"].split(".")[0])
-    return profile
 
 
 def direct_policy(ports: DemoPorts) -> dict[str, Any]:
@@ -138,7 +126,9 @@ async def e2e(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[EndToEn
                 beta=int(workloads.beta.url.rsplit(":", 1)[1]),
             )
             profile = tmp / "provider-profile.yaml"
-            profile.write_text(yaml.safe_dump(demo_profile(ports, workloads.issuer_url)))
+            original = yaml.safe_load((find_example_dir() / "provider-profile.yaml").read_text())
+            moved = profile_for_ports(original, ports, workloads.issuer_url)
+            profile.write_text(yaml.safe_dump(moved))
             policy = tmp / "policy.yaml"
             policy.write_text(yaml.safe_dump(direct_policy(ports)))
             flow = DemoFlow(
