@@ -126,3 +126,26 @@ def test_example_dir_is_found_from_the_checkout_or_the_environment(
     monkeypatch.chdir(tmp_path)
     with pytest.raises(WorkloadError, match=EXAMPLE_DIR_ENV):
         find_example_dir(tmp_path / "pkg" / "x.py")
+
+
+def test_flow_addresses_and_identity() -> None:
+    from grantbox.demo.flow import sandbox_spiffe_id, service_url
+
+    assert service_url("alpha", DemoPorts()) == "http://alpha.localhost:18081/hello"
+    assert service_url("beta", DemoPorts(1, 2, 3)) == "http://beta.localhost:3/hello"
+    assert sandbox_spiffe_id("grantbox.local", "abc") == (
+        "spiffe://grantbox.local/grantbox/sandbox/abc"
+    )
+
+
+def test_a_refused_answer_fails_the_status_check_and_the_claims() -> None:
+    from grantbox.demo import HttpProbe
+    from grantbox.demo.flow import answer_checks
+
+    ok = answer_checks("alpha", HttpProbe(200, answer()), SANDBOX)
+    assert failed(ok) == []
+    refused = HttpProbe(502, '{"error": "token_grant_failed", "reason": "x"}')
+    assert failed(answer_checks("alpha", refused, SANDBOX)) == [
+        "alpha: answered 200",
+        "alpha: answered with claims",
+    ]
