@@ -120,6 +120,15 @@ async def test_attach_exec_logs_and_delete(stack: Stack) -> None:
         lambda: "tick-box" in stack.gw.run("sandbox", "logs", "box").stdout, 10, "shipped logs"
     )
 
+    def shipped_events() -> str:
+        return str(stack.gw.run("sandbox", "events", "box", "-o", "json").stdout)
+
+    await until(lambda: "alpha.localhost" in shipped_events(), 10, "shipped OCSF events")
+    shipped = shipped_events() + stack.gw.run("sandbox", "logs", "box", "-o", "json").stdout
+    assert not [token for token in stack.issuer.issued if token in shipped]
+    log_file = state_dir / "supervisor.log"
+    assert not [token for token in stack.issuer.issued if token in log_file.read_text()]
+
     supervisor = stack.driver.supervisor_pid(sandbox_id)
     assert supervisor is not None
     await cli(stack, "sandbox", "delete", "box")
