@@ -171,3 +171,22 @@ def test_any_body_parses_or_is_an_invalid_request(body: bytes) -> None:
     else:
         outcome = "parsed" if all(isinstance(v, str) for v in parsed.values()) else "odd"
     assert outcome in ("parsed", "invalid_request")
+
+
+@given(
+    st.sampled_from(["alpha", "beta", "gamma", "account"]),
+    st.lists(st.sampled_from(["alpha", "beta", "gamma", "profile"]), max_size=4),
+)
+def test_grant_decision_matches_its_rule(audience: str, scopes: list[str]) -> None:
+    """Granted exactly when the audience is served, the scope names it, and names nothing
+    the issuer does not serve."""
+    request = TokenRequest(assertion="x", audience=audience, scopes=tuple(dict.fromkeys(scopes)))
+    expected = audience in AUDIENCES and audience in scopes and set(scopes) <= set(AUDIENCES)
+    try:
+        check_grant(request, AUDIENCES)
+    except OAuthError as exc:
+        granted, error = False, exc.error
+    else:
+        granted, error = True, ""
+    assert granted == expected, error
+    assert error in ("", "invalid_target", "invalid_scope")

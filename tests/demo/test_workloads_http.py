@@ -197,6 +197,31 @@ def test_rotated_agent_key_is_picked_up_on_unknown_kid(demo: Demo) -> None:
     assert response.status_code == 200, response.text
 
 
+def test_a_flood_of_unknown_kids_does_not_flood_the_key_publisher(demo: Demo) -> None:
+    before = demo.publisher.jwks_requests
+    started = time.monotonic()
+    for _ in range(30):
+        stranger = make_key("ES256")
+        response = demo.token_request(stranger.sign(svid_claims(SANDBOX, demo.issuer)))
+        assert response.status_code == 401
+    elapsed = time.monotonic() - started
+    fetched = demo.publisher.jwks_requests - before
+    assert fetched <= 1 + elapsed / 0.2  # the issuer's --jwks-min-refresh in this module
+    assert fetched < 30
+
+
+def test_issuer_without_reachable_keys_answers_503(tmp_path: Path) -> None:
+    identity = IdentitySettings(oidc_url="http://127.0.0.1:9", trust_domain=TD)
+    with running_workloads(identity, tmp_path, ports=DemoPorts.any()) as workloads:
+        key = make_key("ES256")
+        svid = key.sign(svid_claims(SANDBOX, workloads.issuer_url))
+        form = {"grant_type": "client_credentials", "client_assertion_type": JWT_SPIFFE,
+                "client_assertion": svid, "audience": "alpha", "scope": "alpha"}  # fmt: skip
+        response = httpx.post(workloads.token_url, data=form, trust_env=False, timeout=30)
+        assert response.status_code == 503
+        assert response.json()["error"] == "temporarily_unavailable"
+
+
 def test_alpha_accepts_alphas_token_and_logs_proof_of_life(demo: Demo) -> None:
     token = demo.access_token("alpha")
     response = demo.call("alpha", "/hello", token)
