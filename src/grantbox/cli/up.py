@@ -66,7 +66,18 @@ def _step(message: str) -> None:
     help="OIDC discovery/JWKS of the identity agent (token services verify SVIDs with it).",
 )
 @click.option("--resolve", multiple=True, metavar="HOST=IP", help="Pinned resolution for proxies.")
-def up(listen: str, trust_domain: str, oidc_listen: str, resolve: tuple[str, ...]) -> None:
+@click.option(
+    "--upstream-ca",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Extra CA file the sandboxes' proxies trust for upstream TLS.",
+)
+def up(
+    listen: str,
+    trust_domain: str,
+    oidc_listen: str,
+    resolve: tuple[str, ...],
+    upstream_ca: Path | None,
+) -> None:
     """Run the gateway, a local identity agent and the local driver until Ctrl-C.
 
     \b
@@ -85,7 +96,8 @@ def up(listen: str, trust_domain: str, oidc_listen: str, resolve: tuple[str, ...
     mode = "root" if os.geteuid() == 0 else "rootless (user namespaces)"
     _step(f"isolation: namespaces available, running as {mode}")
     try:
-        asyncio.run(_run(listen, trust_domain, oidc, resolve))
+        ca = upstream_ca.resolve() if upstream_ca else None
+        asyncio.run(_run(listen, trust_domain, oidc, resolve, ca))
     except OSError as exc:
         reason = exc.strerror or str(exc)
         fail(f"grantbox up could not start: {reason} (gateway {listen}, OIDC {oidc_listen})")
@@ -93,7 +105,11 @@ def up(listen: str, trust_domain: str, oidc_listen: str, resolve: tuple[str, ...
 
 
 async def _run(
-    listen: str, trust_domain: str, oidc: tuple[str, int], resolve: tuple[str, ...]
+    listen: str,
+    trust_domain: str,
+    oidc: tuple[str, int],
+    resolve: tuple[str, ...],
+    upstream_ca: Path | None,
 ) -> None:
     settings = GatewaySettings.from_env(listen=listen)
     runtime = default_runtime_dir()
@@ -127,6 +143,7 @@ async def _run(
                     *rootless_private_directories(),
                 ),
                 resolve=resolve,
+                upstream_ca_file=upstream_ca,
             )
         )
         gateway = GatewayServer(settings, driver)
