@@ -107,6 +107,13 @@ def container_config(
         "capabilities": {k: caps for k in ("bounding", "effective", "permitted")},
     }
     base = [m for m in template["mounts"] if m["destination"] != "/sys/fs/cgroup"]
+    if not own_network:  # sysfs can only be mounted by the owner of the network namespace
+        base = [
+            {**bind("/sys", "/sys"), "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]}
+            if m["destination"] == "/sys"
+            else m
+            for m in base
+        ]
     config["mounts"] = base + mounts
     linux = dict(template["linux"])
     linux.pop("resources", None)

@@ -694,6 +694,14 @@ class KubernetesDriver:
 
     async def watch(self) -> AsyncIterator[tuple[str, DriverStatus]]:
         """Every managed pod's status now, then each change; survives API restarts."""
+        try:
+            async for item in self._follow():
+                yield item
+        finally:
+            # The gateway stops watching when it shuts down: release the HTTP session.
+            await self.aclose()
+
+    async def _follow(self) -> AsyncIterator[tuple[str, DriverStatus]]:
         attempt = 0
         version = ""
         while True:

@@ -1,0 +1,209 @@
+"""A sandbox pod, end to end, with this test playing the kubelet.
+
+Real parts: the gateway with the kubernetes driver, FakeKubeApiServer (the only stand-in),
+the local identity agent (in place of SPIRE), a verifying token endpoint and an upstream.
+When the driver has created the Pod and Secret, the test runs the Pod's container with runc
+exactly as specified (command line, environment, capabilities, read-only root, seccomp),
+mounting the Secret's token at the Pod's token path and the workload's identity socket
+directory at the Pod's socket directory (as the SPIFFE CSI driver would). The agent's
+``curl`` must come out at the upstream with a token granted for
+``spiffe://example.org/grantbox/sandbox/<id>``; delete must remove the Pod and Secret.
+
+Differences from a cluster: the container shares the host's network namespace (no CNI), so
+``/etc/hosts`` inside it points the gateway's and upstream's names at loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import shutil
+import signal
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes.aio import client
+
+from grantbox.gateway.kubernetes_driver import TOKEN_DIR, KubernetesDriver
+from grantbox.identity.registry import SOCKET_FILE
+from tests.support.fake_kube_api import FakeKubeApiServer, running_fake_kube_api
+from tests.support.gateway_server import GatewayCli, gateway_settings, serving
+from tests.support.identity_agent import running_agent
+from tests.support.kube_runc import DEFAULT_SECCOMP, bind, container_config, runc_argv
+from tests.support.proxy_upstream import running_upstream
+from tests.support.token_endpoint import running_token_endpoint
+
+from .conftest import NAMESPACE, make_config
+from .test_pod_in_runc import needs_runc, runc_template
+
+pytestmark = [*needs_runc, pytest.mark.slow]
+
+RUNC = shutil.which("runc")
+SOCKET_DIR = "/run/spire-agent-test"  # where the "CSI volume" appears in the container
+GATEWAY_HOST = "grantbox-gateway.test"
+ALPHA = "alpha.localhost"  # a loopback name: cleartext grants are allowed to it
+WORKLOAD = "sandbox-pod"
+
+
+async def until(predicate: Callable[[], bool], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {seconds} s")
+        await asyncio.sleep(0.1)
+
+
+@contextlib.asynccontextmanager
+async def kubelet_runs(
+    pod: dict[str, Any], secret: dict[str, Any], workdir: Path, socket_dir: Path
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """Start the Pod's container with runc; SIGTERM it (as the kubelet would) at the end."""
+    assert RUNC is not None
+    token_dir = workdir / "secret-volume"
+    token_dir.mkdir(parents=True)
+    token = token_dir / "token"
+    token.write_bytes(base64.b64decode(secret["data"]["token"]))
+    token.chmod(0o400)
+    hosts = workdir / "hosts"
+    hosts.write_text(f"127.0.0.1 localhost {GATEWAY_HOST} {ALPHA}\n")
+    bundle, rootfs = workdir / "bundle", workdir / "rootfs"
+    bundle.mkdir()
+    rootfs.mkdir()
+    config = container_config(
+        runc_template(bundle),
+        pod,
+        rootfs=rootfs,
+        seccomp_profile=json.loads(DEFAULT_SECCOMP.read_text()),
+        mounts=[
+            bind(token_dir, TOKEN_DIR),
+            bind(socket_dir, SOCKET_DIR),
+            bind(hosts, "/etc/hosts"),
+        ],
+        path=f"{Path(os.sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",  # type: ignore[attr-defined]
+        own_network=False,
+    )
+    (bundle / "config.json").write_text(json.dumps(config))
+    container_id = f"gbx-pod-{os.getpid()}"
+    process = await asyncio.create_subprocess_exec(
+        *runc_argv(RUNC, rootfs, workdir / "state", bundle, container_id, private_run=True),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        yield process
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), 15)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+        with contextlib.suppress(Exception):
+            delete = await asyncio.create_subprocess_exec(
+                RUNC, "--root", str(workdir / "state"), "delete", "--force", container_id,
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            )  # fmt: skip
+            await delete.wait()
+
+
+async def test_sandbox_pod_gets_a_token_from_its_spiffe_identity(tmp_path: Path) -> None:
+    async with (
+        running_agent(tmp_path, oidc=True) as agent,
+        running_token_endpoint(oidc_url=agent.oidc_url, trust_domain="example.org") as issuer,
+        running_upstream() as upstream,
+    ):
+        with running_fake_kube_api() as fake_api:
+            await _run(tmp_path, agent, issuer, upstream, fake_api)
+
+
+async def _run(
+    tmp_path: Path, agent: Any, issuer: Any, upstream: Any, fake_api: FakeKubeApiServer
+) -> None:
+    config = make_config(socket_path=f"{SOCKET_DIR}/{SOCKET_FILE}", read_only_root=True)
+    driver = KubernetesDriver(config, client.Configuration(host=fake_api.url))
+    with serving(gateway_settings(tmp_path), driver) as server:
+        server._server.config.timeout_graceful_shutdown = 1
+        port = int(server.url.rsplit(":", 1)[1])
+        driver.config = replace(config, gateway_url=f"http://{GATEWAY_HOST}:{port}")
+        gw = GatewayCli(server.url, server.operator_token, tmp_path)
+        endpoint = {"host": ALPHA, "port": upstream.port, "allowed_ips": ["127.0.0.1"]}
+        profile = {
+            "id": "alpha",
+            "credentials": [
+                {
+                    "name": "access_token",
+                    "required": True,
+                    "auth_style": "bearer",
+                    "token_grant": {
+                        "token_endpoint": issuer.token_url,
+                        "jwt_svid_audience": issuer.issuer,
+                        "client_assertion_type": (
+                            "urn:ietf:params:oauth:client-assertion-type:jwt-spiffe"
+                        ),
+                        "audience": "alpha",
+                    },
+                }
+            ],
+            "endpoints": [endpoint],
+        }
+        await asyncio.to_thread(gw.ok, "profile", "import", "-f", gw.write("alpha.yaml", profile))
+        await asyncio.to_thread(
+            gw.ok, "provider", "create", "--name", "pa", "--type", "alpha", "--runtime-credentials"
+        )
+        url = f"http://{ALPHA}:{upstream.port}/from-the-pod"
+        created = await asyncio.to_thread(
+            gw.json, "sandbox", "create", "--name", "box", "--provider", "pa",
+            "--", "sh", "-c", f"while :; do curl -s -o /dev/null {url}; sleep 0.2; done",
+        )  # fmt: skip
+        sandbox_id = created["id"]
+        name = f"grantbox-sandbox-{sandbox_id}"
+        pod = fake_api.objects("pods", NAMESPACE)[name]
+        secret = fake_api.objects("secrets", NAMESPACE)[name]
+        # SPIRE's part: the ClusterSPIFFEID would give this pod its id (here: one workload).
+        socket = agent.add_workload(WORKLOAD, f"grantbox/sandbox/{sandbox_id}")
+        assert socket.name == SOCKET_FILE
+
+        async with kubelet_runs(pod, secret, tmp_path / "kubelet", socket.parent) as container:
+            fake_api.set_pod_status(
+                NAMESPACE,
+                name,
+                {
+                    "phase": "Running",
+                    "containerStatuses": [{"name": "supervisor", "state": {"running": {}}}],
+                },
+            )
+
+            def authorized() -> bool:
+                if container.returncode is not None:
+                    raise AssertionError(f"the container exited with {container.returncode}")
+                return any(
+                    r.target == "/from-the-pod" and r.header("authorization")
+                    for r in upstream.requests
+                )
+
+            try:
+                await until(authorized, 60, "an authorized request from the pod's agent")
+            except AssertionError:
+                output = b""
+                if container.stdout is not None:
+                    with contextlib.suppress(TimeoutError):
+                        output = await asyncio.wait_for(container.stdout.read(65536), 2)
+                raise AssertionError(output.decode(errors="replace")) from None
+            first = next(r for r in upstream.requests if r.header("authorization"))
+            assert first.header("authorization") == [f"Bearer {issuer.issued[-1]}"]
+            assert issuer.subjects[-1] == f"spiffe://example.org/grantbox/sandbox/{sandbox_id}"
+            await until(
+                lambda: gw.json("sandbox", "get", "box")["phase"] == "ready", 20, "phase ready"
+            )
+            await asyncio.to_thread(gw.ok, "sandbox", "delete", "box")
+            assert fake_api.objects("pods", NAMESPACE) == {}
+            assert fake_api.objects("secrets", NAMESPACE) == {}
+        assert container.returncode is not None
