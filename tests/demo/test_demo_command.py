@@ -188,5 +188,7 @@ def test_demo_command_fails_clearly_when_a_port_is_taken(
             check=False,
         )
     assert result.returncode == 1
-    assert "demo failed: alpha exited with status" in result.stdout
+    (verdict,) = [line for line in result.stdout.splitlines() if "demo failed:" in line]
+    assert "alpha exited with status 1 before it was ready" in verdict
+    assert "Address already in use" in verdict
     assert "logs are kept in" in result.stdout

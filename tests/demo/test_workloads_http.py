@@ -291,6 +291,8 @@ def test_a_workload_that_cannot_start_is_reported_with_its_output(tmp_path: Path
         "issuer", [sys.executable, "-c", "print('boom'); raise SystemExit(3)"], tmp_path / "i.log"
     )
     process.start()
-    with pytest.raises(WorkloadError, match="exited with status 3") as info:
+    with pytest.raises(
+        WorkloadError, match=r"exited with status 3 before it was ready \(boom\)"
+    ) as info:
         process.wait_ready(10)
     assert "boom" in str(info.value)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .operator import grantbox_command
-from .workloads import IdentitySettings, WorkloadError
+from .workloads import IdentitySettings, WorkloadError, last_line
 
 _IDENTITY = re.compile(r"identity agent: spiffe://(?P<td>[^\s,]+), OIDC discovery at (?P<url>\S+)")
 _READY = re.compile(r"^ready: ")
@@ -118,7 +118,10 @@ class EmbeddedDefault:
                 return status.identity
             code = self._process.poll()
             if code is not None:
-                raise WorkloadError(f"grantbox up exited with status {code}:\n{self._tail()}")
+                raise WorkloadError(
+                    f"grantbox up exited with status {code} ({last_line(self.log_lines())}):\n"
+                    f"{self._tail()}"
+                )
             if time.monotonic() > deadline:
                 raise WorkloadError(f"grantbox up was not ready in {timeout:g}s:\n{self._tail()}")
             time.sleep(0.1)

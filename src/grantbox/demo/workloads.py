@@ -75,6 +75,14 @@ class IdentitySettings:
     path_prefix: str = DEFAULT_PATH_PREFIX
 
 
+def last_line(lines: Sequence[str]) -> str:
+    """The last non-empty line of a log: usually the error that ended the process."""
+    for line in reversed(lines):
+        if line.strip():
+            return line.strip()
+    return "no output"
+
+
 def listening_url(lines: Sequence[str], name: str) -> str | None:
     """The URL announced by a workload's readiness line, if it was printed yet."""
     for line in lines:
@@ -167,7 +175,8 @@ class WorkloadProcess:
         code = self._process.poll()
         if code is not None:
             raise WorkloadError(
-                f"{self.name} exited with status {code} before it was ready:\n{self.log_tail()}"
+                f"{self.name} exited with status {code} before it was ready "
+                f"({last_line(self.log_lines())}):\n{self.log_tail()}"
             )
 
     def _check_deadline(self, deadline: float, what: str) -> None:
