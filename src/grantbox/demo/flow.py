@@ -164,6 +164,8 @@ class DemoFlow:
             probe = parse_curl_output(result.stdout)
             if probe.status == 200:
                 return probe
+            if probe.status == 0:  # no HTTP answer: curl's or exec's own words say why
+                probe = HttpProbe(0, f"{result.stdout}{result.stderr}".strip())
             if attempt < policy.attempts:
                 self._sleep(policy.interval)
         return probe
