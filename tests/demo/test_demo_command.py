@@ -132,6 +132,7 @@ def wait_for_line(path: Path, text: str, process: subprocess.Popen[str], seconds
 
 @pytest.mark.root
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 @root_only
 def test_demo_keep_passes_keeps_the_sandbox_and_stops_everything_on_ctrl_c(
     demo_env: dict[str, str], tmp_path: Path
@@ -171,6 +172,7 @@ def test_demo_keep_passes_keeps_the_sandbox_and_stops_everything_on_ctrl_c(
 
 
 @pytest.mark.root
+@pytest.mark.timeout(300)
 @root_only
 def test_demo_command_fails_clearly_when_a_port_is_taken(
     demo_env: dict[str, str], tmp_path: Path

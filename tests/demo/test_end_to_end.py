@@ -48,6 +48,7 @@ from grantbox.demo.run import profile_for_ports
 pytestmark = [
     pytest.mark.root,
     pytest.mark.slow,
+    pytest.mark.timeout(600),  # every step is a real `grantbox` process; the first sets up
     pytest.mark.skipif(os.geteuid() != 0, reason="sandboxes need root here"),
     pytest.mark.asyncio(loop_scope="module"),
 ]
