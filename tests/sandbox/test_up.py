@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from grantbox.cli import cli
+from grantbox.cli.up import remove_stale_runtime
 from tests.support.gateway_server import GatewayCli
 from tests.support.sandbox_residue import (
     descendants,
@@ -152,3 +154,41 @@ def test_up_refuses_a_bad_listen_address(tmp_path: Path) -> None:
     assert result.exit_code != 0
     assert result.stderr.strip().startswith("error:") and "HOST:PORT" in result.stderr
     assert not (tmp_path / "state").exists()
+
+
+def test_stale_runtime_directories_of_dead_runs_are_removed(tmp_path: Path) -> None:
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (tmp_path / f"up-{dead.pid}").mkdir()
+    (tmp_path / f"up-{os.getpid()}").mkdir()
+    (tmp_path / "other").mkdir()
+    remove_stale_runtime(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other", f"up-{os.getpid()}"]
+
+
+@pytest.mark.timeout(300)
+def test_killing_up_takes_every_sandbox_with_it(tmp_path: Path) -> None:
+    up = Up(tmp_path)
+    try:
+        marker = f"agent-{uuid.uuid4().hex}"
+        gw = up.cli()
+        gw.ok("sandbox", "create", "--name", "k", "--", "sh", "-c", f"sleep 600; echo {marker}")
+        _wait_ready(gw, "k")
+        fenced = _wait_fenced(marker)
+        supervisors = descendants(up.process.pid)
+        os.killpg(up.process.pid, signal.SIGKILL)
+        up.process.wait()
+        deadline = time.monotonic() + 20
+
+        def left() -> list[int]:
+            alive = [p for p in supervisors | fenced if Path(f"/proc/{p}").exists()]
+            return alive + sorted(pids_mentioning(marker))
+
+        while left() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert left() == []
+    finally:
+        if up.process.poll() is None:
+            os.killpg(up.process.pid, signal.SIGKILL)
+            up.process.wait()
+        shutil.rmtree(up.runtime, ignore_errors=True)

@@ -51,6 +51,14 @@ def rootless_private_directories() -> tuple[str, ...]:
     )
 
 
+def remove_stale_runtime(runtime: Path) -> None:
+    """Drop socket directories of ``up`` runs that were killed before they could clean up."""
+    for directory in runtime.glob("up-*"):
+        pid = directory.name.removeprefix("up-")
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(directory, ignore_errors=True)
+
+
 def _step(message: str) -> None:
     click.echo(f"• {message}")
 
@@ -114,6 +122,7 @@ async def _run(
     settings = GatewaySettings.from_env(listen=listen)
     runtime = default_runtime_dir()
     runtime.mkdir(parents=True, exist_ok=True, mode=0o755)
+    remove_stale_runtime(runtime)
     owned = runtime / f"up-{os.getpid()}"
     owned.mkdir(mode=0o755)
     stop = asyncio.Event()
