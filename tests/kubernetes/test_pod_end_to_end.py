@@ -52,6 +52,18 @@ ALPHA = "alpha.localhost"  # a loopback name: cleartext grants are allowed to it
 WORKLOAD = "sandbox-pod"
 
 
+# The agent reports what it can see of the supervisor's secrets in each request's query.
+AGENT = f"""
+token=$(ls -A {TOKEN_DIR}/..data/ 2>/dev/null | wc -l)
+socket=$(ls -A {SOCKET_DIR}/ 2>/dev/null | wc -l)
+env=$(env | grep -c -e SPIFFE_ -e GRANTBOX_)
+while :; do
+  curl -s -o /dev/null "URL?token=$token&socket=$socket&env=$env"
+  sleep 0.2
+done
+"""
+
+
 async def until(predicate: Callable[[], bool], seconds: float, what: str) -> None:
     deadline = time.monotonic() + seconds
     while not predicate():
@@ -66,11 +78,16 @@ async def kubelet_runs(
 ) -> AsyncIterator[asyncio.subprocess.Process]:
     """Start the Pod's container with runc; SIGTERM it (as the kubelet would) at the end."""
     assert RUNC is not None
+    # The kubelet's layout of a Secret volume: token -> ..data/token, ..data -> ..<time>/
     token_dir = workdir / "secret-volume"
-    token_dir.mkdir(parents=True)
-    token = token_dir / "token"
-    token.write_bytes(base64.b64decode(secret["data"]["token"]))
-    token.chmod(0o400)
+    payload = token_dir / "..2026_11_29_09_00_00.000000001"
+    payload.mkdir(parents=True)
+    token_dir.chmod(0o755)
+    payload.chmod(0o755)
+    (payload / "token").write_bytes(base64.b64decode(secret["data"]["token"]))
+    (payload / "token").chmod(0o400)
+    (token_dir / "..data").symlink_to(payload.name)
+    (token_dir / "token").symlink_to("..data/token")
     hosts = workdir / "hosts"
     hosts.write_text(f"127.0.0.1 localhost {GATEWAY_HOST} {ALPHA}\n")
     bundle, rootfs = workdir / "bundle", workdir / "rootfs"
@@ -161,7 +178,7 @@ async def _run(
         url = f"http://{ALPHA}:{upstream.port}/from-the-pod"
         created = await asyncio.to_thread(
             gw.json, "sandbox", "create", "--name", "box", "--provider", "pa",
-            "--", "sh", "-c", f"while :; do curl -s -o /dev/null {url}; sleep 0.2; done",
+            "--", "sh", "-c", AGENT.replace("URL", url),
         )  # fmt: skip
         sandbox_id = created["id"]
         name = f"grantbox-sandbox-{sandbox_id}"
@@ -185,7 +202,7 @@ async def _run(
                 if container.returncode is not None:
                     raise AssertionError(f"the container exited with {container.returncode}")
                 return any(
-                    r.target == "/from-the-pod" and r.header("authorization")
+                    r.target.startswith("/from-the-pod") and r.header("authorization")
                     for r in upstream.requests
                 )
 
@@ -198,6 +215,9 @@ async def _run(
                         output = await asyncio.wait_for(container.stdout.read(65536), 2)
                 raise AssertionError(output.decode(errors="replace")) from None
             first = next(r for r in upstream.requests if r.header("authorization"))
+            # Nothing of the Secret volume's files, the socket directory or the
+            # supervisor's environment is visible to the agent.
+            assert first.target == "/from-the-pod?token=0&socket=0&env=0"
             assert first.header("authorization") == [f"Bearer {issuer.issued[-1]}"]
             assert issuer.subjects[-1] == f"spiffe://example.org/grantbox/sandbox/{sandbox_id}"
             await until(
