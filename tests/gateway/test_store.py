@@ -271,3 +271,18 @@ def test_profile_import_checks_sandboxes_whose_provider_awaits_that_profile(
     with a.store.read() as session:
         assert session.get(ProfileRow, "delta") is None
     a.profiles.import_profiles([grant_profile("delta", path="/v2/**")])
+
+
+def test_logs_keep_the_newest_lines_of_each_sandbox(replicas: tuple[Replica, Replica]) -> None:
+    a, _ = replicas
+    a.sandboxes.log_retention = 5
+    a.sandboxes.create("one", [], None, [])
+    a.sandboxes.create("two", [], None, [])
+    one, two = a.sandboxes.get("one").id, a.sandboxes.get("two").id
+    a.sandboxes.append_logs(two, [{"message": f"two {i}"} for i in range(3)])
+    for i in range(12):
+        a.sandboxes.append_logs(one, [{"message": f"one {i}"}])
+    assert [x["message"] for x in a.sandboxes.logs("one", 0, 100)] == [
+        f"one {i}" for i in range(7, 12)
+    ]
+    assert len(a.sandboxes.logs("two", 0, 100)) == 3

@@ -25,10 +25,13 @@ import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from .drivers import DriverError, DriverState, DriverStatus, SandboxSpec, register_driver
+
+if TYPE_CHECKING:
+    from kubernetes.aio.client import Configuration
 
 log = logging.getLogger("grantbox.gateway.kubernetes")
 
@@ -527,7 +530,9 @@ class KubernetesDriver:
     MIN_QUIET_WATCH = 1.0
     RETRY_DELAYS = (0.5, 1.0, 2.0, 5.0)
 
-    def __init__(self, config: KubernetesDriverConfig, api_config: Any | None = None) -> None:
+    def __init__(
+        self, config: KubernetesDriverConfig, api_config: Configuration | None = None
+    ) -> None:
         self.config = config
         self._api_config = api_config
         self._api_client: Any | None = None

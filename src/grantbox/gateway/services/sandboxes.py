@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from grantbox.gateway.catalog import Catalog
@@ -102,6 +102,7 @@ class SandboxService:
         self._catalog = catalog
         self._feed = feed
         self._stale_after = stale_after
+        self.log_retention = LOG_RETENTION
 
     # -- reading --------------------------------------------------------------------------
 
@@ -316,14 +317,16 @@ class SandboxService:
                     )
                 )
             session.flush()
-            newest = session.scalar(
-                select(func.max(LogRow.seq)).where(LogRow.sandbox_id == sandbox_id)
+            cutoff = session.scalar(
+                select(LogRow.seq)
+                .where(LogRow.sandbox_id == sandbox_id)
+                .order_by(LogRow.seq.desc())
+                .offset(self.log_retention)
+                .limit(1)
             )
-            if newest is not None and newest > LOG_RETENTION:
+            if cutoff is not None:
                 session.execute(
-                    delete(LogRow).where(
-                        LogRow.sandbox_id == sandbox_id, LogRow.seq <= newest - LOG_RETENTION
-                    )
+                    delete(LogRow).where(LogRow.sandbox_id == sandbox_id, LogRow.seq <= cutoff)
                 )
         return len(lines)
 
