@@ -6,9 +6,12 @@ import asyncio
 import base64
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import replace
+from typing import Any
 
 import httpx
 import pytest
+from kubernetes.aio import client
 
 from grantbox.gateway import ComputeDriver, DriverError, DriverState, DriverStatus
 from grantbox.gateway.kubernetes_driver import (
@@ -243,23 +246,33 @@ def test_schema_invalid_bodies_are_refused_by_the_fake_like_the_api(
     assert fake_api.objects("pods", NAMESPACE) == {}
 
 
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"spiffe_csi": False},
+        {"service_account": "sandbox", "runtime_class": "kata", "read_only_root": False},
+        {"apparmor_profile": "Localhost/grantbox-sandbox", "image_pull_policy": "Always"},
+        {
+            "resources": {"requests": {"cpu": "100m"}, "limits": {"memory": "1Gi"}},
+            "extra_labels": {"team": "agents"},
+        },
+    ],
+)
 async def test_the_client_sends_exactly_our_manifest(
-    driver: KubernetesDriver, fake_api: FakeKubeApiServer, config: KubernetesDriverConfig
+    fake_api: FakeKubeApiServer, config: KubernetesDriverConfig, changes: dict[str, Any]
 ) -> None:
     """The client's models drop fields they do not know; every field we set must survive."""
-    for cfg in (config, KubernetesDriverConfig(**{**_fields(config), "spiffe_csi": False})):
-        spec = make_spec(OTHER_ID if cfg is not config else SANDBOX_ID)
-        kube = KubernetesDriver(cfg, driver._api_config)
-        try:
-            await kube.create(spec)
-        finally:
-            await kube.aclose()
-        sent = fake_api.requests_for("POST", "pods")[-1].body
-        assert sent == pod_manifest(spec, cfg)
-
-
-def _fields(config: KubernetesDriverConfig) -> dict[str, object]:
-    return {name: getattr(config, name) for name in config.__dataclass_fields__}
+    variant = replace(config, **changes)
+    kube = KubernetesDriver(variant, client.Configuration(host=fake_api.url))
+    try:
+        await kube.create(make_spec())
+    finally:
+        await kube.aclose()
+    [secret_post] = fake_api.requests_for("POST", "secrets")
+    [pod_post] = fake_api.requests_for("POST", "pods")
+    assert secret_post.body == secret_manifest(make_spec(), variant)
+    assert pod_post.body == pod_manifest(make_spec(), variant)
 
 
 async def test_watch_relists_after_410_gone(
