@@ -264,6 +264,11 @@ def test_profile_import_checks_sandboxes_whose_provider_awaits_that_profile(
         )
         session.flush()
         session.add(AttachmentRow(sandbox_id=sandbox_id, provider_name="pd"))
+    box = a.sandboxes.get("box")
+    assert (box.phase.value, box.revision) == ("error", "")
+    assert (
+        "configuration incomplete: profile 'delta' of provider 'pd' not found" in box.phase_reason
+    )
     with pytest.raises(AmbiguousGrants) as refused:
         a.profiles.import_profiles([grant_profile("delta", path="/v1/**")])
     assert "profile import refused: sandbox 'box'" in refused.value.message

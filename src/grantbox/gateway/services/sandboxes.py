@@ -116,7 +116,12 @@ class SandboxService:
             supervisor_error=status.supervisor_error if status else "",
         )
         phase, reason = derive_phase(facts, time.time(), self._stale_after)
-        config = effective_config(session, self._catalog, row)
+        try:
+            revision = effective_config(session, self._catalog, row).revision
+        except NotFound as exc:  # e.g. a provider whose profile vanished in a replica race
+            revision = ""
+            if phase is not Phase.DELETING:
+                phase, reason = Phase.ERROR, f"configuration incomplete: {exc.message}"
         return SandboxView(
             id=row.id,
             name=row.name,
@@ -125,7 +130,7 @@ class SandboxService:
             providers=tuple(attached_providers(session, row.id)),
             command=tuple(json.loads(row.command)),
             policy=json.loads(row.policy) or {},
-            revision=config.revision,
+            revision=revision,
             applied_revision=status.applied_revision if status else "",
             last_heartbeat=facts.last_heartbeat,
             resource_version=row.resource_version,
