@@ -242,6 +242,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="an audience this issuer serves (repeatable; default: alpha and beta)",
     )
     parser.add_argument("--token-lifetime", type=int, default=300)
+    parser.add_argument(
+        "--parent-pid", type=int, help="exit when this process (the one that started us) is gone"
+    )
     parser.add_argument("--leeway", type=float, default=0.0, help="clock skew allowed, seconds")
     parser.add_argument(
         "--jwks-min-refresh",
@@ -282,7 +285,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.trust_domain,
         config.policy.path_prefix,
     )
-    serve(TokenIssuer(config, svid_keys, AccessTokenSigner()).app(), sock, NAME)
+    serve(TokenIssuer(config, svid_keys, AccessTokenSigner()).app(), sock, NAME, args.parent_pid)
 
 
 if __name__ == "__main__":

@@ -122,6 +122,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--issuer", help="expected iss (default: the JWKS URL's origin)")
     parser.add_argument("--leeway", type=float, default=0.0, help="clock skew allowed, seconds")
     parser.add_argument(
+        "--parent-pid", type=int, help="exit when this process (the one that started us) is gone"
+    )
+    parser.add_argument(
         "--jwks-min-refresh",
         type=float,
         default=5.0,
@@ -143,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         policy=RefreshPolicy(min_interval=args.jwks_min_refresh),
     )
     log.info("%s: tokens from %s, audience and scope %s", policy.name, policy.issuer, policy.name)
-    serve(ProtectedService(policy, keys), sock, policy.name)
+    serve(ProtectedService(policy, keys), sock, policy.name, args.parent_pid)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import os
 import socket
 import sys
 from urllib.parse import urlsplit
@@ -59,8 +60,9 @@ def loggable(text: str, limit: int = 200) -> str:
     return escaped if len(escaped) <= limit else escaped[: limit - 3] + "..."
 
 
-def serve(app: ASGIApp, sock: socket.socket, name: str) -> None:
-    """Run ``app`` on the bound socket until SIGINT/SIGTERM."""
+def serve(app: ASGIApp, sock: socket.socket, name: str, parent_pid: int | None = None) -> None:
+    """Run ``app`` on the bound socket until SIGINT/SIGTERM, or until the process that
+    started it (``parent_pid``) is gone, so a killed demo leaves no server on its ports."""
     config = uvicorn.Config(
         app, log_level="warning", access_log=False, lifespan="off", server_header=False
     )
@@ -74,11 +76,32 @@ def serve(app: ASGIApp, sock: socket.socket, name: str) -> None:
             await asyncio.sleep(0.01)
         log.info("%s: listening on %s", name, base_url(sock))
 
+    async def watch_parent(pid: int) -> None:
+        """Stop once ``pid`` has exited: its pidfd turns readable then (Linux >= 5.3)."""
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            fd = -1
+        if fd >= 0:
+            gone = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            loop.add_reader(fd, gone.set)
+            try:
+                await gone.wait()
+            finally:
+                loop.remove_reader(fd)
+                os.close(fd)
+        log.warning("%s: process %s that started us is gone; stopping", name, pid)
+        server.should_exit = True
+
     async def main() -> None:
-        announcer = asyncio.create_task(announce())
+        tasks = [asyncio.create_task(announce())]
+        if parent_pid is not None:
+            tasks.append(asyncio.create_task(watch_parent(parent_pid)))
         try:
             await server.serve(sockets=[sock])
         finally:
-            announcer.cancel()
+            for task in tasks:
+                task.cancel()
 
     asyncio.run(main())

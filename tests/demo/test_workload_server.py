@@ -3,8 +3,12 @@ clean exit on SIGTERM."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -76,3 +80,43 @@ def test_a_workload_exits_cleanly_on_sigterm(tmp_path: Path) -> None:
         # uvicorn shuts down gracefully, then re-raises the signal: -SIGTERM, not -SIGKILL.
         assert process.stop() in (0, -signal.SIGTERM), process.log_tail()
     assert not process.running()
+
+
+def test_a_workload_stops_when_the_process_that_started_it_is_killed(tmp_path: Path) -> None:
+    """``grantbox demo`` killed with SIGKILL must not leave servers on the demo's ports."""
+    example = find_example_dir()
+    service = [sys.executable, str(example / "service.py"), "--name", "alpha", "--listen",
+               "127.0.0.1:0", "--issuer-jwks", "http://127.0.0.1:9/jwks"]  # fmt: skip
+    starter = (
+        "import os, subprocess, sys, time\n"
+        "argv = sys.argv[1:] + ['--parent-pid', str(os.getpid())]\n"
+        "child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+        "print(child.pid, flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    launcher = subprocess.Popen(
+        [sys.executable, "-c", starter, *service], stdout=subprocess.PIPE, text=True
+    )
+    assert launcher.stdout is not None
+    child = int(launcher.stdout.readline())
+    try:
+        time.sleep(2)  # let the service start and watch its parent
+        assert Path(f"/proc/{child}").exists()
+        launcher.kill()
+        launcher.wait()
+        deadline = time.monotonic() + 20
+        while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(child, os.WNOHANG)  # reaped by init normally; harmless otherwise
+            time.sleep(0.1)
+        assert not Path(f"/proc/{child}").exists() or _is_zombie(child)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
+    except (OSError, IndexError):
+        return True

@@ -258,6 +258,8 @@ def issuer_argv(
         identity.trust_domain,
         "--path-prefix",
         identity.path_prefix,
+        "--parent-pid",
+        str(os.getpid()),
     ]
     if jwks_min_refresh is not None:
         argv += ["--jwks-min-refresh", str(jwks_min_refresh)]
@@ -276,6 +278,8 @@ def service_argv(
         _listen(host, port),
         "--issuer-jwks",
         f"{issuer_url}/jwks",
+        "--parent-pid",
+        str(os.getpid()),
     ]
 
 
