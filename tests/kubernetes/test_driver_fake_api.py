@@ -308,7 +308,6 @@ async def test_watch_survives_dropped_streams_and_api_errors(
 async def test_watch_ignores_pods_grantbox_does_not_manage(
     driver: KubernetesDriver, fake_api: FakeKubeApiServer, events: Events
 ) -> None:
-    from kubernetes.aio import client
 
     stranger = {
         "apiVersion": "v1",
