@@ -63,3 +63,41 @@ def test_round_trips_through_json() -> None:
     config = build_effective_config("sb", POLICY, [("p", profile())])
     again = EffectiveConfig.from_dict(json.loads(json.dumps(config.to_dict())))
     assert again == config
+
+
+def _policy(doc: dict[str, object]) -> SandboxPolicy:
+    return SandboxPolicy.model_validate(doc)
+
+
+def test_policy_endpoints_obey_the_profile_endpoint_rules() -> None:
+    from grantbox.profiles import validate_policy
+
+    good = _policy(
+        {"network": [{"name": "web", "endpoints": [{"host": "*.example.com", "port": 443}]}]}
+    )
+    assert validate_policy(good) == []
+    bad = _policy(
+        {
+            "network": [
+                {"name": "web", "endpoints": [{"host": "a*.example.com", "port": 443}]},
+                {"name": "web", "endpoints": [{"host": "x.example.com"}]},
+                {"name": "_provider_x", "binaries": ["curl"]},
+                {
+                    "name": "meta",
+                    "endpoints": [
+                        {"host": "m.example.com", "port": 80, "allowed_ips": ["169.254.169.254"]}
+                    ],
+                },
+            ]
+        }
+    )
+    fields = sorted(d.field for d in validate_policy(bad))
+    assert fields == [
+        "network[0].endpoints[0].host",
+        "network[1].endpoints[0].port",
+        "network[1].name",
+        "network[2].binaries[0]",
+        "network[2].name",
+        "network[3].endpoints[0].allowed_ips[0]",
+    ]
+    assert all(d.profile == "policy" for d in validate_policy(bad))

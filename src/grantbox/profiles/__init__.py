@@ -54,7 +54,7 @@ from .patterns import (
     request_path,
 )
 from .token_endpoint import derive_svid_audience, token_endpoint_problem
-from .validation import validate_profile, validate_profiles
+from .validation import validate_policy, validate_profile, validate_profiles
 
 __all__ = [
     "ANY_PATH",
@@ -122,6 +122,7 @@ __all__ = [
     "select_binding",
     "tie",
     "token_endpoint_problem",
+    "validate_policy",
     "validate_profile",
     "validate_profiles",
 ]

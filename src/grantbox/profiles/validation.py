@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from .ambiguity import find_collisions
 from .bindings import credential_candidates, resolve_candidates
 from .diagnostics import Diagnostic, Severity
+from .effective import PROVIDER_ENTRY_PREFIX, SandboxPolicy
 from .headers import header_name_problem
 from .model import AuthStyle, Credential, Endpoint, Profile, TlsMode
 from .patterns import (
@@ -161,57 +162,62 @@ def _override_applies(endpoints: Sequence[Endpoint], host: object, port: int, pa
     return False
 
 
-def _check_endpoint(profile: Profile, index: int, endpoint: Endpoint) -> Iterator[Diagnostic]:
-    base = f"endpoints[{index}]"
+def _check_endpoint(
+    label: str,
+    base: str,
+    endpoint: Endpoint,
+    grant_credentials: Sequence[tuple[int, Credential]] = (),
+) -> Iterator[Diagnostic]:
+    """Rules for one endpoint, whether it sits in a profile or in a sandbox policy."""
     try:
         parse_host_pattern(endpoint.host)
     except PatternError as exc:
-        yield _error(profile, f"{base}.host", str(exc))
+        yield Diagnostic(label, f"{base}.host", str(exc))
     try:
         parse_path_pattern(endpoint.path)
     except PatternError as exc:
-        yield _error(profile, f"{base}.path", str(exc))
+        yield Diagnostic(label, f"{base}.path", str(exc))
     if not endpoint.all_ports:
-        yield _error(profile, f"{base}.port", "endpoint has no usable port; set port or ports")
+        yield Diagnostic(label, f"{base}.port", "endpoint has no usable port; set port or ports")
     if endpoint.access is not None and endpoint.rules:
-        yield _error(profile, f"{base}.rules", "set either access or rules, not both")
+        yield Diagnostic(label, f"{base}.rules", "set either access or rules, not both")
     if (endpoint.access is not None or endpoint.rules) and endpoint.protocol is None:
-        yield _error(
-            profile, f"{base}.protocol", "access and rules are HTTP rules; they need protocol: rest"
+        yield Diagnostic(
+            label, f"{base}.protocol", "access and rules are HTTP rules; they need protocol: rest"
         )
     if endpoint.tls is TlsMode.SKIP and endpoint.protocol is not None:
-        yield _error(
-            profile,
+        yield Diagnostic(
+            label,
             f"{base}.tls",
             "tls: skip is a raw tunnel the proxy cannot read, so protocol: rest cannot apply",
         )
     for r_index, rule in enumerate(endpoint.rules):
         if not HTTP_METHOD.match(rule.method):
-            yield _error(
-                profile, f"{base}.rules[{r_index}].method", f"'{rule.method}' is not an HTTP method"
+            yield Diagnostic(
+                label, f"{base}.rules[{r_index}].method", f"'{rule.method}' is not an HTTP method"
             )
         try:
             parse_path_pattern(rule.path)
         except PatternError as exc:
-            yield _error(profile, f"{base}.rules[{r_index}].path", str(exc))
+            yield Diagnostic(label, f"{base}.rules[{r_index}].path", str(exc))
     for a_index, value in enumerate(endpoint.allowed_ips):
         field = f"{base}.allowed_ips[{a_index}]"
         try:
             network = ipaddress.ip_network(value, strict=False)
         except ValueError:
-            yield _error(profile, field, f"'{value}' is not an IP address or CIDR network")
+            yield Diagnostic(label, field, f"'{value}' is not an IP address or CIDR network")
             continue
         if network.is_link_local or network.overlaps(ipaddress.ip_network("169.254.0.0/16")):
-            yield _error(
-                profile,
+            yield Diagnostic(
+                label,
                 field,
                 f"'{value}' is link-local; the proxy always refuses link-local and "
                 "metadata addresses",
             )
     if endpoint.tls is TlsMode.SKIP:
-        for c_index, credential in profile.grant_credentials:
-            yield _error(
-                profile,
+        for c_index, credential in grant_credentials:
+            yield Diagnostic(
+                label,
                 f"{base}.tls",
                 f"credential '{credential.name}' (credentials[{c_index}]) has a token_grant, but "
                 "tls: skip endpoints are raw tunnels that never receive a token; use tls: auto",
@@ -302,7 +308,9 @@ def validate_profile(profile: Profile) -> list[Diagnostic]:
     diagnostics.extend(_check_identity(profile))
     diagnostics.extend(_check_credentials(profile))
     for index, endpoint in enumerate(profile.endpoints):
-        diagnostics.extend(_check_endpoint(profile, index, endpoint))
+        diagnostics.extend(
+            _check_endpoint(profile.id, f"endpoints[{index}]", endpoint, profile.grant_credentials)
+        )
     diagnostics.extend(_check_ambiguity(profile))
     return diagnostics
 
@@ -320,4 +328,33 @@ def validate_profiles(profiles: Iterable[Profile]) -> list[Diagnostic]:
             )
         seen.add(profile.id)
         diagnostics.extend(validate_profile(profile))
+    return diagnostics
+
+
+def validate_policy(policy: SandboxPolicy, label: str = "policy") -> list[Diagnostic]:
+    """Validate a sandbox network policy with the same endpoint rules profiles obey."""
+    diagnostics: list[Diagnostic] = []
+    seen: dict[str, int] = {}
+    for e_index, entry in enumerate(policy.network):
+        base = f"network[{e_index}]"
+        if entry.name in seen:
+            diagnostics.append(
+                Diagnostic(label, f"{base}.name", f"entry name '{entry.name}' is used twice")
+            )
+        seen.setdefault(entry.name, e_index)
+        if entry.name.startswith(PROVIDER_ENTRY_PREFIX):
+            diagnostics.append(
+                Diagnostic(
+                    label,
+                    f"{base}.name",
+                    f"names starting with '{PROVIDER_ENTRY_PREFIX}' are reserved for providers",
+                )
+            )
+        for index, binary in enumerate(entry.binaries):
+            if not binary.startswith("/"):
+                diagnostics.append(
+                    Diagnostic(label, f"{base}.binaries[{index}]", f"'{binary}' must be absolute")
+                )
+        for index, endpoint in enumerate(entry.endpoints):
+            diagnostics.extend(_check_endpoint(label, f"{base}.endpoints[{index}]", endpoint))
     return diagnostics
