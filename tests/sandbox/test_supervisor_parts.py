@@ -18,7 +18,7 @@ from grantbox.sandbox.local_driver import (
 )
 from grantbox.sandbox.outbox import Outbox
 from grantbox.sandbox.preflight import rootless_blockers
-from grantbox.sandbox.supervisor import SupervisorOptions, backoff
+from grantbox.sandbox.supervisor import Supervisor, SupervisorOptions, backoff
 
 
 def test_backoff_grows_then_caps() -> None:
@@ -121,3 +121,28 @@ def test_rootless_blockers_name_each_setting() -> None:
     assert "unprivileged_userns_clone is 0; it must be 1" in blockers[0]
     assert "max_user_namespaces is 0; it must be a positive number" in blockers[1]
     assert "apparmor_restrict_unprivileged_userns is 1" in blockers[2]
+
+
+@pytest.mark.parametrize("rootless", [False, True])
+def test_launch_spec_is_fenced_and_scrubbed(tmp_path: Path, rootless: bool) -> None:
+    token = tmp_path / "state" / "token"
+    token.parent.mkdir()
+    token.write_text("supervisor-token-value\n")
+    options = SupervisorOptions(
+        gateway_url="http://127.0.0.1:1",
+        sandbox_id="s1",
+        token_file=token,
+        identity_socket="unix:///run/gbx/workloads/s1/agent.sock",
+        proxy_port=3130,
+        rootless=rootless,
+        declared_env={"MODEL": "m"},
+    )
+    spec = Supervisor(options).launch_spec(["curl", "http://alpha.localhost/"])
+    assert spec.argv == ("curl", "http://alpha.localhost/")
+    assert set(spec.hidden) == {"/run/gbx/workloads/s1", str(tmp_path / "state")}
+    assert spec.env["HTTPS_PROXY"] == "http://127.0.0.1:3130"
+    assert spec.env["MODEL"] == "m"
+    assert "supervisor-token-value" not in spec.to_bytes().decode()
+    assert (spec.uid, spec.gid, spec.nested_user_namespace) == (
+        (None, None, True) if rootless else (65534, 65534, False)
+    )

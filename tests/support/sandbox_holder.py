@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
+from grantbox.sandbox.launcher import launch
 from grantbox.sandbox.network import create_sandbox_network
 from tests.support.sandbox_run import SandboxRunner
 
@@ -18,8 +19,6 @@ async def main(marker: str) -> None:
     network = create_sandbox_network(3128, rootless=False)
     runner = SandboxRunner(network)
     spec = runner.spec(["/bin/sh", "-c", f"sleep 600 & sleep 601; : {marker}"])
-    from grantbox.sandbox.launcher import launch
-
     await launch(spec, network)
     await asyncio.sleep(0.5)
     print("ready", flush=True)

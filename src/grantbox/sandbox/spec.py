@@ -7,7 +7,7 @@ command line, which other host users can read), and the stage and init carry it 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 MAX_SPEC_BYTES = 256 * 1024
 PRIVATE_TMP_SIZE = "256m"
@@ -34,7 +34,6 @@ class LaunchSpec:
     uid: int | None = NOBODY
     gid: int | None = NOBODY
     nested_user_namespace: bool = False
-    labels: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.argv:
