@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.proxy_upstream import SeenRequest
 from tests.support.sandbox_stack import Stack, running_stack
 
 pytestmark = [
@@ -128,6 +129,22 @@ async def test_attach_exec_logs_and_delete(stack: Stack) -> None:
     assert not [token for token in stack.issuer.issued if token in shipped]
     log_file = state_dir / "supervisor.log"
     assert not [token for token in stack.issuer.issued if token in log_file.read_text()]
+
+    detach = await cli(stack, "sandbox", "detach", "--name", "box", "--provider", "pa")
+    assert detach.exit_code == 0  # type: ignore[attr-defined]
+    detached_at = len(stack.upstream.requests)
+
+    def agent_requests_since_detach() -> list[SeenRequest]:
+        return [r for r in stack.upstream.requests[detached_at:] if r.target == first.target]
+
+    await until(
+        lambda: any(not r.header("authorization") for r in agent_requests_since_detach()),
+        2.0,
+        "no token on the next request after detach",
+    )
+    await asyncio.sleep(0.5)
+    latest = agent_requests_since_detach()[-1]
+    assert latest.header("authorization") == [], "a detached provider's token was still sent"
 
     supervisor = stack.driver.supervisor_pid(sandbox_id)
     assert supervisor is not None
