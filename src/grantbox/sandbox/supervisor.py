@@ -168,7 +168,8 @@ class Supervisor:
             stop.cancel()
             await asyncio.gather(*pumps, return_exceptions=True)
             code = waiter.result()
-            log.info("sandbox %s: agent exited with %s", self.options.sandbox_id, code)
+            level = logging.INFO if code == 0 else logging.WARNING
+            log.log(level, "sandbox %s: agent exited with %s", self.options.sandbox_id, code)
             return code
         await _terminate(agent, waiter)
         await asyncio.gather(*pumps, return_exceptions=True)
