@@ -291,3 +291,16 @@ def test_logs_keep_the_newest_lines_of_each_sandbox(replicas: tuple[Replica, Rep
         f"one {i}" for i in range(7, 12)
     ]
     assert len(a.sandboxes.logs("two", 0, 100)) == 3
+
+
+def test_stores_opened_together_migrate_once(db_url: str) -> None:
+    with ThreadPoolExecutor(3) as pool:
+        stores = list(pool.map(lambda _: Store.open(db_url), range(3)))
+    for store in stores:
+        store.ping()
+        store.close()
+    check = Store.open(db_url)
+    with check.engine.connect() as connection:
+        version = connection.execute(text("SELECT version_num FROM alembic_version")).all()
+    check.close()
+    assert version == [("0001",)]

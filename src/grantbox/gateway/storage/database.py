@@ -6,15 +6,18 @@ killed process; foreign keys are enforced on every connection.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+MIGRATION_LOCK = 0x6772_616E_7462  # "grantb": any constant shared by all replicas
+_MIGRATING = threading.Lock()
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -56,8 +59,15 @@ def alembic_config(engine: Engine) -> Config:
 
 
 def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest migration (idempotent)."""
-    with engine.begin() as connection:
+    """Bring the schema to the newest migration (idempotent).
+
+    On PostgreSQL a transaction-scoped advisory lock makes replicas that start together
+    migrate one after the other instead of racing on the same DDL; within one process a
+    lock does the same (Alembic's context is process-global).
+    """
+    with _MIGRATING, engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         config = alembic_config(engine)
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
