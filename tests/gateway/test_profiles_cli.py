@@ -89,3 +89,12 @@ def test_unreachable_gateway_is_one_clear_line(gw: GatewayCli) -> None:
     assert "cannot reach the gateway at http://127.0.0.1:9" in down.refused("profile", "list")
     wrong = GatewayCli(gw.url, "not-the-token", gw.workdir)
     assert "invalid operator token (HTTP 401)" in wrong.refused("profile", "list")
+
+
+def test_a_file_that_does_not_parse_is_one_line_and_nothing_is_sent(gw: GatewayCli) -> None:
+    path = gw.write("bad.yaml", "id: alpha\nid: again\n")
+    result = gw.run("profile", "import", "-f", path)
+    assert result.exit_code == 1
+    assert result.stderr.count("\n") == 1
+    assert "duplicate key" in result.stderr
+    assert [p["id"] for p in gw.json("profile", "list")] == ["github"]

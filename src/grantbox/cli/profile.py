@@ -194,9 +194,9 @@ def _documents_from(paths: list[Path]) -> list[dict[str, Any]]:
     """Parse locally (so a YAML typo is reported with its file), validate at the gateway."""
     result = load_paths(paths)
     if result.diagnostics:
-        for diagnostic in result.diagnostics:
-            click.echo(str(diagnostic), err=True)
-        fail("the files do not parse as profiles; see `grantbox profile lint`")
+        count = len(result.diagnostics)
+        more = f" (and {count - 1} more)" if count > 1 else ""
+        fail(f"{result.diagnostics[0]}{more}; see `grantbox profile lint`")
     return [export_data(p.profile) for p in result.profiles]
 
 
