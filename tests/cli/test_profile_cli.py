@@ -137,3 +137,26 @@ def test_schema_is_json() -> None:
     result = CliRunner().invoke(cli, ["profile", "schema"])
     assert result.exit_code == 0
     assert json.loads(result.output)["title"] == "grantbox provider profile"
+
+
+def test_every_listed_command_loads_and_answers_help() -> None:
+    from grantbox.cli.app import COMMANDS
+
+    for name in COMMANDS:
+        result = CliRunner().invoke(cli, [name, "--help"])
+        assert result.exit_code == 0, (name, result.output)
+        assert "Usage:" in result.output
+
+
+def test_top_level_help_lists_commands_without_importing_them() -> None:
+    code = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "from grantbox.cli import cli\n"
+        "r = CliRunner().invoke(cli, ['--help'])\n"
+        "assert r.exit_code == 0, r.output\n"
+        "assert 'profile' in r.output and 'sandbox' in r.output and '  supervisor ' not in r.output\n"
+        "assert 'grantbox.gateway' not in sys.modules, 'help imported the gateway'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
