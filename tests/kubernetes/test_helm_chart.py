@@ -93,6 +93,7 @@ def test_default_values_validate(schema: dict[str, Any], values: dict[str, Any])
         {"gateway.url": "https://grantbox.example.org"},
         {"sandboxes.appArmorProfile": "Localhost/grantbox-sandbox"},
         {"image.tag": "sha256:" + "a" * 64},
+        {"imagePullSecrets": [{"name": "registry-credentials"}]},
     ],
 )
 def test_supported_alternatives_validate(
@@ -128,6 +129,8 @@ def test_supported_alternatives_validate(
         ("sandboxes.namespace", "Sandboxes"),
         ("sandboxes.resources.limits.memory", "lots"),
         ("service.type", "ExternalName"),
+        ("imagePullSecrets", [{"name": ""}]),
+        ("imagePullSecrets", [{"name": "Bad_Name"}]),
         ("typo", True),
     ],
 )
