@@ -26,9 +26,9 @@ pytest: $(STAMP)
 
 test: lint typecheck pytest
 
+# The alpha/beta demo end to end: needs root (or unprivileged user namespaces) for the sandbox.
 demo: $(STAMP)
-	$(BIN)/grantbox profile lint -f examples/spiffe-token-grant-demo/provider-profile.yaml
-	$(BIN)/grantbox profile bindings -f examples/spiffe-token-grant-demo/provider-profile.yaml
+	$(BIN)/grantbox demo
 
 bench: $(STAMP)
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
