@@ -315,8 +315,10 @@ async def test_watch_ignores_pods_grantbox_does_not_manage(
         "metadata": {"name": "stranger", "labels": {"grantbox.dev/sandbox-id": OTHER_ID}},
         "spec": {"containers": [{"name": "c", "image": "busybox"}]},
     }
+    body = client.V1Pod.from_dict(stranger)
+    assert body is not None
     async with client.ApiClient(client.Configuration(host=fake_api.url)) as api:
-        await client.CoreV1Api(api).create_namespaced_pod(NAMESPACE, stranger)
+        await client.CoreV1Api(api).create_namespaced_pod(NAMESPACE, body)
     await driver.create(make_spec())
     sandbox_id, _ = await events.next()
     assert sandbox_id == SANDBOX_ID

@@ -41,11 +41,11 @@ def _container(pod: dict[str, object]) -> dict[str, object]:
 
 def test_the_validator_rejects_what_the_api_would() -> None:
     pod = pod_manifest(make_spec(), make_config())
-    pod["spec"]["automountServiceAccountToken"] = "no"  # type: ignore[index]
+    pod["spec"]["automountServiceAccountToken"] = "no"
     with pytest.raises(kubernetes_validate.ValidationError):
         validate(pod)
     pod = pod_manifest(make_spec(), make_config())
-    pod["spec"]["containers"][0]["capabilitiez"] = {}  # type: ignore[index]
+    pod["spec"]["containers"][0]["capabilitiez"] = {}
     with pytest.raises(kubernetes_validate.ValidationError):
         validate(pod)
 
@@ -100,14 +100,14 @@ def test_labels_and_annotations_name_the_sandbox() -> None:
     spec, config = make_spec(), make_config()
     for manifest in (pod_manifest(spec, config), secret_manifest(spec, config)):
         metadata = manifest["metadata"]
-        assert metadata["name"] == f"grantbox-sandbox-{SANDBOX_ID}"  # type: ignore[index]
-        assert metadata["namespace"] == NAMESPACE  # type: ignore[index]
-        assert metadata["labels"] == {  # type: ignore[index]
+        assert metadata["name"] == f"grantbox-sandbox-{SANDBOX_ID}"
+        assert metadata["namespace"] == NAMESPACE
+        assert metadata["labels"] == {
             "grantbox.dev/managed-by": "grantbox",
             "grantbox.dev/sandbox-id": SANDBOX_ID,
             "grantbox.dev/sandbox": "agent",
         }
-        assert metadata["annotations"]["grantbox.dev/sandbox-id"] == SANDBOX_ID  # type: ignore[index]
+        assert metadata["annotations"]["grantbox.dev/sandbox-id"] == SANDBOX_ID
 
 
 def test_spec_labels_cannot_override_the_identity_labels() -> None:
@@ -120,11 +120,11 @@ def test_spec_labels_cannot_override_the_identity_labels() -> None:
 def test_pod_hardening() -> None:
     pod = pod_manifest(make_spec(), make_config())
     spec = pod["spec"]
-    assert spec["restartPolicy"] == "Never"  # type: ignore[index]
-    assert spec["automountServiceAccountToken"] is False  # type: ignore[index]
-    assert spec["enableServiceLinks"] is False  # type: ignore[index]
+    assert spec["restartPolicy"] == "Never"
+    assert spec["automountServiceAccountToken"] is False
+    assert spec["enableServiceLinks"] is False
     for shared in ("hostNetwork", "hostPID", "hostIPC", "shareProcessNamespace"):
-        assert spec[shared] is False  # type: ignore[index]
+        assert spec[shared] is False
     context = _container(pod)["securityContext"]
     assert context["privileged"] is False  # type: ignore[index]
     assert context["capabilities"] == {  # type: ignore[index]
@@ -142,7 +142,7 @@ def test_token_is_a_0400_file_from_the_secret_and_never_in_the_pod() -> None:
     spec, config = make_spec(), make_config()
     pod = pod_manifest(spec, config)
     assert TOKEN not in repr(pod)
-    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}  # type: ignore[index]
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
     secret_volume = volumes["supervisor-token"]["secret"]
     assert secret_volume == {
         "secretName": f"grantbox-sandbox-{SANDBOX_ID}",
@@ -157,13 +157,13 @@ def test_token_is_a_0400_file_from_the_secret_and_never_in_the_pod() -> None:
     }
     secret = secret_manifest(spec, config)
     assert secret["immutable"] is True
-    assert base64.b64decode(secret["data"]["token"]).decode() == TOKEN  # type: ignore[index]
+    assert base64.b64decode(secret["data"]["token"]).decode() == TOKEN
 
 
 def test_workload_api_socket_comes_from_the_spiffe_csi_driver_read_only() -> None:
     config = make_config(socket_path="/run/spire/sockets/agent.sock")
     pod = pod_manifest(make_spec(), config)
-    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}  # type: ignore[index]
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
     assert volumes["spiffe-workload-api"] == {
         "name": "spiffe-workload-api",
         "csi": {"driver": "csi.spiffe.io", "readOnly": True},
@@ -179,7 +179,7 @@ def test_workload_api_socket_comes_from_the_spiffe_csi_driver_read_only() -> Non
 
 def test_without_spire_the_socket_directory_is_an_empty_dir() -> None:
     pod = pod_manifest(make_spec(), make_config(spiffe_csi=False))
-    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}  # type: ignore[index]
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
     assert "csi" not in volumes["spiffe-workload-api"]
     assert "emptyDir" in volumes["spiffe-workload-api"]
 

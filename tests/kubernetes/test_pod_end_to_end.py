@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import signal
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
@@ -103,7 +104,7 @@ async def kubelet_runs(
             bind(socket_dir, SOCKET_DIR),
             bind(hosts, "/etc/hosts"),
         ],
-        path=f"{Path(os.sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",  # type: ignore[attr-defined]
+        path=f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
         own_network=False,
     )
     (bundle / "config.json").write_text(json.dumps(config))

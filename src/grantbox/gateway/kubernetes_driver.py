@@ -528,7 +528,7 @@ class KubernetesDriver:
 
     WATCH_TIMEOUT = 240
     MIN_QUIET_WATCH = 1.0
-    RETRY_DELAYS = (0.5, 1.0, 2.0, 5.0)
+    RETRY_DELAYS: tuple[float, ...] = (0.5, 1.0, 2.0, 5.0)
 
     def __init__(
         self, config: KubernetesDriverConfig, api_config: Configuration | None = None
