@@ -100,3 +100,14 @@ def test_exactly_one_injected_header_whatever_the_agent_sent(
     assert [v for n, v in out if n.lower() == b"host"] == [b"h"]
     others = [(n, v) for n, v in headers if n.lower() not in (b"authorization", b"host")]
     assert [(n, v) for n, v in out if n.lower() not in (b"authorization", b"host")] == others
+
+
+def test_connection_cannot_nominate_framing_or_host() -> None:
+    headers = [
+        (b"Host", b"agent.example"),
+        (b"Content-Length", b"5"),
+        (b"Connection", b"content-length, transfer-encoding, host, x-drop"),
+        (b"X-Drop", b"1"),
+    ]
+    out = upstream_request_headers(headers, host=b"alpha.example")
+    assert out == [(b"Host", b"alpha.example"), (b"Content-Length", b"5")]

@@ -95,7 +95,7 @@ def _parse_field(line: bytes) -> Field:
     return Field(stripped, value, spaced=stripped != name)
 
 
-def _check_framing(fields: tuple[Field, ...]) -> None:
+def _check_framing(fields: tuple[Field, ...], version: bytes) -> None:
     lengths = [f for f in fields if f.lower == b"content-length"]
     codings = [f for f in fields if f.lower == b"transfer-encoding"]
     if len(lengths) > 1:
@@ -106,6 +106,9 @@ def _check_framing(fields: tuple[Field, ...]) -> None:
         raise FramingError("Content-Length is not a decimal number")
     if len(codings) > 1 or (codings and codings[0].value.lower() != b"chunked"):
         raise FramingError("Transfer-Encoding other than a single 'chunked'")
+    if codings and version == b"HTTP/1.0":
+        # RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing.
+        raise FramingError("Transfer-Encoding in an HTTP/1.0 request")
     if len([f for f in fields if f.lower == b"host"]) > 1:
         raise FramingError("more than one Host header")
 
@@ -129,7 +132,7 @@ def parse_head(raw: bytes) -> RequestHead:
     if not _VERSION.match(version):
         raise FramingError("unsupported HTTP version")
     fields = tuple(_parse_field(line) for line in lines[1:])
-    _check_framing(fields)
+    _check_framing(fields, version)
     return RequestHead(method, target, version, fields)
 
 

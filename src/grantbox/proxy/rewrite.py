@@ -26,6 +26,11 @@ HOP_BY_HOP = frozenset(
     }
 )
 
+# What a Connection header may not make hop-by-hop: the message's own framing and Host.
+# (``Connection: content-length`` would otherwise send a POST head upstream without its
+# body's length, so the upstream runs a bodiless request while the agent gets a 502.)
+NEVER_HOP_BY_HOP = frozenset({b"content-length", b"transfer-encoding", b"host"})
+
 # Never shown in events or logs.
 SENSITIVE = frozenset(
     {b"authorization", b"proxy-authorization", b"cookie", b"set-cookie", b"x-api-key"}
@@ -38,7 +43,7 @@ def _connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> set[bytes]:
     for name, value in headers:
         if name.lower() == b"connection":
             tokens.update(t.strip().lower() for t in value.split(b",") if t.strip())
-    return tokens
+    return tokens - NEVER_HOP_BY_HOP
 
 
 def strip_hop_by_hop(headers: Sequence[tuple[bytes, bytes]]) -> Headers:
