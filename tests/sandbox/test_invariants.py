@@ -196,6 +196,7 @@ async def test_user_namespace_path_locks_the_hiding_mounts(
     script = (
         f"id -u; umount {hidden} && exit 10; umount -l {hidden} && exit 11;"
         f" umount -l /proc && exit 12; ls {identity_socket} && exit 13;"
+        " cat /proc/1/environ && exit 14; ls /proc/1/root/ && exit 15;"
         " ip -o link | wc -l; exit 0"
     )
     result = await rootless_runner.sh(script, hidden=[hidden])

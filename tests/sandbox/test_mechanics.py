@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import uuid
 
 import pytest
 
 from grantbox.sandbox.launcher import launch
+from tests.support.sandbox_residue import pids_mentioning
 from tests.support.sandbox_run import SandboxRunner
 
 pytestmark = [
@@ -62,3 +64,17 @@ async def test_agent_inherits_no_descriptor_capability_or_privilege(runner: Sand
     assert fields["CapAmb"].strip() == "0000000000000000"
     assert fields["NoNewPrivs"].strip() == "1"
     assert fields["Uid"].split() == ["65534"] * 4
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.05, 0.15, 0.3, 0.6, 1.0])
+async def test_sigterm_at_any_moment_of_start_up_stops_everything(
+    runner: SandboxRunner, delay: float
+) -> None:
+    marker = f"early-{uuid.uuid4().hex}"
+    script = f"trap 'exit 5' TERM; sleep 100 & wait; : {marker}"
+    process = await launch(runner.spec(["/bin/sh", "-c", script]), runner.network)
+    await asyncio.sleep(delay)
+    process.send_signal(signal.SIGTERM)
+    code = await asyncio.wait_for(process.wait(), 20)
+    assert code in (-signal.SIGTERM, 5, 128 + signal.SIGTERM)
+    assert pids_mentioning(marker) == set()

@@ -15,7 +15,6 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Callable
 
 from . import syscalls as sc
 from .spec import PRIVATE_TMP, PRIVATE_TMP_SIZE, LaunchSpec
@@ -100,6 +99,7 @@ def _exec_agent(spec: LaunchSpec) -> None:
         for sig in FORWARDED_SIGNALS:
             signal.signal(sig, signal.SIG_DFL)
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
         os.setsid()
         if spec.nested_user_namespace:
             _enter_nested_user_namespace()
@@ -123,25 +123,60 @@ def _exec_agent(spec: LaunchSpec) -> None:
         os._exit(126)
 
 
-def signal_forwarder(pid: int) -> Callable[[int, object], None]:
-    """A signal handler that passes the signal on to ``pid``."""
+class SignalRelay:
+    """Passes termination signals on to one child process.
 
-    def forward(signum: int, _frame: object) -> None:
+    Signals are blocked around ``fork`` (see :meth:`fork`), so one that arrives while the
+    child is being created is delivered once the child's pid is known instead of being
+    lost or, for PID 1 without a handler, silently ignored.
+    """
+
+    def __init__(self) -> None:
+        self._target: int | None = None
+        self._held: list[int] = []
+
+    def install(self) -> None:
+        for sig in FORWARDED_SIGNALS:
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, _frame: object) -> None:
+        if self._target is None:
+            self._held.append(signum)
+            return
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signum)
+            os.kill(self._target, signum)
 
-    return forward
+    def fork(self) -> int:
+        """``os.fork`` with forwarding switched to the child; the child gets default handlers
+        (and any signal that arrived meanwhile) once it unblocks."""
+        signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
+        try:
+            pid = os.fork()
+        except BaseException:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
+            raise
+        if pid == 0:
+            self._target = None
+            self._held = []
+            return 0
+        self._target = pid
+        held, self._held = self._held, []
+        for signum in held:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
+        return pid
 
 
-def run_init(spec: LaunchSpec) -> int:
+def run_init(spec: LaunchSpec, relay: SignalRelay) -> int:
     """Build the sandbox, run the agent, reap every orphan; return the agent's status."""
+    # Not dumpable: the agent (the same host uid when rootless) can neither ptrace init nor
+    # read its /proc entries; its own exec resets this for the agent's processes.
+    sc.prctl(sc.PR_SET_DUMPABLE, 0)
     prepare_filesystem(spec)
-    agent = os.fork()
+    agent = relay.fork()
     if agent == 0:
         _exec_agent(spec)
-    forward = signal_forwarder(agent)
-    for sig in FORWARDED_SIGNALS:
-        signal.signal(sig, forward)
     while True:
         try:
             pid, status = os.wait()
@@ -151,10 +186,11 @@ def run_init(spec: LaunchSpec) -> int:
             return exit_status(status)
 
 
-def main_in_child(spec: LaunchSpec) -> None:
-    """Entry point for the forked PID-1 child; never returns."""
+def main_in_child(spec: LaunchSpec, relay: SignalRelay) -> None:
+    """Entry point for the forked PID-1 child (signals still blocked); never returns."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
     try:
-        code = run_init(spec)
+        code = run_init(spec, relay)
     except (OSError, SetupFailed) as exc:
         sys.stderr.write(f"sandbox: setup failed: {exc}\n")
         sys.stderr.flush()

@@ -16,7 +16,7 @@ import signal
 import sys
 
 from . import syscalls as sc
-from .init import FORWARDED_SIGNALS, exit_status, main_in_child, signal_forwarder
+from .init import SignalRelay, exit_status, main_in_child
 from .spec import MAX_SPEC_BYTES, LaunchSpec
 
 
@@ -49,19 +49,17 @@ def run_stage(spec: LaunchSpec, net_fd: int, user_fd: int | None) -> int:
     os.close(net_fd)
     sc.unshare(sc.CLONE_NEWNS | sc.CLONE_NEWPID | sc.CLONE_NEWIPC)
     alive_r, alive_w = os.pipe()
-    child = os.fork()
+    relay = SignalRelay()
+    relay.install()
+    child = relay.fork()
     if child == 0:
         os.close(alive_w)
         sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
         if not _parent_still_alive(alive_r):
             os._exit(1)
         os.close(alive_r)
-        main_in_child(spec)
+        main_in_child(spec, relay)
     os.close(alive_r)
-
-    forward = signal_forwarder(child)
-    for sig in FORWARDED_SIGNALS:
-        signal.signal(sig, forward)
     while True:
         pid, status = os.waitpid(child, 0)
         if pid == child:
