@@ -42,6 +42,7 @@ ACCESS_METHODS: dict[Access, frozenset[str] | None] = {
 
 _ENCODED_SEPARATOR = re.compile(r"%(2f|5c)", re.IGNORECASE)
 _ENCODED_DOT = re.compile(r"%2e", re.IGNORECASE)
+_ENCODED_PERCENT = re.compile(r"%25", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,16 +74,22 @@ def path_problem(path: str) -> str | None:
     """Why a request path is refused: encoded separators or dot segments.
 
     Two parsers reading ``/a%2f..%2fadmin`` or ``/a/../admin`` differently is how path
-    rules get bypassed, so the proxy refuses them. (The profile schema has no switch to
-    allow them per endpoint yet; until it does they are always refused.)
+    rules get bypassed, so the proxy refuses them - also when the percent signs are
+    themselves encoded (``%252e``, for upstreams that decode twice) and when a dot segment
+    carries a ``;`` parameter (``/api/..;/admin``, which Tomcat and Spring resolve as
+    ``..``). (The profile schema has no switch to allow them per endpoint yet; until it
+    does they are always refused.)
     """
     if "\\" in path:
         return "backslash in the request path"
-    if _ENCODED_SEPARATOR.search(path):
+    unwrapped = path
+    for _ in range(3):
+        unwrapped = _ENCODED_PERCENT.sub("%", unwrapped)
+    if _ENCODED_SEPARATOR.search(unwrapped):
         return "encoded '/' or '\\' in the request path"
-    decoded_dots = _ENCODED_DOT.sub(".", path)
+    decoded_dots = _ENCODED_DOT.sub(".", unwrapped)
     for segment in decoded_dots.split("/"):
-        if segment in (".", ".."):
+        if segment.split(";", 1)[0] in (".", ".."):
             return "dot segment in the request path"
     return None
 
