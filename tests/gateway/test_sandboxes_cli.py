@@ -106,6 +106,20 @@ def test_policy_file_and_reserved_entry_names(gw: GatewayCli, provider: str) -> 
     assert "policy" in gw.refused(
         "sandbox", "create", "--name", "box3", "--policy", gw.write("b.yaml", bad)
     )
+    # Semantic rules are the same as for profile endpoints: bad patterns, no usable port and
+    # metadata addresses are refused with the field named, and nothing is written.
+    semantic = {
+        "network": [
+            {"name": "x", "endpoints": [{"host": "api*.example.com", "port": 443}]},
+            {"name": "y", "endpoints": [{"host": "m.example.com", "allowed_ips": ["169.254.0.1"]}]},
+        ]
+    }
+    error = gw.refused(
+        "sandbox", "create", "--name", "box4", "--policy", gw.write("s.yaml", semantic)
+    )
+    for field in ("network[0].endpoints[0].host", "network[1].endpoints[0].port"):
+        assert field in error
+    assert "box4" not in [s["name"] for s in gw.json("sandbox", "list")]
 
 
 def test_logs_shipped_by_the_supervisor_are_shown(

@@ -38,7 +38,13 @@ from grantbox.gateway.storage import (
     SandboxStatusRow,
     Store,
 )
-from grantbox.profiles import EffectiveConfig, SandboxPolicy, build_effective_config
+from grantbox.profiles import (
+    EffectiveConfig,
+    SandboxPolicy,
+    Severity,
+    build_effective_config,
+    validate_policy,
+)
 
 from .config import effective_config
 from .lookup import attached_providers, resolve_profiles, sandbox_by_name
@@ -87,11 +93,16 @@ def parse_policy(data: Mapping[str, Any] | None) -> SandboxPolicy | None:
     if not data:
         return None
     try:
-        return SandboxPolicy.model_validate(data)
+        policy = SandboxPolicy.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise InvalidRequest(f"policy {where}: {first['msg']}") from None
+    problems = [d for d in validate_policy(policy) if d.severity is Severity.ERROR]
+    if problems:
+        detail = "; ".join(f"{d.field}: {d.message}" for d in problems[:5])
+        raise InvalidRequest(f"policy is invalid: {detail}")
+    return policy
 
 
 class SandboxService:
