@@ -44,17 +44,41 @@ def gateway() -> None:
 
 
 @gateway.command()
-@click.option("--db", "db_url", metavar="URL", help="Database URL (default: SQLite in state dir).")
-@click.option("--listen", default=DEFAULT_LISTEN, show_default=True, metavar="HOST:PORT")
+@click.option(
+    "--db",
+    "db_url",
+    metavar="URL",
+    envvar="GRANTBOX_DB_URL",
+    show_envvar=True,
+    help="Database URL (default: SQLite in the state dir). Prefer the environment variable for "
+    "URLs with passwords, so they stay out of the process list.",
+)
+@click.option(
+    "--listen",
+    default=DEFAULT_LISTEN,
+    show_default=True,
+    metavar="HOST:PORT",
+    envvar="GRANTBOX_LISTEN",
+    show_envvar=True,
+)
 @click.option(
     "--state-dir",
     type=click.Path(file_okay=False, path_type=Path),
     help="Keys and the default database (default: user data dir or $GRANTBOX_STATE_DIR).",
 )
-@click.option("--driver", "driver_name", metavar="NAME", help="Compute driver to start sandboxes.")
+@click.option(
+    "--driver",
+    "driver_name",
+    metavar="NAME",
+    envvar="GRANTBOX_DRIVER",
+    show_envvar=True,
+    help="Compute driver to start sandboxes.",
+)
 @click.option(
     "--advertise-url",
     metavar="URL",
+    envvar="GRANTBOX_ADVERTISE_URL",
+    show_envvar=True,
     help="URL supervisors dial, when not the listen address (e.g. a Service name).",
 )
 def serve(

@@ -56,8 +56,8 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{/*
 The gateway pod, shared by the StatefulSet (SQLite) and the Deployment (PostgreSQL).
 The gateway reads GRANTBOX_STATE_DIR / GRANTBOX_CONFIG_DIR (its settings) and the
-GRANTBOX_K8S_* variables (the kubernetes driver) from the ConfigMap; --listen, --driver and
---db are command-line options of `grantbox gateway serve`.
+GRANTBOX_K8S_* variables (the kubernetes driver) from the ConfigMap; --listen and --driver are
+command-line options (the database URL comes from GRANTBOX_DB_URL) of `grantbox gateway serve`.
 */}}
 {{- define "grantbox.podTemplate" -}}
 metadata:
@@ -120,15 +120,13 @@ spec:
         - {{ printf "0.0.0.0:%d" (int .Values.gateway.port) | quote }}
         - --driver
         - kubernetes
-        {{- if eq .Values.database.type "postgresql" }}
-        - --db
-        - $(GRANTBOX_DB_URL)
-        {{- end }}
       envFrom:
         - configMapRef:
             name: {{ include "grantbox.fullname" . }}
       {{- if eq .Values.database.type "postgresql" }}
       env:
+        # Read by `gateway serve` from the environment, so the URL and its password never
+        # appear on the command line.
         - name: GRANTBOX_DB_URL
           valueFrom:
             secretKeyRef:

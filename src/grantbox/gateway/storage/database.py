@@ -14,6 +14,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 MIGRATION_LOCK = 0x6772_616E_7462  # "grantb": any constant shared by all replicas
@@ -33,7 +34,13 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 def make_engine(url: str) -> Engine:
     """An engine for ``url``; SQLite files get their directory created first."""
-    parsed = make_url(url)
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ValueError(
+            "database URL is not a URL (expected e.g. sqlite:////path/grantbox.db or "
+            "postgresql://user@host/db)"
+        ) from None
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -44,6 +51,10 @@ def make_engine(url: str) -> Engine:
         url = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
     try:
         return create_engine(url, pool_pre_ping=True)
+    except NoSuchModuleError:
+        raise ValueError(
+            f"unsupported database '{parsed.drivername}'; use sqlite or postgresql"
+        ) from None
     except ImportError as exc:
         raise RuntimeError(
             f"database driver for {parsed.drivername} is not installed ({exc.name}); "
