@@ -8,7 +8,9 @@ path. Default deny: nothing is allowed that no endpoint admits.
 
 from __future__ import annotations
 
+import ipaddress
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -23,6 +25,7 @@ from grantbox.profiles import (
     cleartext_allowed,
     host_matches,
     host_specificity,
+    is_loopback_host,
     parse_host_pattern,
     parse_path_pattern,
     path_matches,
@@ -30,6 +33,7 @@ from grantbox.profiles import (
 )
 
 from .answers import ErrorCode
+from .destinations import IPAddress
 
 Scheme = Literal["http", "https"]
 
@@ -91,6 +95,24 @@ def path_problem(path: str) -> str | None:
     for segment in decoded_dots.split("/"):
         if segment.split(";", 1)[0] in (".", ".."):
             return "dot segment in the request path"
+    return None
+
+
+def cleartext_address_problem(host: str, addresses: Sequence[IPAddress]) -> str | None:
+    """Why a token may not go in cleartext to these addresses, although ``host`` allows it.
+
+    A name is trusted with a cleartext token because it says loopback (``*.localhost``,
+    127.0.0.0/8, ``::1``); the addresses the proxy is about to dial must say so too, or an
+    override or resolver quirk would carry the token over the network. (In-cluster names
+    resolve to cluster addresses, which no address test can tell apart; they are trusted by
+    name as DESIGN §3.5 #3 says.)
+    """
+    if not is_loopback_host(host):
+        return None
+    for address in addresses:
+        inner = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
+        if not (inner or address).is_loopback:
+            return f"{host} is a loopback name but resolved to {address}"
     return None
 
 

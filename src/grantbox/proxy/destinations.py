@@ -29,6 +29,10 @@ METADATA_ADDRESSES = frozenset(
 _LINK_LOCAL_V4 = ipaddress.ip_network("169.254.0.0/16")
 _LINK_LOCAL_V6 = ipaddress.ip_network("fe80::/10")
 _BROADCAST = ipaddress.ip_address("255.255.255.255")
+# IPv6 ranges that carry an IPv4 address a gateway may forward to: NAT64 (RFC 6052 well-known
+# prefix) and the deprecated IPv4-compatible form. 6to4 and Teredo are decoded by ipaddress.
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
 
 
 class ResolveError(OSError):
@@ -45,9 +49,30 @@ def _canonical(address: IPAddress) -> IPAddress:
     return address
 
 
+def embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
+    """The IPv4 address a NAT64, 6to4, Teredo or IPv4-compatible IPv6 address leads to."""
+    if not isinstance(address, ipaddress.IPv6Address):
+        return None
+    if address in _NAT64 or (address in _IPV4_COMPATIBLE and int(address) > 1):
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address.teredo is not None:
+        return address.teredo[1]
+    return None
+
+
 def always_refused(address: IPAddress) -> str | None:
-    """Addresses no policy can open: metadata, link-local, unspecified, multicast."""
+    """Addresses no policy can open: metadata, link-local, unspecified, multicast - also
+    when an IPv6 address only wraps such an IPv4 address (or loopback)."""
     address = _canonical(address)
+    inner = embedded_ipv4(address)
+    if inner is not None:
+        problem = always_refused(inner)
+        if problem is None and inner.is_loopback:
+            problem = f"{inner} is loopback"
+        if problem is not None:
+            return f"{address} wraps {inner}: {problem}"
     if address in METADATA_ADDRESSES:
         return f"{address} is a cloud metadata address"
     if address in _LINK_LOCAL_V4 or address in _LINK_LOCAL_V6 or address.is_link_local:

@@ -20,7 +20,7 @@ from grantbox.profiles import GrantBinding
 
 from .answers import ErrorCode, ProxyAnswer
 from .context import IDLE_TIMEOUT, ProxyContext, log
-from .decision import Decision, authorize
+from .decision import Decision, authorize, cleartext_address_problem
 from .destinations import IPAddress, address_problem
 from .events import RequestFacts, http_decision, http_injection
 from .framing import (
@@ -198,6 +198,10 @@ class HttpRelay:
     ) -> bool:
         binding = decision.binding
         addresses = await self._addresses(target, decision)
+        if binding is not None and target.scheme == "http":
+            problem = cleartext_address_problem(target.host, addresses)
+            if problem is not None:
+                raise ProxyAnswer(ErrorCode.CLEARTEXT_CREDENTIAL_REFUSED, detail=problem)
         try:
             clean = serialize_head(head, drop=binding.header_name if binding else None)
         except FramingError as exc:
