@@ -93,34 +93,43 @@ def _enter_nested_user_namespace() -> None:
         handle.write(f"{gid} {gid} 1")
 
 
+def _become_agent(spec: LaunchSpec) -> None:
+    """Everything between fork and exec: signals, session, identity, privileges."""
+    for sig in FORWARDED_SIGNALS:
+        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
+    os.setsid()
+    if spec.nested_user_namespace:
+        # Init is not dumpable, which makes our /proc/self files root's; the uid map of the
+        # new namespace must be writable by us. exec would reset this anyway.
+        sc.prctl(sc.PR_SET_DUMPABLE, 1)
+        _enter_nested_user_namespace()
+    if spec.gid is not None:
+        os.setgroups([])
+        os.setresgid(spec.gid, spec.gid, spec.gid)
+    if spec.uid is not None:
+        os.setresuid(spec.uid, spec.uid, spec.uid)
+    sc.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
+    try:
+        os.chdir(spec.cwd)
+    except OSError:
+        os.chdir("/")
+    os.closerange(3, 65536)
+
+
 def _exec_agent(spec: LaunchSpec) -> None:
     """In the forked child: become the agent. Never returns."""
     try:
-        for sig in FORWARDED_SIGNALS:
-            signal.signal(sig, signal.SIG_DFL)
-        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
-        os.setsid()
-        if spec.nested_user_namespace:
-            _enter_nested_user_namespace()
-        if spec.gid is not None:
-            os.setgroups([])
-            os.setresgid(spec.gid, spec.gid, spec.gid)
-        if spec.uid is not None:
-            os.setresuid(spec.uid, spec.uid, spec.uid)
-        sc.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
-        try:
-            os.chdir(spec.cwd)
-        except OSError:
-            os.chdir("/")
-        os.closerange(3, 65536)
+        _become_agent(spec)
+    except BaseException as exc:
+        os.write(2, f"sandbox: cannot prepare the agent: {exc}\n".encode())
+        os._exit(126)
+    try:
         os.execvpe(spec.argv[0], list(spec.argv), spec.env)  # noqa: S606
     except OSError as exc:
         os.write(2, f"sandbox: cannot run {spec.argv[0]}: {exc.strerror}\n".encode())
-        os._exit(127)
-    except BaseException as exc:
-        os.write(2, f"sandbox: cannot start the agent: {exc}\n".encode())
-        os._exit(126)
+    os._exit(127)
 
 
 class SignalRelay:
