@@ -30,6 +30,8 @@ DIAL_TIMEOUT = 10.0
 RESOLVE_TIMEOUT = 10.0
 # How long a kept-alive agent connection may sit idle between requests.
 IDLE_TIMEOUT = 300.0
+# How long one request head may take once its first byte has arrived (slowloris bound).
+HEAD_TIMEOUT = 30.0
 
 
 @dataclass(slots=True)

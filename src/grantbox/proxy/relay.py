@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from dataclasses import dataclass
 
 import h11
@@ -19,7 +20,7 @@ import h11
 from grantbox.profiles import GrantBinding
 
 from .answers import ErrorCode, ProxyAnswer
-from .context import IDLE_TIMEOUT, ProxyContext, log
+from .context import HEAD_TIMEOUT, IDLE_TIMEOUT, ProxyContext, log
 from .decision import Decision, authorize, cleartext_address_problem
 from .destinations import IPAddress, address_problem
 from .events import RequestFacts, http_decision, http_injection
@@ -52,6 +53,10 @@ class _Upstream:
     conn: h11.Connection
 
 
+class _HeadTimeout(Exception):
+    """A request head started but did not complete within HEAD_TIMEOUT."""
+
+
 class _ClientGone(Exception):
     """The agent closed its side mid-request."""
 
@@ -82,9 +87,17 @@ class HttpRelay:
         try:
             while True:
                 try:
-                    raw = await asyncio.wait_for(self._read_head(), IDLE_TIMEOUT)
+                    raw = await self._read_head()
                 except HeadTooLarge as exc:
                     await self._refuse(_invalid(exc))
+                    return None
+                except _HeadTimeout:
+                    answer = ProxyAnswer(
+                        ErrorCode.INVALID_REQUEST,
+                        status=408,
+                        detail=f"request head not complete within {HEAD_TIMEOUT:g} s",
+                    )
+                    await self._refuse(answer)
                     return None
                 except TimeoutError:
                     return None
@@ -116,18 +129,34 @@ class HttpRelay:
     # -- reading -------------------------------------------------------------------------
 
     async def _read_head(self) -> bytes | None:
-        while True:
-            while self._buffer[:2] == b"\r\n":  # RFC 9112 §2.2: ignore a leading empty line
-                del self._buffer[:2]
-            end = find_head_end(self._buffer)
-            if end > 0:
-                raw = bytes(self._buffer[:end])
-                del self._buffer[:end]
-                return raw
-            data = await self._client.recv()
-            if not data:
-                return None
-            self._buffer.extend(data)
+        """The next head. An idle connection may wait :data:`IDLE_TIMEOUT` for it to start
+        (TimeoutError); once it has started it must be complete within :data:`HEAD_TIMEOUT`
+        (:class:`_HeadTimeout`), so a head trickled byte by byte cannot hold the
+        connection for the idle timeout."""
+        loop = asyncio.get_running_loop()
+        head_started = False
+        try:
+            async with asyncio.timeout(IDLE_TIMEOUT) as deadline:
+                while True:
+                    while self._buffer[:2] == b"\r\n":  # RFC 9112 §2.2: ignore leading CRLF
+                        del self._buffer[:2]
+                    if self._buffer and not head_started:
+                        head_started = True
+                        when = min(deadline.when() or math.inf, loop.time() + HEAD_TIMEOUT)
+                        deadline.reschedule(when)
+                    end = find_head_end(self._buffer)
+                    if end > 0:
+                        raw = bytes(self._buffer[:end])
+                        del self._buffer[:end]
+                        return raw
+                    data = await self._client.recv()
+                    if not data:
+                        return None
+                    self._buffer.extend(data)
+        except TimeoutError:
+            if head_started:
+                raise _HeadTimeout from None
+            raise
 
     # -- one request ---------------------------------------------------------------------
 
@@ -311,7 +340,7 @@ class HttpRelay:
                 await self._answer(ProxyAnswer(ErrorCode.INVALID_REQUEST, detail=str(failure)))
                 return False
             await self._answer(
-                ProxyAnswer(ErrorCode.UPSTREAM_UNREACHABLE, detail=f"upstream failed: {failure!r}")
+                ProxyAnswer(ErrorCode.UPSTREAM_UNREACHABLE, detail=_upstream_failure(failure))
             )
             return False
         if body.cancelled() or down.their_state is not h11.DONE:
@@ -380,12 +409,13 @@ class HttpRelay:
                     pending += down.send(event) or b""
                 continue
             if isinstance(event, h11.Response):
-                started.set()
+                # Judged before anything is sent, so an unsafe head still gets the agent a 502.
                 response = h11.Response(
                     status_code=event.status_code,
                     headers=downstream_response_headers(event.headers.raw_items()),
                     reason=event.reason,
                 )
+                started.set()
                 pending += down.send(response) or b""
             elif isinstance(event, h11.Data):
                 downstream.inc(len(event.data))
@@ -431,6 +461,14 @@ class HttpRelay:
             stream = self._upstream.stream
             self._upstream = None
             await stream.close()
+
+
+def _upstream_failure(failure: BaseException) -> str:
+    """Operator detail for a failed exchange. h11 quotes the offending line, and a broken
+    upstream line may echo the injected token, so protocol errors are named, not quoted."""
+    if isinstance(failure, h11.ProtocolError):
+        return f"upstream sent a malformed response ({type(failure).__name__})"
+    return f"upstream failed: {failure!r}"
 
 
 def _invalid(exc: FramingError) -> ProxyAnswer:

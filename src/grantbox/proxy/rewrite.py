@@ -7,6 +7,7 @@ removed (case-insensitively) and the injected header appended exactly once.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 
 Headers = list[tuple[bytes, bytes]]
@@ -74,8 +75,23 @@ def upstream_request_headers(
     return out
 
 
+# Control bytes other than HTAB: h11 lets them through in field values, the agent's client
+# might not read them the way the proxy did.
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+class UnsafeResponse(ValueError):
+    """The upstream's response head cannot be passed on unambiguously."""
+
+
 def downstream_response_headers(headers: Sequence[tuple[bytes, bytes]]) -> Headers:
-    """The upstream's response headers as the agent receives them."""
+    """The upstream's response headers as the agent receives them.
+
+    Raises :class:`UnsafeResponse` for a value with control bytes (the proxy answers 502).
+    """
+    for name, value in headers:
+        if _CONTROL.search(value):
+            raise UnsafeResponse(f"control byte in the upstream's {name.decode('latin-1')} header")
     return strip_hop_by_hop(headers)
 
 
