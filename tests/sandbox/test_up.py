@@ -134,6 +134,7 @@ def test_up_ten_times_leaves_nothing_behind(tmp_path: Path) -> None:
             if up.process.poll() is None:
                 os.killpg(up.process.pid, signal.SIGKILL)
                 up.process.wait()
+                shutil.rmtree(up.runtime, ignore_errors=True)
         assert code == 0, output
         assert time.monotonic() - started < STOP_BOUND
         assert "stopped; nothing left running" in output
