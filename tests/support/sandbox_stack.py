@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from grantbox.gateway import GatewayServer
 from grantbox.identity import IdentityAgent
 from grantbox.sandbox import LocalDriver, LocalDriverSettings
-from tests.support.gateway_server import GatewayCli, gateway_settings, serving
+from tests.support.gateway_server import GatewayCli, gateway_settings
 from tests.support.identity_agent import running_agent
 from tests.support.proxy_upstream import RecordingUpstream, running_upstream
 from tests.support.token_endpoint import TokenEndpoint, running_token_endpoint
@@ -83,19 +84,18 @@ async def running_stack(tmp_path: Path) -> AsyncIterator[Stack]:
                     hide=(str(socket_dir),),
                 )
             )
-            with serving(gateway_settings(tmp_path), driver) as server:
-                # Long-poll handlers of stopped supervisors would otherwise hold the gateway's
-                # shutdown for their full poll time (GatewayServer sets no graceful timeout).
-                server._server.config.timeout_graceful_shutdown = 1
+            server = GatewayServer(gateway_settings(tmp_path), driver, shutdown_grace=1)
+            server.start()
+            try:
                 gw = GatewayCli(server.url, server.operator_token, tmp_path)
                 stack = Stack(gw, driver, agent, issuer, upstream, socket_dir, tmp_path)
-                try:
-                    yield stack
-                finally:
-                    for sandbox_id in driver.sandbox_ids():
-                        pid = driver.supervisor_pid(sandbox_id)
-                        if pid:
-                            with contextlib.suppress(ProcessLookupError):
-                                os.kill(pid, 9)
+                yield stack
+            finally:
+                for sandbox_id in driver.sandbox_ids():
+                    pid = driver.supervisor_pid(sandbox_id)
+                    if pid:
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(pid, 9)
+                server.stop()
     finally:
         shutil.rmtree(socket_dir, ignore_errors=True)

@@ -155,9 +155,8 @@ async def _run(
                 upstream_ca_file=upstream_ca,
             )
         )
-        gateway = GatewayServer(settings, driver)
         # Supervisors' long-polls must not hold the gateway's shutdown for their full length.
-        gateway._server.config.timeout_graceful_shutdown = SHUTDOWN_GRACE
+        gateway = GatewayServer(settings, driver, shutdown_grace=SHUTDOWN_GRACE)
         await asyncio.to_thread(gateway.start)
         gateway.write_client_config()
         _step(f"gateway: {gateway.url} (state in {settings.state_dir})")
