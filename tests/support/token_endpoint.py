@@ -61,6 +61,7 @@ class Behaviour:
     size: int = 0
     declare_length: bool = True
     extra_headers: tuple[tuple[str, str], ...] = ()
+    echo: str = ""
 
     @classmethod
     def grant(
@@ -83,6 +84,12 @@ class Behaviour:
     @classmethod
     def invalid_client(cls, description: str = "client authentication failed") -> Behaviour:
         return cls.answer(401, {"error": "invalid_client", "error_description": description})
+
+    @classmethod
+    def echo_assertion(cls, template: str, *, status: int = 401) -> Behaviour:
+        """A hostile issuer quoting the client assertion it just received back in its
+        OAuth error: ``template`` may use ``{assertion}`` and ``{signature}``."""
+        return cls(kind="echo", status=status, echo=template)
 
     @classmethod
     def redirect(cls, location: str, status: int = 302) -> Behaviour:
@@ -251,6 +258,11 @@ class TokenEndpoint:
         extra = list(b.extra_headers)
         if b.kind == "answer":
             await _send(send, b.status, b.body, extra)
+        elif b.kind == "echo":
+            assertion = dict(request.form).get("client_assertion", "")
+            quoted = b.echo.format(assertion=assertion, signature=assertion.rsplit(".", 1)[-1])
+            body = {"error": "invalid_client", "error_description": quoted}
+            await _send(send, b.status, json.dumps(body).encode(), extra)
         elif b.kind == "redirect":
             await _send(send, b.status, b"", [("location", b.location), *extra])
         elif b.kind == "hang":

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import time
 from collections.abc import Callable, Iterable
 
@@ -29,6 +30,27 @@ from .svid import SvidSource, identity_failure
 log = logging.getLogger(__name__)
 _system_random = random.SystemRandom()
 _SERVES_TOKEN = frozenset({Lookup.HIT, Lookup.HIT_RENEW})
+
+
+# Runs of base64url characters: what a JWT's segments (and any piece of them) look like.
+_BASE64URL_RUN = re.compile(r"[A-Za-z0-9_-]{12,}")
+# Longer than any word or id an error message needs: an SVID segment, signature or token.
+_CREDENTIAL_LIKE = 40
+
+
+def redact_secret(detail: str, secret: str) -> str:
+    """``detail`` without any run of 12+ base64url characters taken from ``secret`` and
+    without any run of 40+ (a piece of some other credential, e.g. an earlier SVID).
+
+    A token endpoint may quote the client assertion back (whole, one segment, or a piece cut
+    by the length limit) in its OAuth error fields; the detail goes to logs and events.
+    """
+
+    def hide(match: re.Match[str]) -> str:
+        run = match.group(0)
+        return "[redacted]" if run in secret or len(run) >= _CREDENTIAL_LIKE else run
+
+    return _BASE64URL_RUN.sub(hide, detail)
 
 
 def _copy(error: GrantError) -> GrantError:
@@ -186,9 +208,12 @@ class GrantEngine:
         assertion = getattr(svid, "token", None)
         if not isinstance(assertion, str) or not assertion:
             raise WorkloadIdentityUnavailable("workload API returned an empty JWT-SVID")
-        answer = await self._client.request_token(
-            binding.token_endpoint, token_request_form(binding, assertion)
-        )
+        try:
+            answer = await self._client.request_token(
+                binding.token_endpoint, token_request_form(binding, assertion)
+            )
+        except GrantError as error:
+            raise type(error)(redact_secret(error.detail, assertion)) from None
         ttl = cache_ttl(answer.expires_in, binding.cache_ttl_seconds)
         return AccessToken(answer.access_token, started + ttl), ttl
 
