@@ -217,3 +217,48 @@ async def test_sni_naming_another_host_changes_nothing(
     (seen,) = tls_upstream.requests
     assert seen.header("host") == [f"alpha.localhost:{port}"]
     assert seen.header("authorization") == ["Bearer granted"]
+
+
+async def test_upgrade_requests_are_relayed_as_plain_requests_never_as_a_raw_pipe(
+    plain_upstream: RecordingUpstream, tmp_path: Path
+) -> None:
+    """``Upgrade`` is hop-by-hop: the upstream gets a plain GET, and whatever follows on
+    the agent's connection is parsed as the next request, not piped."""
+    port = plain_upstream.port
+    async with running_proxy(_alpha_beta(port), RecordingTokens(token="granted"), tmp_path) as rp:
+        raw = await send_raw(
+            rp.port,
+            b"GET http://alpha.localhost:%d/ws HTTP/1.1\r\nHost: a\r\n" % port
+            + b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            + b"GET /admin HTTP/1.1\r\nHost: alpha.localhost\r\n\r\n",
+        )
+    assert [r.status for r in parse_replies(raw)] == [200, 400]
+    (seen,) = plain_upstream.requests
+    assert seen.target == "/ws" and seen.header("upgrade") == []
+
+
+async def test_connect_inside_a_tunnel_is_refused(
+    tls_upstream: RecordingUpstream, upstream_ca_file: Path, tmp_path: Path
+) -> None:
+    port = tls_upstream.port
+    async with (
+        running_proxy(
+            _alpha_beta(port), RecordingTokens(), tmp_path, upstream_ca_file=upstream_ca_file
+        ) as rp,
+        tunnel(rp.port, "alpha.localhost", port, rp.ca_file) as (reader, writer),
+    ):
+        writer.write(b"CONNECT beta.localhost:%d HTTP/1.1\r\nHost: beta.localhost\r\n\r\n" % port)
+        replies = parse_replies(await read_all(reader), [b"CONNECT"])
+    assert [r.status for r in replies] == [400]
+    assert tls_upstream.connections == 0
+
+
+@pytest.mark.parametrize(
+    "target",
+    [b"user@alpha.localhost:443", b"alpha.localhost:443/x", b"alpha.localhost", b"[::1", b":443"],
+)
+async def test_malformed_connect_targets_are_refused(target: bytes, tmp_path: Path) -> None:
+    config = make_config(policy=[endpoint("alpha.localhost", 443)])
+    async with running_proxy(config, RecordingTokens(), tmp_path) as rp:
+        raw = await send_raw(rp.port, b"CONNECT %s HTTP/1.1\r\n\r\n" % target)
+    assert [r.status for r in parse_replies(raw, [b"CONNECT"])] == [400]

@@ -84,6 +84,9 @@ async def test_redirects_go_back_to_the_agent_untouched_and_unfollowed(
         b"HTTP/1.1 200 OK\r\nSet-Cookie: evil=1\x01\r\nContent-Length: 2\r\n\r\nok",
         b"HTTP/1.1 200 OK\r\nSet-Cookie: evil=1\x1b[2J\r\nContent-Length: 2\r\n\r\nok",
         b"HTTP/1.1 200 OK\r\nSet-Cookie: evil=1\x7f\r\nContent-Length: 2\r\n\r\nok",
+        # switching protocols nobody asked for, then a request smuggled in the "tunnel"
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\nSet-Cookie: evil=1\r\nContent-Length: 0\r\n\r\n",
         # not HTTP at all
         b"SSH-2.0-OpenSSH_9.6\r\n",
         b"HTTP/1.1 2000 OK\r\n\r\n",
