@@ -250,3 +250,21 @@ def test_exec_without_a_supervisor_fails_with_one_line(
     gw.ok("sandbox", "create", "--name", "box")
     error = gw.refused("sandbox", "exec", "--name", "box", "--", "true")
     assert "no supervisor picked the command up" in error
+
+
+def test_a_poller_that_went_away_does_not_swallow_the_next_exec(
+    gw: GatewayCli, boxes: tuple[SandboxSpec, SandboxSpec]
+) -> None:
+    a, _ = boxes
+    # A supervisor long-polls for exec requests and dies mid-poll (its connection closes).
+    with httpx.Client(timeout=0.3) as dying, pytest.raises(httpx.ReadTimeout):
+        dying.get(
+            f"{a.gateway_url}/api/v1/supervisor/sandboxes/{a.sandbox_id}/exec/next",
+            params={"timeout": 20},
+            headers={"Authorization": f"Bearer {a.supervisor_token}"},
+        )
+    time.sleep(1.0)  # the dead poll notices within one recheck slice
+    # Its replacement must receive the next command; the dead handler must not take it.
+    with _TestSupervisor(a):
+        result = gw.run("sandbox", "exec", "--name", "box-a", "--", "printf", "%s", "alive")
+    assert (result.exit_code, result.stdout) == (0, "alive")

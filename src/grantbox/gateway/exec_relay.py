@@ -9,6 +9,7 @@ restart, and the operator sees that as an error rather than a hang.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -72,6 +73,15 @@ class ExecRelay:
                 continue  # the operator gave up before pickup
             session.picked_up.set()
             return request
+
+    def return_request(self, request: ExecRequest) -> None:
+        """Put back a request whose poller disconnected before it could be delivered."""
+        session = self._sessions.get(request.exec_id)
+        if session is None or session.finished:
+            return
+        session.picked_up.clear()
+        with contextlib.suppress(asyncio.QueueFull):
+            self._queue(request.sandbox_id).put_nowait(request)
 
     def session_of(self, sandbox_id: str, exec_id: str) -> _Session | None:
         """The session only when it belongs to this sandbox."""

@@ -42,6 +42,9 @@ async def supervisor_config(
         remaining = deadline - loop.time()
         if not wait or config.revision != wait or remaining <= 0:
             return config.to_dict()
+        if await request.is_disconnected():
+            # The supervisor went away; don't hold a handler (and shutdown) for it.
+            return config.to_dict()
         await gateway.feed.wait(ticket, min(RECHECK_SECONDS, remaining))
 
 
@@ -98,12 +101,21 @@ async def supervisor_next_exec(
     own_sandbox(claims, sandbox_id)
     gateway = gateway_of(request)
     await to_thread.run_sync(gateway.sandboxes.config, sandbox_id)  # 404 once deleted
-    item = await gateway.relay.next_request(
-        sandbox_id, min(wait_seconds, gateway.settings.longpoll_max)
-    )
-    if item is None:
-        return Response(status_code=204)
-    return item.to_dict()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + min(wait_seconds, gateway.settings.longpoll_max)
+    # Wait in short slices so a poller that went away stops here instead of taking (and
+    # losing) the next request for its sandbox.
+    while (remaining := deadline - loop.time()) > 0:
+        if await request.is_disconnected():
+            break
+        item = await gateway.relay.next_request(sandbox_id, min(RECHECK_SECONDS, remaining))
+        if item is None:
+            continue
+        if await request.is_disconnected():
+            gateway.relay.return_request(item)
+            break
+        return item.to_dict()
+    return Response(status_code=204)
 
 
 @router.post("/sandboxes/{sandbox_id}/exec/{exec_id}/output")
