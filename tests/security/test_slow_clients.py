@@ -85,3 +85,29 @@ async def test_an_idle_kept_alive_connection_is_not_cut_by_the_head_deadline(
     assert first.startswith(b"HTTP/1.1 200")
     assert rest.startswith(b"HTTP/1.1 200")
     assert len(plain_upstream.requests) == 2
+
+
+@pytest.mark.usefixtures("short_deadlines")
+async def test_a_stalled_request_body_does_not_hold_the_upstream_connection(
+    plain_upstream: RecordingUpstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Head sent, body promised and never finished: after the idle timeout the proxy gives
+    up on the agent and closes the upstream connection it opened for it."""
+    monkeypatch.setattr(relay, "IDLE_TIMEOUT", 0.5)
+    port = plain_upstream.port
+    config = make_config(policy=[endpoint("alpha.localhost", port, allowed_ips=LOOPBACK)])
+    started = time.monotonic()
+    async with (
+        running_proxy(config, RecordingTokens(), tmp_path) as rp,
+        connection(rp.port) as (reader, writer),
+    ):
+        writer.write(
+            f"POST http://alpha.localhost:{port}/ HTTP/1.1\r\nHost: a\r\n"
+            "Content-Length: 10\r\n\r\nab".encode()
+        )
+        await writer.drain()
+        raw = await read_all(reader, timeout=5)
+    took = time.monotonic() - started
+    assert took < 4, took
+    assert plain_upstream.connections == 1 and plain_upstream.requests == []
+    assert raw == b"" or parse_replies(raw)[0].status >= 400

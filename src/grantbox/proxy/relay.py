@@ -371,7 +371,11 @@ class HttpRelay:
             except h11.RemoteProtocolError as exc:
                 raise _BadRequestBody(str(exc)) from exc
             if event is h11.NEED_DATA:
-                data = await self._client.recv()
+                try:
+                    # A body that stops arriving must not hold the upstream connection.
+                    data = await asyncio.wait_for(self._client.recv(), IDLE_TIMEOUT)
+                except TimeoutError:
+                    raise _ClientGone("agent stalled during the request body") from None
                 if not data:
                     raise _ClientGone("agent closed during the request body")
                 down.receive_data(data)
