@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from grantbox.profiles import EffectiveConfig, TlsMode
 from grantbox.proxy import Decision, ErrorCode, authorize, path_problem
-from grantbox.proxy.decision import Scheme
+from grantbox.proxy.decision import Scheme, method_override_problem
 from tests.support.proxy_harness import endpoint, grant_profile, make_config
 
 
@@ -167,6 +167,13 @@ def test_cleartext_gets_a_token_only_for_loopback_or_in_cluster_hosts() -> None:
         "/a/.%2E/b",
         "/..",
         "/a\\b",
+        "/a/..;/b",
+        "/a/..;jsessionid=1/b",
+        "/a/.;/b",
+        "/a/%2e%2e;x/b",
+        "/a/%252e%252e/b",
+        "/a%252fb",
+        "/a%25252Fb",
     ],
 )
 def test_encoded_separators_and_dot_segments_are_refused(path: str) -> None:
@@ -176,7 +183,9 @@ def test_encoded_separators_and_dot_segments_are_refused(path: str) -> None:
     assert path_problem(path) is not None
 
 
-@given(st.lists(st.sampled_from(["a", "b", "%41", "x.y", "...", "a..b"]), max_size=6))
+@given(
+    st.lists(st.sampled_from(["a", "b", "%41", "x.y", "...", "a..b", "a;v=1", "..x;"]), max_size=6)
+)
 def test_ordinary_paths_pass(segments: list[str]) -> None:
     assert path_problem("/" + "/".join(segments)) is None
 
@@ -250,3 +259,23 @@ def test_decisions_agree_with_the_shared_matchers(
         assert decision.code is ErrorCode.CLEARTEXT_CREDENTIAL_REFUSED
     else:
         assert decision.allowed and decision.binding == expected
+
+
+def test_method_override_is_refused_only_where_methods_are_restricted() -> None:
+    config = make_config(
+        policy=[
+            endpoint("ro.example", 443, protocol="rest", access="read-only"),
+            endpoint("full.example", 443, protocol="rest", access="full"),
+            endpoint("any.example", 443),
+            endpoint("star.example", 443, protocol="rest", rules=[{"method": "*", "path": "/**"}]),
+            endpoint("get.example", 443, protocol="rest", rules=[{"method": "GET", "path": "/**"}]),
+        ]
+    )
+    endpoints = {e.host: e for _, e in config.endpoints()}
+    for host in ("ro.example", "get.example"):
+        assert method_override_problem(endpoints[host], ["X-HTTP-Method-Override"], "/") is not None
+        assert method_override_problem(endpoints[host], [], "/x?_method=DELETE") is not None
+        assert method_override_problem(endpoints[host], [], "/x?a=1&%5Fmethod=PUT") is not None
+        assert method_override_problem(endpoints[host], ["X-Other"], "/x?method=1") is None
+    for host in ("full.example", "any.example", "star.example"):
+        assert method_override_problem(endpoints[host], ["X-HTTP-Method"], "/?_method=x") is None

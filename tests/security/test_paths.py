@@ -158,3 +158,56 @@ async def test_an_overlong_path_is_431_and_a_long_one_still_works(
     assert [r.status for r in parse_replies(long_ok)] == [200]
     assert [r.status for r in parse_replies(too_long)] == [431]
     assert len(plain_upstream.requests) == 1
+
+
+METHOD_OVERRIDES = [
+    ("GET", "X-HTTP-Method-Override: DELETE\r\n", ""),
+    ("GET", "x-http-method: DELETE\r\n", ""),
+    ("GET", "X-Method-Override: PUT\r\n", ""),
+    ("GET", "", "?_method=DELETE"),
+    ("GET", "", "?a=1&_METHOD=delete"),
+]
+
+
+@pytest.mark.parametrize(("method", "header", "query"), METHOD_OVERRIDES)
+async def test_method_override_cannot_bypass_a_read_only_endpoint(
+    method: str, header: str, query: str, plain_upstream: RecordingUpstream, tmp_path: Path
+) -> None:
+    """Frameworks that honour X-HTTP-Method-Override or ``_method`` would run a DELETE that
+    the policy (read-only) refuses - with the endpoint's token attached."""
+    port = plain_upstream.port
+    profile = grant_profile(
+        "alpha",
+        [
+            endpoint(
+                "alpha.localhost", port, allowed_ips=LOOPBACK, protocol="rest", access="read-only"
+            )
+        ],
+    )
+    tokens = RecordingTokens(token="granted")
+    async with running_proxy(make_config(providers=[("alpha", profile)]), tokens, tmp_path) as rp:
+        raw = await send_raw(
+            rp.port,
+            f"{method} http://alpha.localhost:{port}/items{query} HTTP/1.1\r\nHost: a\r\n"
+            f"{header}\r\n".encode(),
+        )
+    (reply,) = parse_replies(raw)
+    assert (reply.status, reply.json()["error"]) == (403, "policy_denied")
+    assert plain_upstream.connections == 0 and tokens.asked == []
+
+
+async def test_method_override_is_left_alone_where_every_method_is_allowed(
+    plain_upstream: RecordingUpstream, tmp_path: Path
+) -> None:
+    port = plain_upstream.port
+    profile = grant_profile("alpha", [endpoint("alpha.localhost", port, allowed_ips=LOOPBACK)])
+    async with running_proxy(
+        make_config(providers=[("alpha", profile)]), RecordingTokens(), tmp_path
+    ) as rp:
+        raw = await send_raw(
+            rp.port,
+            f"POST http://alpha.localhost:{port}/items?_method=DELETE HTTP/1.1\r\nHost: a\r\n"
+            "X-HTTP-Method-Override: DELETE\r\nContent-Length: 0\r\n"
+            "Connection: close\r\n\r\n".encode(),
+        )
+    assert [r.status for r in parse_replies(raw)] == [200]

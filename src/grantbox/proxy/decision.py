@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
+from urllib.parse import unquote_plus
 
 from grantbox.profiles import (
     Access,
@@ -43,6 +44,13 @@ ACCESS_METHODS: dict[Access, frozenset[str] | None] = {
     Access.READ_WRITE: frozenset({"GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH"}),
     Access.FULL: None,  # every method
 }
+
+# Headers and the query parameter with which many web frameworks (Rails, Laravel, Express's
+# method-override, Google APIs…) let a request say it is really another method.
+METHOD_OVERRIDE_HEADERS = frozenset(
+    {"x-http-method-override", "x-http-method", "x-method-override"}
+)
+_METHOD_PARAMETER = "_method"
 
 _ENCODED_SEPARATOR = re.compile(r"%(2f|5c)", re.IGNORECASE)
 _ENCODED_DOT = re.compile(r"%2e", re.IGNORECASE)
@@ -116,6 +124,35 @@ def cleartext_address_problem(host: str, addresses: Sequence[IPAddress]) -> str 
     return None
 
 
+def _restricts_methods(endpoint: Endpoint) -> bool:
+    if endpoint.protocol is None:
+        return False
+    if endpoint.access is not None:
+        return ACCESS_METHODS[endpoint.access] is not None
+    return any(rule.method != "*" for rule in endpoint.rules)
+
+
+def method_override_problem(
+    endpoint: Endpoint, header_names: Iterable[str], target: str
+) -> str | None:
+    """Why a request that asks to be treated as another method is refused.
+
+    Only where the endpoint restricts methods: there an override header or ``_method``
+    query parameter would let the upstream run a method the policy refused. (A ``_method``
+    field inside a form body cannot be seen here; see tests/security/README.md.)
+    """
+    if not _restricts_methods(endpoint):
+        return None
+    for name in header_names:
+        if name.lower() in METHOD_OVERRIDE_HEADERS:
+            return f"{name} on an endpoint that restricts methods"
+    query = target.split("#", 1)[0].partition("?")[2]
+    for field in query.split("&"):
+        if unquote_plus(field.split("=", 1)[0]).lower() == _METHOD_PARAMETER:
+            return "_method query parameter on an endpoint that restricts methods"
+    return None
+
+
 def _rules_admit(endpoint: Endpoint, method: str, path: str) -> bool:
     if endpoint.protocol is None:
         return True
@@ -160,12 +197,15 @@ def authorize(
     port: int,
     path: str | None,
     scheme: Scheme,
+    header_names: Iterable[str] = (),
 ) -> Decision:
     """Admit or refuse one request.
 
     ``path`` is ``None`` for CONNECT (the tunnel is admitted by host and port; each request
     inside it is decided again). ``scheme`` is how the proxy will speak to the upstream:
     ``http`` means cleartext, where a token may go only to loopback or in-cluster hosts.
+    ``header_names`` are the request's header names (method-override headers are refused
+    where an endpoint restricts methods).
     """
     candidates = _host_port_candidates(config, host, port)
     if not candidates:
@@ -196,6 +236,11 @@ def authorize(
         chosen, audit_denial = audited, detail
 
     entry, endpoint = chosen
+    override = method_override_problem(endpoint, header_names, path)
+    if override is not None:
+        if endpoint.enforcement is not Enforcement.AUDIT:
+            return Decision(False, ErrorCode.POLICY_DENIED, override, entry=entry)
+        audit_denial = audit_denial or override
     binding = None
     if endpoint.tls is not TlsMode.SKIP:
         binding = config.bindings.select(host, port, target)

@@ -175,6 +175,7 @@ class HttpRelay:
             port=target.port,
             path=target.target,
             scheme=target.scheme,
+            header_names=(f.name.decode("ascii") for f in head.fields),
         )
         # Events show the agent's headers with credentials (and the binding's header, in
         # whatever form the agent sent it) redacted.
