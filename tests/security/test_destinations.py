@@ -23,6 +23,7 @@ from tests.support.proxy_harness import (
     make_config,
     running_proxy,
 )
+from tests.support.proxy_upstream import running_upstream
 
 # A policy that admits any host on port 80: only address validation stands in the way.
 ANY_HOST = [endpoint("*", 80), endpoint("*.*", 80), endpoint("*.*.*.*", 80)]
@@ -146,3 +147,29 @@ def test_cleartext_address_problem(host: str, address: str, refused: bool) -> No
 
     problem = cleartext_address_problem(host, (ipaddress.ip_address(address),))
     assert (problem is not None) is refused
+
+
+async def test_an_ipv6_literal_endpoint_works_and_gets_its_token_only_there(
+    tmp_path: Path,
+) -> None:
+    """The positive case, so the refusals above are not a broken IPv6 path: ``[::1]`` listed
+    in ``allowed_ips`` is dialled, its binding injected, and the upstream told ``[::1]:P``;
+    the same port on 127.0.0.1 (another host to the policy) gets nothing."""
+    async with running_upstream(host="::1") as upstream:
+        port = upstream.port
+        profile = grant_profile("v6", [endpoint("::1", port, allowed_ips=["::1/128"])])
+        tokens = RecordingTokens(token="granted")
+        async with running_proxy(make_config(providers=[("v6", profile)]), tokens, tmp_path) as rp:
+            ok = await send_raw(
+                rp.port,
+                f"GET http://[::1]:{port}/ HTTP/1.1\r\nHost: x\r\n"
+                "Connection: close\r\n\r\n".encode(),
+            )
+            other = await send_raw(
+                rp.port, f"GET http://127.0.0.1:{port}/ HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+            )
+    assert [r.status for r in parse_replies(ok)] == [200]
+    assert [r.status for r in parse_replies(other)] == [403]
+    (seen,) = upstream.requests
+    assert seen.header("host") == [f"[::1]:{port}"]
+    assert seen.header("authorization") == ["Bearer granted"]
