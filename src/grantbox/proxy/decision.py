@@ -51,6 +51,8 @@ METHOD_OVERRIDE_HEADERS = frozenset(
     {"x-http-method-override", "x-http-method", "x-method-override"}
 )
 _METHOD_PARAMETER = "_method"
+# Methods whose answer echoes the request, headers included: never given a token.
+ECHOING_METHODS = frozenset({"TRACE", "TRACK"})
 
 _ENCODED_SEPARATOR = re.compile(r"%(2f|5c)", re.IGNORECASE)
 _ENCODED_DOT = re.compile(r"%2e", re.IGNORECASE)
@@ -244,6 +246,13 @@ def authorize(
     binding = None
     if endpoint.tls is not TlsMode.SKIP:
         binding = config.bindings.select(host, port, target)
+    if binding is not None and method.upper() in ECHOING_METHODS:
+        return Decision(
+            False,
+            ErrorCode.POLICY_DENIED,
+            f"{method} would echo the credential of binding {binding.id}",
+            entry=entry,
+        )
     if binding is not None and scheme == "http" and not cleartext_allowed(host):
         return Decision(
             False,
