@@ -36,6 +36,15 @@ ip = ipaddress.ip_address
         ("255.255.255.255", ["0.0.0.0/0"], True),
         ("10.1.2.3", ["10.0.0.0/8"], False),
         ("10.1.2.3", ["192.168.0.0/16"], True),
+        # "any address" does not list loopback: only a loopback network does
+        ("127.0.0.1", ["0.0.0.0/0"], True),
+        ("127.0.0.1", ["64.0.0.0/2"], True),
+        ("::1", ["::/0"], True),
+        ("::ffff:127.0.0.1", ["0.0.0.0/0"], True),
+        ("127.0.0.5", ["127.0.0.0/8"], False),
+        ("127.0.0.1", ["0.0.0.0/0", "127.0.0.1/32"], False),
+        ("::1", ["::1/128"], False),
+        ("93.184.216.34", ["0.0.0.0/0"], False),
     ],
 )
 def test_address_problem(address: str, allowed_ips: list[str], refused: bool) -> None:

@@ -173,3 +173,18 @@ async def test_an_ipv6_literal_endpoint_works_and_gets_its_token_only_there(
     (seen,) = upstream.requests
     assert seen.header("host") == [f"[::1]:{port}"]
     assert seen.header("authorization") == ["Bearer granted"]
+
+
+async def test_allowing_any_address_does_not_open_the_hosts_loopback(tmp_path: Path) -> None:
+    """``allowed_ips: [0.0.0.0/0, ::/0]`` reads as "anywhere"; the proxy still refuses the
+    host's own loopback services (gateway, identity agent, other sandboxes' proxies)."""
+    config = make_config(
+        policy=[endpoint(p, 80, allowed_ips=["0.0.0.0/0", "::/0"]) for p in ("*", "*.*.*.*")]
+    )
+    async with running_proxy(config, RecordingTokens(), tmp_path) as rp:
+        for host in ("127.0.0.1", "[::1]", "localhost", "2130706433"):
+            raw = await send_raw(
+                rp.port, f"GET http://{host}/ HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+            )
+            (reply,) = parse_replies(raw)
+            assert (reply.status, reply.json()["error"]) == (403, "ssrf_denied"), host

@@ -100,13 +100,19 @@ def address_problem(address: IPAddress, allowed_ips: Sequence[str]) -> str | Non
     if refused is not None:
         return refused
     address = _canonical(address)
-    networks = parse_allowed_ips(allowed_ips)
-    listed = any(address.version == n.version and address in n for n in networks)
-    if networks and not listed:
+    networks = [n for n in parse_allowed_ips(allowed_ips) if n.version == address.version]
+    containing = [n for n in networks if address in n]
+    if allowed_ips and not containing:
         return f"{address} is not in the endpoint's allowed_ips"
-    if address.is_loopback and not listed:
+    # Loopback must be listed as loopback: "0.0.0.0/0" means any address, not the host's own
+    # services.
+    if address.is_loopback and not any(_is_loopback_network(n) for n in containing):
         return f"{address} is loopback and the endpoint does not list it in allowed_ips"
     return None
+
+
+def _is_loopback_network(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
+    return network.network_address.is_loopback and network.broadcast_address.is_loopback
 
 
 def validate_addresses(
