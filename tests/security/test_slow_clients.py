@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from grantbox.proxy import context, relay
-from tests.support.proxy_clients import connection, parse_replies, read_all
+from tests.support.proxy_clients import connection, parse_replies, read_all, send_raw
 from tests.support.proxy_harness import RecordingTokens, endpoint, make_config, running_proxy
 from tests.support.proxy_upstream import RecordingUpstream
 
@@ -111,3 +111,27 @@ async def test_a_stalled_request_body_does_not_hold_the_upstream_connection(
     assert took < 4, took
     assert plain_upstream.connections == 1 and plain_upstream.requests == []
     assert raw == b"" or parse_replies(raw)[0].status >= 400
+
+
+async def test_a_flood_of_empty_lines_before_a_request_is_ignored_in_bulk(
+    plain_upstream: RecordingUpstream, tmp_path: Path
+) -> None:
+    """RFC 9112 §2.2 lets a server skip empty lines before a request line. They are skipped
+    in one step per read (not a CRLF at a time, which made 64 MiB of CRLFs cost ~10 s of
+    proxy CPU), and what follows them is still parsed strictly."""
+    port = plain_upstream.port
+    config = make_config(policy=[endpoint("alpha.localhost", port, allowed_ips=LOOPBACK)])
+    request = f"GET http://alpha.localhost:{port}/ HTTP/1.1\r\nHost: a\r\n".encode()
+    async with (
+        running_proxy(config, RecordingTokens(), tmp_path) as rp,
+        connection(rp.port) as (reader, writer),
+    ):
+        for _ in range(16):
+            writer.write(b"\r\n" * 65536)
+            await writer.drain()
+        writer.write(request + b"\r\n" + b"\r\n\r\n" + request + b"Connection: close\r\n\r\n")
+        raw = await read_all(reader, timeout=30)
+        bare_lf = await send_raw(rp.port, b"\n" + request + b"\r\n")
+    assert [r.status for r in parse_replies(raw)] == [200, 200]
+    assert len(plain_upstream.requests) == 2
+    assert [r.status for r in parse_replies(bare_lf)] == [400]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import re
 from dataclasses import dataclass
 
 import h11
@@ -36,6 +37,8 @@ from .rewrite import downstream_response_headers, redact, upstream_request_heade
 from .streams import READ_SIZE, ByteStream, SocketStream
 from .targets import RequestTarget, Tunnel, request_target
 from .tokens import InjectionError, credential_header, grant_failure_reason
+
+_LEADING_EMPTY_LINES = re.compile(rb"(?:\r\n)+")
 
 
 @dataclass(slots=True)
@@ -138,8 +141,11 @@ class HttpRelay:
         try:
             async with asyncio.timeout(IDLE_TIMEOUT) as deadline:
                 while True:
-                    while self._buffer[:2] == b"\r\n":  # RFC 9112 §2.2: ignore leading CRLF
-                        del self._buffer[:2]
+                    # RFC 9112 §2.2: ignore empty lines before a request line - all of
+                    # them in one step, so a flood of CRLFs costs no more than any bytes.
+                    empty = _LEADING_EMPTY_LINES.match(self._buffer)
+                    if empty is not None:
+                        del self._buffer[: empty.end()]
                     if self._buffer and not head_started:
                         head_started = True
                         when = min(deadline.when() or math.inf, loop.time() + HEAD_TIMEOUT)
