@@ -104,8 +104,9 @@ def test_the_pod_capabilities_are_enough(hidden: Path, container_like: bool) -> 
     [
         ("SYS_ADMIN", "network", "unshare: Operation not permitted"),  # no namespaces
         ("NET_ADMIN", "network", "Operation not permitted"),  # lo stays down
-        ("SETUID", "agent", "cannot run /bin/sh: Operation not permitted"),  # no drop to 65534
-        ("SETGID", "agent", "cannot run /bin/sh: Operation not permitted"),
+        # no drop to 65534: preparing the agent (setgroups/setresgid/setresuid) fails
+        ("SETUID", "agent", "cannot prepare the agent: [Errno 1] Operation not permitted"),
+        ("SETGID", "agent", "cannot prepare the agent: [Errno 1] Operation not permitted"),
     ],
 )
 def test_each_namespace_capability_is_needed(
