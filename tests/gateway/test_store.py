@@ -293,6 +293,19 @@ def test_logs_keep_the_newest_lines_of_each_sandbox(replicas: tuple[Replica, Rep
     assert len(a.sandboxes.logs("two", 0, 100)) == 3
 
 
+def test_events_keep_the_newest_of_each_sandbox(replicas: tuple[Replica, Replica]) -> None:
+    a, _ = replicas
+    a.sandboxes.log_retention = 4
+    a.sandboxes.create("one", [], None, [])
+    a.sandboxes.create("two", [], None, [])
+    one, two = a.sandboxes.get("one").id, a.sandboxes.get("two").id
+    a.sandboxes.append_events(two, [{"kind": "http", "n": i} for i in range(2)])
+    for i in range(10):
+        a.sandboxes.append_events(one, [{"kind": "http", "n": i}])
+    assert [e["data"]["n"] for e in a.sandboxes.events("one", 0, 100)] == [6, 7, 8, 9]
+    assert len(a.sandboxes.events("two", 0, 100)) == 2
+
+
 def test_stores_opened_together_migrate_once(db_url: str) -> None:
     with ThreadPoolExecutor(3) as pool:
         stores = list(pool.map(lambda _: Store.open(db_url), range(3)))

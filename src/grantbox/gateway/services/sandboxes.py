@@ -105,6 +105,22 @@ def parse_policy(data: Mapping[str, Any] | None) -> SandboxPolicy | None:
     return policy
 
 
+def _keep_newest(
+    session: Session, model: type[LogRow] | type[EventRow], sandbox_id: str, keep: int
+) -> None:
+    """Delete all but the newest ``keep`` rows of one sandbox's logs or events."""
+    session.flush()
+    cutoff = session.scalar(
+        select(model.seq)
+        .where(model.sandbox_id == sandbox_id)
+        .order_by(model.seq.desc())
+        .offset(keep)
+        .limit(1)
+    )
+    if cutoff is not None:
+        session.execute(delete(model).where(model.sandbox_id == sandbox_id, model.seq <= cutoff))
+
+
 class SandboxService:
     def __init__(
         self, store: Store, catalog: Catalog, feed: ChangeFeed, stale_after: float
@@ -332,18 +348,7 @@ class SandboxService:
                         message=str(line.get("message", ""))[:MAX_LOG_MESSAGE],
                     )
                 )
-            session.flush()
-            cutoff = session.scalar(
-                select(LogRow.seq)
-                .where(LogRow.sandbox_id == sandbox_id)
-                .order_by(LogRow.seq.desc())
-                .offset(self.log_retention)
-                .limit(1)
-            )
-            if cutoff is not None:
-                session.execute(
-                    delete(LogRow).where(LogRow.sandbox_id == sandbox_id, LogRow.seq <= cutoff)
-                )
+            _keep_newest(session, LogRow, sandbox_id, self.log_retention)
         return len(lines)
 
     def append_events(self, sandbox_id: str, events: Sequence[Mapping[str, Any]]) -> int:
@@ -361,6 +366,8 @@ class SandboxService:
                         data=json.dumps(item, sort_keys=True, default=str)[:MAX_LOG_MESSAGE],
                     )
                 )
+            # Every proxied request yields events: keep them bounded like the logs.
+            _keep_newest(session, EventRow, sandbox_id, self.log_retention)
         return len(events)
 
     def logs(self, name: str, since: int, limit: int) -> list[dict[str, Any]]:
