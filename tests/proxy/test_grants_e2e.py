@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import socket
-import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from grantbox.grants import GrantEngine
 from grantbox.identity import IdentityAgent, WorkloadIdentityClient
+from tests.support.identity_agent import running_agent
 from tests.support.proxy_clients import curl
 from tests.support.proxy_harness import endpoint, grant_profile, make_config, running_proxy
 from tests.support.proxy_upstream import RecordingUpstream
@@ -26,16 +26,9 @@ TRUST_DOMAIN = "example.org"
 
 
 @pytest.fixture
-async def agent() -> AsyncIterator[IdentityAgent]:
-    with tempfile.TemporaryDirectory(prefix="gbx-px-") as short:
-        running = IdentityAgent(
-            socket_dir=Path(short) / "sockets",
-            state_dir=Path(short) / "state",
-            trust_domain=TRUST_DOMAIN,
-            oidc_listen=("127.0.0.1", 0),
-        )
-        async with running:
-            yield running
+async def agent(tmp_path: Path) -> AsyncIterator[IdentityAgent]:
+    async with running_agent(tmp_path, trust_domain=TRUST_DOMAIN, oidc=True) as running:
+        yield running
 
 
 @pytest.fixture
