@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from grantbox.gateway import DriverError
-from grantbox.gateway.kubernetes_driver import (
+from grantbox.drivers import DriverError
+from grantbox.drivers.kubernetes import (
     SANDBOX_CAPABILITIES,
     KubernetesDriverConfig,
     pod_manifest,

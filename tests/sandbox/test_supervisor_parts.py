@@ -8,17 +8,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from grantbox.gateway.drivers import DriverState, SandboxSpec
-from grantbox.sandbox.hiding import HidingRefused
-from grantbox.sandbox.local_driver import (
+from grantbox.drivers import DriverState, SandboxSpec
+from grantbox.drivers.local import (
     LocalDriverSettings,
     exit_status,
     last_error_line,
     supervisor_argv,
 )
-from grantbox.sandbox.outbox import Outbox
+from grantbox.sandbox.hiding import HidingRefused
 from grantbox.sandbox.preflight import rootless_blockers
-from grantbox.sandbox.supervisor import Supervisor, SupervisorOptions, backoff
+from grantbox.supervisor.outbox import Outbox
+from grantbox.supervisor.runtime import Supervisor, SupervisorOptions, backoff
 
 
 def test_backoff_grows_then_caps() -> None:

@@ -20,11 +20,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from grantbox.gateway.drivers import DriverError, DriverState, DriverStatus, SandboxSpec
+from grantbox.drivers.protocol import DriverError, DriverState, DriverStatus, SandboxSpec
 from grantbox.gateway.secret_files import write_private
 from grantbox.identity import AdminError, add_workload_remote, remove_workload_remote
 
-log = logging.getLogger("grantbox.sandbox.local_driver")
+log = logging.getLogger("grantbox.drivers.local")
 
 STOP_GRACE = 10.0
 TOKEN_FILE = "supervisor-token"  # noqa: S105 - a file name
@@ -102,7 +102,7 @@ class _Sandbox:
 
 
 class LocalDriver:
-    """Implements :class:`grantbox.gateway.ComputeDriver` with local processes."""
+    """Implements :class:`grantbox.drivers.ComputeDriver` with local processes."""
 
     def __init__(self, settings: LocalDriverSettings) -> None:
         self.settings = settings

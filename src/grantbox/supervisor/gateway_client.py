@@ -17,9 +17,8 @@ from typing import Any
 import httpx
 import jwt
 
+from grantbox.gateway.secret_files import write_private
 from grantbox.profiles import EffectiveConfig
-
-from .secret_files import write_private
 
 RENEW_WHEN_LEFT = 1 / 3
 
