@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from grantbox.drivers.protocol import DriverError, DriverState, DriverStatus, SandboxSpec
-from grantbox.gateway.secret_files import write_private
 from grantbox.identity import AdminError, add_workload_remote, remove_workload_remote
 
 log = logging.getLogger("grantbox.drivers.local")
@@ -66,6 +65,15 @@ def supervisor_argv(
     if spec.command:
         argv += ["--", *spec.command]
     return argv
+
+
+def _create_private(path: Path, data: bytes) -> None:
+    """Create a new 0600 file (never follow or reuse an existing one)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
 
 
 def last_error_line(path: Path, limit: int = 16384) -> str:
@@ -145,7 +153,7 @@ class LocalDriver:
         self._sandboxes[spec.sandbox_id] = entry
         try:
             token_file = directory / TOKEN_FILE
-            write_private(token_file, (spec.supervisor_token + "\n").encode())
+            _create_private(token_file, (spec.supervisor_token + "\n").encode())
             socket = await add_workload_remote(
                 self.settings.identity_admin_socket,
                 workload,
