@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from grantbox.drivers.invocation import SupervisorInvocation
 from grantbox.drivers.protocol import DriverError, DriverState, DriverStatus, SandboxSpec
 from grantbox.identity import AdminError, add_workload_remote, remove_workload_remote
 
@@ -48,23 +49,23 @@ class LocalDriverSettings:
     proxy_port: int = 3128
 
 
-def supervisor_argv(
+def supervisor_invocation(
     settings: LocalDriverSettings, spec: SandboxSpec, token_file: Path, identity_socket: Path
-) -> list[str]:
+) -> SupervisorInvocation:
     """The supervisor's command line (no secrets: the token is in a 0600 file)."""
-    argv = [*supervisor_command(), "supervisor", "run", "--gateway", spec.gateway_url]
-    argv += ["--sandbox-id", spec.sandbox_id, "--token-file", str(token_file)]
-    argv += ["--identity-socket", f"unix://{identity_socket}", "--parent-pid", str(os.getpid())]
-    argv += ["--proxy-port", str(settings.proxy_port)]
-    for directory in settings.hide:
-        argv += ["--hide", directory]
-    for item in settings.resolve:
-        argv += ["--resolve", item]
-    if settings.upstream_ca_file is not None:
-        argv += ["--upstream-ca", str(settings.upstream_ca_file)]
-    if spec.command:
-        argv += ["--", *spec.command]
-    return argv
+    upstream_ca = settings.upstream_ca_file
+    return SupervisorInvocation(
+        gateway_url=spec.gateway_url,
+        sandbox_id=spec.sandbox_id,
+        token_file=str(token_file),
+        identity_socket=str(identity_socket),
+        command=spec.command,
+        proxy_port=settings.proxy_port,
+        parent_pid=os.getpid(),
+        hide=settings.hide,
+        resolve=settings.resolve,
+        upstream_ca_file=None if upstream_ca is None else str(upstream_ca),
+    )
 
 
 def _create_private(path: Path, data: bytes) -> None:
@@ -160,14 +161,15 @@ class LocalDriver:
                 spec.spiffe_path,
                 uids=[os.geteuid()],
             )
+            invocation = supervisor_invocation(self.settings, spec, token_file, socket)
             log_fd = os.open(directory / LOG_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             try:
                 entry.process = await asyncio.create_subprocess_exec(
-                    *supervisor_argv(self.settings, spec, token_file, socket),
+                    *invocation.argv(supervisor_command()),
                     stdin=asyncio.subprocess.DEVNULL,
                     stdout=log_fd,
                     stderr=log_fd,
-                    env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"},
+                    env=invocation.environment(path=os.environ.get("PATH", "/usr/bin:/bin")),
                     start_new_session=True,
                 )
             finally:

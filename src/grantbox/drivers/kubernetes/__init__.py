@@ -25,7 +25,6 @@ from .manifests import (
 )
 from .names import (
     DEFAULT_SOCKET_PATH,
-    ENDPOINT_ENV,
     MANAGED_BY_LABEL,
     MANAGED_BY_VALUE,
     NAME_PREFIX,
@@ -48,7 +47,6 @@ register_driver("kubernetes", KubernetesDriver.from_env)
 
 __all__ = [
     "DEFAULT_SOCKET_PATH",
-    "ENDPOINT_ENV",
     "MANAGED_BY_LABEL",
     "MANAGED_BY_VALUE",
     "NAME_PREFIX",

@@ -13,11 +13,11 @@ import base64
 import posixpath
 from typing import Any
 
+from grantbox.drivers.invocation import SUBCOMMAND, SupervisorInvocation
 from grantbox.drivers.protocol import DriverError, SandboxSpec
 
 from .config import KubernetesDriverConfig, gateway_url_problem
 from .names import (
-    ENDPOINT_ENV,
     MANAGED_BY_LABEL,
     MANAGED_BY_VALUE,
     SANDBOX_ID_KEY,
@@ -84,21 +84,22 @@ def pod_gateway_url(spec: SandboxSpec, config: KubernetesDriverConfig) -> str:
     return url.rstrip("/")
 
 
+def supervisor_invocation(
+    spec: SandboxSpec, config: KubernetesDriverConfig
+) -> SupervisorInvocation:
+    """The pod's supervisor: the token from the Secret volume, the socket from the CSI one."""
+    return SupervisorInvocation(
+        gateway_url=pod_gateway_url(spec, config),
+        sandbox_id=spec.sandbox_id,
+        token_file=posixpath.join(TOKEN_DIR, TOKEN_KEY),
+        identity_socket=config.socket_path,
+        command=spec.command,
+    )
+
+
 def supervisor_args(spec: SandboxSpec, config: KubernetesDriverConfig) -> list[str]:
     """``grantbox supervisor run`` options, then ``--`` and the agent command."""
-    args = [
-        "--gateway",
-        pod_gateway_url(spec, config),
-        "--sandbox-id",
-        spec.sandbox_id,
-        "--token-file",
-        posixpath.join(TOKEN_DIR, TOKEN_KEY),
-        "--identity-socket",
-        "unix://" + config.socket_path,
-    ]
-    if spec.command:
-        args += ["--", *spec.command]
-    return args
+    return supervisor_invocation(spec, config).args()
 
 
 def _security_context(config: KubernetesDriverConfig) -> dict[str, Any]:
@@ -131,13 +132,15 @@ def _identity_volume(config: KubernetesDriverConfig) -> dict[str, Any]:
 def pod_manifest(spec: SandboxSpec, config: KubernetesDriverConfig) -> dict[str, Any]:
     """The sandbox Pod: one supervisor container, the token file and the identity socket."""
     name = resource_name(spec.sandbox_id)
+    invocation = supervisor_invocation(spec, config)
+    environment = invocation.environment()  # PATH comes from the image
     container: dict[str, Any] = {
         "name": SUPERVISOR_CONTAINER,
         "image": config.image,
         "imagePullPolicy": config.image_pull_policy,
-        "command": ["grantbox", "supervisor", "run"],
-        "args": supervisor_args(spec, config),
-        "env": [{"name": ENDPOINT_ENV, "value": "unix://" + config.socket_path}],
+        "command": ["grantbox", *SUBCOMMAND],
+        "args": invocation.args(),
+        "env": [{"name": key, "value": value} for key, value in sorted(environment.items())],
         "volumeMounts": [
             {"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": True},
             {"name": SPIFFE_VOLUME, "mountPath": config.socket_directory, "readOnly": True},

@@ -25,7 +25,6 @@ SPIFFE_CSI_DRIVER = "csi.spiffe.io"
 SPIFFE_VOLUME = "spiffe-workload-api"
 TOKEN_VOLUME = "supervisor-token"  # noqa: S105 (a volume name)
 DEFAULT_SOCKET_PATH = "/spiffe-workload-api/spire-agent.sock"
-ENDPOINT_ENV = "SPIFFE_ENDPOINT_SOCKET"
 
 _SANDBOX_ID = re.compile(r"[a-z0-9]([-a-z0-9]{0,44}[a-z0-9])?")
 _LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?")
