@@ -9,7 +9,6 @@ from grantbox.drivers.protocol import register_driver
 
 from .client import KubernetesDriver
 from .config import (
-    SHARED_DIRECTORIES,
     KubernetesConfigError,
     KubernetesDriverConfig,
     gateway_url_problem,
@@ -53,7 +52,6 @@ __all__ = [
     "SANDBOX_CAPABILITIES",
     "SANDBOX_ID_KEY",
     "SANDBOX_NAME_KEY",
-    "SHARED_DIRECTORIES",
     "SPIFFE_CSI_DRIVER",
     "SPIFFE_VOLUME",
     "SUPERVISOR_CONTAINER",

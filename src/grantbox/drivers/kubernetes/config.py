@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from grantbox.drivers.protocol import DriverError
+from grantbox.sandbox.hiding import shadow_problem
 
 from .names import (
     DEFAULT_SOCKET_PATH,
@@ -24,18 +25,6 @@ from .names import (
     is_label_value,
 )
 
-# Directories whose children every program relies on: a socket directly inside one of them
-# would make the supervisor hide the whole directory from the agent.
-_TEMPORARY = ("/tmp", "/var/tmp")  # noqa: S108 (refused as socket directories, never used)
-SHARED_DIRECTORIES = frozenset(
-    {
-        "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/media", "/mnt",
-        "/opt", "/proc", "/root", "/run", "/sbin", "/srv", "/sys", "/usr", "/usr/bin",
-        "/usr/lib", "/usr/local", "/usr/local/bin", "/usr/sbin", "/usr/share", "/var",
-        "/var/lib", "/var/log", "/var/run", *_TEMPORARY,
-    }
-)  # fmt: skip
-_KERNEL_TREES = ("/proc/", "/sys/", "/dev/")
 MAX_SOCKET_PATH = 107  # sun_path is 108 bytes including the terminating NUL
 
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
@@ -71,7 +60,8 @@ def socket_path_problem(path: str) -> str | None:
             f"socket path {path!r} sits directly under /; put it in a dedicated directory "
             "such as /spiffe-workload-api/"
         )
-    if directory in SHARED_DIRECTORIES or (directory + "/").startswith(_KERNEL_TREES):
+    if shadow_problem(directory) is not None:
+        # The one hiding policy every driver uses (grantbox.sandbox.hiding).
         return (
             f"socket directory {directory} is shared with the rest of the system; the CSI "
             "volume is mounted over it and hidden from the agent, so use a dedicated "
