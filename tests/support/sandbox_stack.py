@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from grantbox.gateway import GatewayServer
-from grantbox.identity import IdentityAgent
+from grantbox.identity_agent import IdentityAgent
 from grantbox.sandbox import LocalDriver, LocalDriverSettings
 from tests.support.gateway_server import GatewayCli, gateway_settings
 from tests.support.identity_agent import running_agent

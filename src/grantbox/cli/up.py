@@ -20,7 +20,7 @@ import platformdirs
 
 from grantbox.gateway import GatewayServer, GatewaySettings
 from grantbox.gateway.settings import DEFAULT_LISTEN, parse_listen
-from grantbox.identity import IdentityAgent
+from grantbox.identity_agent import IdentityAgent
 from grantbox.sandbox import LocalDriver, LocalDriverSettings, isolation_problem, shadow_problem
 
 from .output import fail

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from grantbox.gateway.drivers import DriverError, DriverState, DriverStatus, SandboxSpec
 from grantbox.gateway.secret_files import write_private
-from grantbox.identity import AdminError, add_workload_remote, remove_workload_remote
+from grantbox.identity_agent import AdminError, add_workload_remote, remove_workload_remote
 
 log = logging.getLogger("grantbox.sandbox.local_driver")
 
