@@ -22,7 +22,7 @@ from pathlib import Path
 
 from grantbox.drivers.invocation import SupervisorInvocation
 from grantbox.drivers.protocol import DriverError, DriverState, DriverStatus, SandboxSpec
-from grantbox.identity import AdminError, add_workload_remote, remove_workload_remote
+from grantbox.identity_agent import AdminError, add_workload_remote, remove_workload_remote
 
 log = logging.getLogger("grantbox.drivers.local")
 
