@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from grantbox.grants import GrantEngine
+from grantbox.grants import GrantEngine, TokenEndpointClient
 from grantbox.identity import WorkloadIdentityClient
 from grantbox.profiles import EffectiveConfig
 from grantbox.proxy import EgressProxy, SystemResolver, parse_overrides
@@ -66,6 +66,12 @@ class SupervisorOptions:
         return hidden_directories([socket_directory(self.identity_socket), token_dir, *self.hide])
 
 
+def _read_ca(options: SupervisorOptions) -> str:
+    """The ``--upstream-ca`` bundle, trusted by token requests as by the proxy's upstreams."""
+    path = options.upstream_ca_file
+    return "" if path is None else path.read_text(encoding="ascii", errors="ignore")
+
+
 def backoff(attempt: int) -> float:
     """Seconds to wait before retrying the gateway: 0.5, 1, 2, 4, then 5."""
     return float(min(5.0, 0.5 * 2 ** min(attempt, 4)))
@@ -80,7 +86,9 @@ class Supervisor:
             options.gateway_url, options.sandbox_id, options.token_file
         )
         self._identity = WorkloadIdentityClient(options.identity_socket)
-        self._engine = GrantEngine(self._identity)
+        self._engine = GrantEngine(
+            self._identity, client=TokenEndpointClient(extra_ca_pem=_read_ca(options))
+        )
         self._logs: Outbox[dict[str, Any]] = Outbox(10_000)
         self._events: Outbox[dict[str, Any]] = Outbox(10_000)
         self._proxy: EgressProxy | None = None
