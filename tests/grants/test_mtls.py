@@ -278,6 +278,25 @@ async def test_the_endpoint_ca_is_pinned(
     assert peer.request_count == 0
 
 
+async def test_a_pinned_ca_excludes_the_extra_ca(
+    recording: RecordingIdentity, peer: OAuthPeer, server_ca: trustme.CA
+) -> None:
+    """token_endpoint_ca names who signs this endpoint: --upstream-ca does not widen it."""
+    engine = GrantEngine(
+        recording,
+        client=TokenEndpointClient(extra_ca_pem=server_ca.cert_pem.bytes().decode()),
+        registry=CollectorRegistry(),
+    )
+    other = trustme.CA().cert_pem.bytes().decode()
+    try:
+        error = await failure(engine, mtls(peer, server_ca, token_endpoint_ca=other))
+    finally:
+        await engine.aclose()
+    assert error.reason == "token_endpoint_unreachable"
+    assert "CERTIFICATE_VERIFY_FAILED" in error.detail
+    assert peer.request_count == 0
+
+
 async def test_the_extra_ca_serves_endpoints_without_their_own(
     recording: RecordingIdentity, peer: OAuthPeer, server_ca: trustme.CA
 ) -> None:

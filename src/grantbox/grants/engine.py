@@ -63,7 +63,7 @@ def _copy(error: GrantError) -> GrantError:
 def _redacted(error: GrantError, secret: str) -> GrantError:
     """The same failure with ``secret`` (and credential-like runs) cut from its detail; what
     the answer said about retrying is kept for the backoff."""
-    clean = type(error)(redact_secret(error.detail, secret) if secret else error.detail)
+    clean = type(error)(redact_secret(error.detail, secret))
     clean.status = error.status
     clean.retry_after = error.retry_after
     return clean
