@@ -23,6 +23,7 @@ from pathlib import Path
 from grantbox.gateway.drivers import DriverError, DriverState, DriverStatus, SandboxSpec
 from grantbox.gateway.secret_files import write_private
 from grantbox.identity import AdminError, add_workload_remote, remove_workload_remote
+from grantbox.logformat import parse_line
 
 log = logging.getLogger("grantbox.sandbox.local_driver")
 
@@ -69,7 +70,8 @@ def supervisor_argv(
 
 
 def last_error_line(path: Path, limit: int = 16384) -> str:
-    """The last warning or error the supervisor logged (its log's tail only)."""
+    """The last warning or error the supervisor logged (its log's tail only): the message of
+    a JSON log record (grantbox.logformat), or a plain line such as ``error: …``."""
     try:
         with path.open("rb") as handle:
             handle.seek(0, os.SEEK_END)
@@ -78,7 +80,11 @@ def last_error_line(path: Path, limit: int = 16384) -> str:
     except OSError:
         return ""
     for line in reversed(lines):
-        if " ERROR " in line or " WARNING " in line or line.startswith("error:"):
+        record = parse_line(line)
+        if record is not None:
+            if record["level"] in ("warning", "error", "critical"):
+                return str(record["message"])
+        elif " ERROR " in line or " WARNING " in line or line.startswith("error:"):
             return line
     return ""
 
