@@ -166,7 +166,7 @@ class KubernetesDriverEnv(BaseSettings):
     :class:`KubernetesDriverConfig`, which both this and tests construct.
     """
 
-    model_config = SettingsConfigDict(env_prefix=K8S_ENV_PREFIX, frozen=True)
+    model_config = SettingsConfigDict(env_prefix=K8S_ENV_PREFIX, env_ignore_empty=True, frozen=True)
 
     namespace: str = ""
     sandbox_image: str = ""
@@ -193,7 +193,7 @@ class KubernetesDriverEnv(BaseSettings):
             given = {
                 key.removeprefix(K8S_ENV_PREFIX).lower(): value
                 for key, value in environ.items()
-                if key.startswith(K8S_ENV_PREFIX)
+                if key.startswith(K8S_ENV_PREFIX) and value
             }
             return cls.model_validate(given)
         except ValidationError as exc:

@@ -53,7 +53,8 @@ def parse_listen(value: str) -> tuple[str, int]:
 class StateDirectories(BaseSettings):
     """The two directories every grantbox command on this machine agrees on."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True)
+    # An empty variable means unset, as it did before these were parsed by a model.
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_ignore_empty=True, frozen=True)
 
     state_dir: Path = Field(default_factory=lambda: Path(platformdirs.user_data_dir(APP_NAME)))
     config_dir: Path = Field(default_factory=lambda: Path(platformdirs.user_config_dir(APP_NAME)))
