@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from grantbox.drivers.local import exit_status, last_error_line
 from grantbox.logformat import REDACTED, JsonFormatter, json_logging, mask, parse_line
-from grantbox.sandbox.local_driver import exit_status, last_error_line
 
 JWT = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJzcGlmZmU6Ly9leGFtcGxlIn0.c2lnbmF0dXJlLWJ5dGVz"
 TOKEN = "tok_4fj3kd93jf83jdk2"

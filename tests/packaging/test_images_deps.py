@@ -25,7 +25,7 @@ SUPERVISOR_PATH = """
 import json, sys
 from grantbox.cli.app import cli
 cli.get_command(None, "supervisor")
-import grantbox.sandbox.supervisor, grantbox.sandbox.stage, grantbox.sandbox.init
+import grantbox.supervisor.runtime, grantbox.sandbox.stage, grantbox.sandbox.init
 import grantbox.sandbox.network, grantbox.sandbox.launcher
 print(json.dumps(sorted({n.split(".")[0] for n, m in sys.modules.items() if m is not None})))
 """
@@ -35,7 +35,7 @@ import json, sys
 sys.modules["kubernetes_validate"] = None
 from grantbox.cli.app import cli
 cli.get_command(None, "gateway")
-import grantbox.gateway.server, grantbox.gateway.kubernetes_driver, kubernetes.aio.client
+import grantbox.gateway.server, grantbox.drivers.kubernetes, kubernetes.aio.client
 from grantbox.gateway.storage import make_engine
 make_engine("postgresql://nobody@127.0.0.1:1/none")
 print(json.dumps(sorted({n.split(".")[0] for n, m in sys.modules.items() if m is not None})))

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from grantbox.gateway.consistency import check_name
 from grantbox.gateway.errors import InvalidRequest
-from grantbox.identity.registry import check_workload_name
+from grantbox.identity_agent.registry import check_workload_name
 from grantbox.profiles import (
     PatternError,
     Severity,

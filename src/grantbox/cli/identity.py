@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from grantbox.identity import (
+from grantbox.identity_agent import (
     DEFAULT_ROTATION_INTERVAL,
     DEFAULT_SVID_TTL,
     IdentityAgent,

@@ -16,8 +16,9 @@ import platformdirs
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from grantbox.settings import ENV_PREFIX, settings_problem
+
 APP_NAME = "grantbox"
-ENV_PREFIX = "GRANTBOX_"
 DEFAULT_LISTEN = "127.0.0.1:7443"
 DEFAULT_AUDIENCE = "grantbox-gateway"
 
@@ -26,15 +27,6 @@ GATEWAY_FILE = "gateway.json"
 SIGNING_KEY_FILE = "supervisor-signing-key.pem"
 CREDENTIALS_KEY_FILE = "credentials.key"
 DATABASE_FILE = "gateway.db"
-
-
-def settings_problem(exc: ValidationError, prefix: str = ENV_PREFIX) -> str:
-    """One line naming each bad variable and why, without its value."""
-    problems = []
-    for error in exc.errors():
-        name = prefix + "_".join(str(part) for part in error["loc"]).upper()
-        problems.append(f"{name}: {error['msg'].removeprefix('Value error, ')}")
-    return "invalid setting " + "; ".join(problems)
 
 
 def parse_listen(value: str) -> tuple[str, int]:
