@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -34,6 +35,7 @@ from grantbox.sandbox.trust import trust_bundle
 
 from .gateway_client import ExecRequestItem, SupervisorClient, SupervisorClientError
 from .outbox import Outbox
+from .retry import retrying
 
 log = logging.getLogger("grantbox.supervisor")
 
@@ -64,11 +66,6 @@ class SupervisorOptions:
         """The identity socket's directory, the token's directory, and any extra ones."""
         token_dir = str(self.token_file.resolve().parent)
         return hidden_directories([socket_directory(self.identity_socket), token_dir, *self.hide])
-
-
-def backoff(attempt: int) -> float:
-    """Seconds to wait before retrying the gateway: 0.5, 1, 2, 4, then 5."""
-    return float(min(5.0, 0.5 * 2 ** min(attempt, 4)))
 
 
 class Supervisor:
@@ -192,15 +189,7 @@ class Supervisor:
 
     async def _keep_running(self, job: Callable[[], Awaitable[None]]) -> None:
         """Restart a background job after an unexpected error instead of losing it."""
-        attempt = 0
-        while not self._stopping.is_set():
-            try:
-                await job()
-                return
-            except Exception:
-                log.exception("%s failed; restarting it", job.__name__)
-                await self._pause(backoff(attempt))
-                attempt += 1
+        await retrying(job, what=job.__name__, retry_on=_any_error, traceback=True)
 
     def _spawn(self, work: Awaitable[Any]) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(work)
@@ -210,17 +199,16 @@ class Supervisor:
 
     # -- gateway ------------------------------------------------------------------------
     async def _first_config(self) -> EffectiveConfig | None:
-        attempt = 0
-        while not self._stopping.is_set():
-            try:
-                return await self._client.config()
-            except SupervisorClientError as exc:
-                if exc.status in (401, 403, 404):
-                    raise
-                log.warning("gateway not ready (%s); retrying", exc)
-            await self._pause(backoff(attempt))
-            attempt += 1
-        return None
+        """The first config, or None when a stop comes first (4xx answers propagate)."""
+        fetch = asyncio.ensure_future(retrying(self._client.config, what="first config fetch"))
+        stop = asyncio.ensure_future(self._stopping.wait())
+        await asyncio.wait({fetch, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if not fetch.done():
+            fetch.cancel()
+            await asyncio.gather(fetch, return_exceptions=True)
+            return None
+        return fetch.result()
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -244,19 +232,15 @@ class Supervisor:
                 await self._heartbeat(self._config.revision)
 
     async def _follow_config(self) -> None:
-        attempt = 0
         while not self._stopping.is_set():
             assert self._config is not None and self._proxy is not None
-            try:
-                config = await self._client.config(
-                    wait=self._config.revision, wait_seconds=LONG_POLL_SECONDS
-                )
-                attempt = 0
-            except SupervisorClientError as exc:
-                log.warning("config watch failed: %s", exc)
-                await self._pause(backoff(attempt))
-                attempt += 1
-                continue
+            revision = self._config.revision
+            config = await retrying(
+                functools.partial(
+                    self._client.config, wait=revision, wait_seconds=LONG_POLL_SECONDS
+                ),
+                what="config watch",
+            )
             if config.revision == self._config.revision:
                 continue
             self._proxy.update(config)
@@ -302,16 +286,10 @@ class Supervisor:
 
     # -- exec ---------------------------------------------------------------------------
     async def _serve_exec(self) -> None:
-        attempt = 0
         while not self._stopping.is_set():
-            try:
-                item = await self._client.next_exec(LONG_POLL_SECONDS)
-                attempt = 0
-            except SupervisorClientError as exc:
-                log.warning("exec channel failed: %s", exc)
-                await self._pause(backoff(attempt))
-                attempt += 1
-                continue
+            item = await retrying(
+                lambda: self._client.next_exec(LONG_POLL_SECONDS), what="exec channel"
+            )
             if item is not None:
                 task = asyncio.create_task(self._run_exec(item))
                 self._execs.add(task)
@@ -366,6 +344,10 @@ class Supervisor:
             await self._client.exec_exit(exec_id, code)
         except SupervisorClientError as exc:
             log.warning("exec %s: exit report failed: %s", exec_id, exc)
+
+
+def _any_error(exc: Exception) -> bool:
+    return True
 
 
 async def _terminate(process: asyncio.subprocess.Process, waiter: asyncio.Task[int]) -> None:
