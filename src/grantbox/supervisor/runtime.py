@@ -14,26 +14,22 @@ import asyncio
 import contextlib
 import functools
 import logging
-import os
 import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from grantbox.grants import GrantEngine
 from grantbox.identity import WorkloadIdentityClient
 from grantbox.profiles import EffectiveConfig
 from grantbox.proxy import EgressProxy, SystemResolver, parse_overrides
-from grantbox.sandbox.environment import agent_environment
-from grantbox.sandbox.hiding import hidden_directories, socket_directory
 from grantbox.sandbox.launcher import launch
-from grantbox.sandbox.network import DEFAULT_PROXY_PORT, SandboxNetwork, create_sandbox_network
-from grantbox.sandbox.spec import DEFAULT_CA_PATH, NOBODY, LaunchSpec
+from grantbox.sandbox.network import SandboxNetwork, create_sandbox_network
+from grantbox.sandbox.spec import LaunchSpec
 from grantbox.sandbox.trust import trust_bundle
 
 from .gateway_client import ExecRequestItem, SupervisorClient, SupervisorClientError
+from .launch import SupervisorOptions, agent_launch_spec
 from .outbox import Outbox
 from .retry import retrying
 
@@ -48,30 +44,10 @@ EXEC_TIMEOUT_CODE = 124
 MAX_LINE = 16 * 1024
 
 
-@dataclass(frozen=True, slots=True)
-class SupervisorOptions:
-    gateway_url: str
-    sandbox_id: str
-    token_file: Path
-    identity_socket: str
-    command: tuple[str, ...] = ()
-    hide: tuple[str, ...] = ()
-    proxy_port: int = DEFAULT_PROXY_PORT
-    resolve: tuple[str, ...] = ()
-    upstream_ca_file: Path | None = None
-    rootless: bool | None = None
-    declared_env: dict[str, str] = field(default_factory=dict)
-
-    def hidden(self) -> tuple[str, ...]:
-        """The identity socket's directory, the token's directory, and any extra ones."""
-        token_dir = str(self.token_file.resolve().parent)
-        return hidden_directories([socket_directory(self.identity_socket), token_dir, *self.hide])
-
-
 class Supervisor:
     def __init__(self, options: SupervisorOptions) -> None:
         self.options = options
-        self.rootless = os.geteuid() != 0 if options.rootless is None else options.rootless
+        self.rootless = options.is_rootless()
         self._hidden = options.hidden()
         self._client = SupervisorClient.from_token_file(
             options.gateway_url, options.sandbox_id, options.token_file
@@ -93,20 +69,7 @@ class Supervisor:
 
     # -- the agent's view -------------------------------------------------------------
     def launch_spec(self, argv: Sequence[str]) -> LaunchSpec:
-        env = agent_environment(
-            proxy_port=self.options.proxy_port,
-            ca_bundle=DEFAULT_CA_PATH,
-            declared=self.options.declared_env,
-        )
-        return LaunchSpec(
-            argv=tuple(argv),
-            env=env,
-            hidden=self._hidden,
-            ca_pem=self._ca_pem,
-            uid=None if self.rootless else NOBODY,
-            gid=None if self.rootless else NOBODY,
-            nested_user_namespace=self.rootless,
-        )
+        return agent_launch_spec(self.options, argv, ca_pem=self._ca_pem)
 
     # -- lifecycle ----------------------------------------------------------------------
     def request_stop(self) -> None:
