@@ -4,7 +4,13 @@ For each sandbox it makes a private state directory (0700) holding the superviso
 (0600) and the supervisor's log, registers the sandbox's identity with the local identity
 agent (``spiffe://<td>/grantbox/sandbox/<id>``, usable only by the supervisor's uid), starts
 ``grantbox supervisor run`` and reports its state to the gateway. Delete stops the
-supervisor (which takes its agent down), unregisters the identity and removes the directory.
+supervisor (which takes its agent down), unregisters the identity and removes the directory,
+and returns only once the supervisor process is gone.
+
+A supervisor that exits because the gateway no longer knows its sandbox is cleaned up the
+same way. Directories left by an earlier run (whose supervisors should have died with it)
+are reaped when the driver starts watching and every :data:`REAP_INTERVAL` seconds: a
+supervisor still running there is killed.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from grantbox.drivers.invocation import SupervisorInvocation
+from grantbox.drivers.invocation import ORPHANED_EXIT_CODE, SupervisorInvocation
 from grantbox.drivers.protocol import DriverError, DriverState, DriverStatus, SandboxSpec
 from grantbox.identity import AdminError, add_workload_remote, remove_workload_remote
 
@@ -29,6 +35,8 @@ log = logging.getLogger("grantbox.drivers.local")
 STOP_GRACE = 10.0
 TOKEN_FILE = "supervisor-token"  # noqa: S105 - a file name
 LOG_FILE = "supervisor.log"
+PID_FILE = "supervisor.pid"
+REAP_INTERVAL = 10.0
 
 
 def supervisor_command() -> list[str]:
@@ -77,6 +85,53 @@ def _create_private(path: Path, data: bytes) -> None:
         os.close(fd)
 
 
+def _recorded_pid(path: Path) -> int | None:
+    try:
+        text = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def _is_supervisor_of(pid: int, sandbox_id: str) -> bool:
+    """Whether ``pid`` is still a ``supervisor run`` for ``sandbox_id`` (not a reused pid)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    words = [word.decode(errors="replace") for word in argv]
+    for at in range(len(words) - 1):
+        if words[at : at + 2] == ["supervisor", "run"]:
+            options = words[at + 2 :]
+            return any(
+                options[i : i + 2] == ["--sandbox-id", sandbox_id] for i in range(len(options))
+            )
+    return False
+
+
+def _process_gone(pid: int) -> bool:
+    """No such process, or a zombie (dead; only its parent's wait is missing)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+async def _until_gone(pid: int, seconds: float) -> bool:
+    """Wait (bounded) for a process that is not our child to disappear."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not _process_gone(pid):
+        if asyncio.get_running_loop().time() > deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True
+
+
+def _own_directory(root: Path, directory: Path) -> bool:
+    return directory.is_dir() and directory.resolve().parent == root.resolve()
+
+
 def last_error_line(path: Path, limit: int = 16384) -> str:
     """The last warning or error the supervisor logged (its log's tail only)."""
     try:
@@ -96,6 +151,10 @@ def exit_status(code: int, log_path: Path) -> DriverStatus:
     """How a supervisor's exit reads to an operator."""
     if code == 0:
         return DriverStatus(DriverState.EXITED, "exited with 0")
+    if code == ORPHANED_EXIT_CODE:
+        return DriverStatus(
+            DriverState.EXITED, "the gateway no longer knows this sandbox; it was torn down"
+        )
     how = f"killed by signal {-code}" if code < 0 else f"exited with {code}"
     detail = last_error_line(log_path)
     return DriverStatus(DriverState.FAILED, f"supervisor {how}" + (f": {detail}" if detail else ""))
@@ -174,6 +233,7 @@ class LocalDriver:
                 )
             finally:
                 os.close(log_fd)
+            _create_private(directory / PID_FILE, f"{entry.process.pid}\n".encode())
         except (OSError, AdminError, ValueError) as exc:
             await self._remove(spec.sandbox_id)
             raise DriverError(f"cannot start the supervisor: {exc}") from None
@@ -187,11 +247,45 @@ class LocalDriver:
         assert entry.process is not None
         code = await entry.process.wait()
         self._report(sandbox_id, exit_status(code, entry.directory / LOG_FILE))
+        if code == ORPHANED_EXIT_CODE and self._sandboxes.get(sandbox_id) is entry:
+            # Nobody will ask to delete a sandbox the gateway forgot: clean up now.
+            await self._remove(sandbox_id)
 
     async def delete(self, sandbox_id: str) -> None:
+        """Stop the sandbox; returns once its supervisor process is gone."""
         if sandbox_id not in self._sandboxes:
+            await self._reap_directory(self.settings.state_root / sandbox_id)
             return
         await self._remove(sandbox_id)
+
+    async def reap(self) -> list[str]:
+        """Remove sandbox directories this driver does not run (left by an earlier run),
+        killing any supervisor still running in one. Returns the reaped sandbox ids."""
+        root = self.settings.state_root
+        try:
+            children = sorted(os.listdir(root))
+        except FileNotFoundError:
+            return []
+        reaped = []
+        for name in children:
+            directory = root / name
+            if name not in self._sandboxes and _own_directory(root, directory):
+                await self._reap_directory(directory)
+                reaped.append(name)
+        return reaped
+
+    async def _reap_directory(self, directory: Path) -> None:
+        if not _own_directory(self.settings.state_root, directory):
+            return
+        pid = _recorded_pid(directory / PID_FILE)
+        if pid is not None and _is_supervisor_of(pid, directory.name):
+            log.warning("sandbox %s: killing a leftover supervisor (pid %s)", directory.name, pid)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            await _until_gone(pid, STOP_GRACE)
+        with contextlib.suppress(AdminError, OSError):
+            await remove_workload_remote(self.settings.identity_admin_socket, directory.name)
+        shutil.rmtree(directory, ignore_errors=True)
 
     async def _remove(self, sandbox_id: str) -> None:
         entry = self._sandboxes[sandbox_id]
@@ -205,7 +299,7 @@ class LocalDriver:
                 with contextlib.suppress(ProcessLookupError):
                     process.kill()
                 await process.wait()
-        if entry.waiter is not None:
+        if entry.waiter is not None and entry.waiter is not asyncio.current_task():
             with contextlib.suppress(asyncio.CancelledError):
                 await entry.waiter
         with contextlib.suppress(AdminError):
@@ -220,9 +314,20 @@ class LocalDriver:
         return entry.status
 
     async def watch(self) -> AsyncIterator[tuple[str, DriverStatus]]:
+        """Status changes; reaps leftovers when it starts and every REAP_INTERVAL seconds."""
         self._loop = asyncio.get_running_loop()
+        await self._reap_quietly()
         while True:
-            yield await self._updates.get()
+            try:
+                yield await asyncio.wait_for(self._updates.get(), REAP_INTERVAL)
+            except TimeoutError:
+                await self._reap_quietly()
+
+    async def _reap_quietly(self) -> None:
+        try:
+            await self.reap()
+        except Exception:
+            log.exception("reaping leftover sandboxes failed")
 
     def sandbox_ids(self) -> list[str]:
         return sorted(self._sandboxes)

@@ -19,9 +19,10 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from grantbox.drivers.invocation import ORPHANED_EXIT_CODE
 from grantbox.grants import GrantEngine
 from grantbox.identity import WorkloadIdentityClient
-from grantbox.profiles import EffectiveConfig
+from grantbox.profiles import EffectiveConfig, build_effective_config
 from grantbox.proxy import EgressProxy, SystemResolver, parse_overrides
 from grantbox.sandbox.launcher import launch
 from grantbox.sandbox.network import SandboxNetwork, create_sandbox_network
@@ -61,6 +62,7 @@ class Supervisor:
         self._ca_pem = ""
         self._config: EffectiveConfig | None = None
         self._stopping = asyncio.Event()
+        self._orphaned = ""
         self._tasks: set[asyncio.Task[Any]] = set()
         self._execs: set[asyncio.Task[None]] = set()
 
@@ -88,7 +90,13 @@ class Supervisor:
             await self._shutdown()
 
     async def _run(self) -> int:
-        config = await self._first_config()
+        try:
+            config = await self._first_config()
+        except SupervisorClientError as exc:
+            if not exc.sandbox_gone:
+                raise
+            await self._orphan(str(exc))
+            return ORPHANED_EXIT_CODE
         if config is None:
             return 0
         self._config = config
@@ -132,7 +140,7 @@ class Supervisor:
             return code
         await _terminate(agent, waiter)
         await asyncio.gather(*pumps, return_exceptions=True)
-        return 0
+        return ORPHANED_EXIT_CODE if self._orphaned else 0
 
     async def _shutdown(self) -> None:
         for task in list(self._execs):
@@ -151,8 +159,42 @@ class Supervisor:
         await self._client.aclose()
 
     async def _keep_running(self, job: Callable[[], Awaitable[None]]) -> None:
-        """Restart a background job after an unexpected error instead of losing it."""
-        await retrying(job, what=job.__name__, retry_on=_any_error, traceback=True)
+        """Restart a background job after an unexpected error instead of losing it; a
+        gateway answer that the sandbox is gone ends the sandbox instead."""
+        try:
+            await retrying(job, what=job.__name__, retry_on=_not_gone, traceback=True)
+        except SupervisorClientError as exc:
+            if not exc.sandbox_gone:
+                raise
+            await self._orphan(str(exc))
+
+    # -- orphaned: the gateway no longer knows this sandbox -----------------------------
+    @property
+    def orphaned(self) -> str:
+        """Why the sandbox was torn down as unknown to the gateway ("" while it is not)."""
+        return self._orphaned
+
+    async def _orphan(self, why: str) -> None:
+        """Stop injecting at once, drop every cached token, then tear the sandbox down.
+
+        The proxy is switched to a config with no endpoints and no bindings (every request
+        is refused from now on), the grant engine forgets its tokens and is closed (any
+        grant still asked for fails as token_grant_failed without reaching the identity
+        agent or the token endpoint), and the stop takes the agent down.
+        """
+        if self._orphaned:
+            return
+        self._orphaned = why or "the gateway no longer knows this sandbox"
+        if self._proxy is not None:
+            self._proxy.update(build_effective_config(self.options.sandbox_id, None, ()))
+        self._engine.replace_bindings(())
+        await self._engine.aclose()
+        log.error(
+            "sandbox %s: %s; refusing all traffic and tearing the sandbox down",
+            self.options.sandbox_id,
+            self._orphaned,
+        )
+        self.request_stop()
 
     def _spawn(self, work: Awaitable[Any]) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(work)
@@ -181,18 +223,32 @@ class Supervisor:
         try:
             await self._client.heartbeat(revision, error)
         except SupervisorClientError as exc:
+            if exc.sandbox_gone:
+                await self._orphan(str(exc))
+                return
             log.warning("heartbeat failed: %s", exc)
 
     async def _heartbeats(self) -> None:
         while not self._stopping.is_set():
             await self._pause(HEARTBEAT_INTERVAL)
-            if self._client.renewal_due():
-                try:
-                    await self._client.renew_token()
-                except (SupervisorClientError, OSError) as exc:
-                    log.warning("token renewal failed: %s", exc)
-            if self._config is not None:
+            await self._renew_token()
+            if self._config is not None and not self._orphaned:
                 await self._heartbeat(self._config.revision)
+
+    async def _renew_token(self) -> None:
+        """Renew before expiry; a token that expired unrenewed ends the sandbox."""
+        if self._client.renewal_due():
+            try:
+                await self._client.renew_token()
+            except SupervisorClientError as exc:
+                if exc.sandbox_gone:
+                    await self._orphan(str(exc))
+                    return
+                log.warning("token renewal failed: %s", exc)
+            except OSError as exc:
+                log.warning("renewed token not written to its file: %s", exc)
+        if self._client.token_expired():
+            await self._orphan("the supervisor token expired before it could be renewed")
 
     async def _follow_config(self) -> None:
         while not self._stopping.is_set():
@@ -238,6 +294,9 @@ class Supervisor:
             try:
                 await send(batch)
             except SupervisorClientError as exc:
+                if exc.sandbox_gone:
+                    await self._orphan(str(exc))
+                    return
                 outbox.give_back(batch)
                 log.warning("shipping failed: %s", exc)
                 return
@@ -309,8 +368,8 @@ class Supervisor:
             log.warning("exec %s: exit report failed: %s", exec_id, exc)
 
 
-def _any_error(exc: Exception) -> bool:
-    return True
+def _not_gone(exc: Exception) -> bool:
+    return not (isinstance(exc, SupervisorClientError) and exc.sandbox_gone)
 
 
 async def _terminate(process: asyncio.subprocess.Process, waiter: asyncio.Task[int]) -> None:
