@@ -16,7 +16,7 @@ import functools
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from grantbox.drivers.invocation import ORPHANED_EXIT_CODE
@@ -32,7 +32,8 @@ from grantbox.sandbox.trust import trust_bundle
 from .gateway_client import ExecRequestItem, SupervisorClient, SupervisorClientError
 from .launch import SupervisorOptions, agent_launch_spec
 from .outbox import Outbox
-from .retry import retrying
+from .retry import retrying, transient
+from .shipping import batches, bounded_message, flatten, halves
 
 log = logging.getLogger("grantbox.supervisor")
 
@@ -43,6 +44,9 @@ LONG_POLL_SECONDS = 25.0
 STOP_GRACE = 5.0
 EXEC_TIMEOUT_CODE = 124
 MAX_LINE = 16 * 1024
+OUTBOX_CAPACITY = 10_000
+SHIP_TAKE = 2_000
+BACKLOG_WARNING = OUTBOX_CAPACITY // 2
 
 
 class Supervisor:
@@ -55,14 +59,16 @@ class Supervisor:
         )
         self._identity = WorkloadIdentityClient(options.identity_socket)
         self._engine = GrantEngine(self._identity)
-        self._logs: Outbox[dict[str, Any]] = Outbox(10_000)
-        self._events: Outbox[dict[str, Any]] = Outbox(10_000)
+        self._logs: Outbox[Mapping[str, Any]] = Outbox(OUTBOX_CAPACITY)
+        self._events: Outbox[Mapping[str, Any]] = Outbox(OUTBOX_CAPACITY)
         self._proxy: EgressProxy | None = None
         self._network: SandboxNetwork | None = None
         self._ca_pem = ""
         self._config: EffectiveConfig | None = None
         self._stopping = asyncio.Event()
         self._orphaned = ""
+        self._refused: dict[str, int] = {}
+        self._noted: dict[str, int] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._execs: set[asyncio.Task[None]] = set()
 
@@ -233,7 +239,7 @@ class Supervisor:
             await self._pause(HEARTBEAT_INTERVAL)
             await self._renew_token()
             if self._config is not None and not self._orphaned:
-                await self._heartbeat(self._config.revision)
+                await self._heartbeat(self._config.revision, self.shipping_condition())
 
     async def _renew_token(self) -> None:
         """Renew before expiry; a token that expired unrenewed ends the sandbox."""
@@ -280,26 +286,81 @@ class Supervisor:
                 line = await stream.read(MAX_LINE)
             if not line:
                 return
-            text = line.decode(errors="replace").rstrip("\n")
+            text, _ = bounded_message(line.decode(errors="replace").rstrip("\n"))
             self._logs.put({"message": text, "stream": name, "ts": time.time()})
 
     async def _ship_once(self) -> None:
-        for outbox, send in (
-            (self._logs, self._client.ship_logs),
-            (self._events, self._client.ship_events),
+        """Events first, then logs; a refusal of one never holds up the other."""
+        for outbox, send, what in (
+            (self._events, self._client.ship_events, "events"),
+            (self._logs, self._client.ship_logs, "log lines"),
         ):
-            batch = outbox.take(1000)
-            if not batch:
-                continue
-            try:
-                await send(batch)
-            except SupervisorClientError as exc:
-                if exc.sandbox_gone:
-                    await self._orphan(str(exc))
-                    return
-                outbox.give_back(batch)
-                log.warning("shipping failed: %s", exc)
+            if self._orphaned:
                 return
+            items = outbox.take(SHIP_TAKE)
+            if not items:
+                continue
+            pending = batches(items)
+            while pending:
+                if not await self._deliver(pending[0], send, what):
+                    outbox.give_back(flatten(pending))
+                    break
+                pending.pop(0)
+        self._note_losses()
+
+    async def _deliver(
+        self,
+        batch: list[Mapping[str, Any]],
+        send: Callable[[list[Mapping[str, Any]]], Awaitable[int]],
+        what: str,
+    ) -> bool:
+        """Ship ``batch``; False when the gateway could not take it now (try again later).
+
+        A batch the gateway refuses (413 or another 4xx) is split; a single item it refuses
+        is dropped and counted, so nothing is retried unchanged forever.
+        """
+        try:
+            await send(batch)
+            return True
+        except SupervisorClientError as exc:
+            if exc.sandbox_gone:
+                await self._orphan(str(exc))
+                return True
+            if transient(exc):
+                log.warning("shipping %s failed: %s", what, exc)
+                return False
+            if len(batch) == 1:
+                self._refused[what] = self._refused.get(what, 0) + 1
+                log.warning("the gateway refused one of the %s (%s); dropped it", what, exc)
+                return True
+            first, second = halves(batch)
+            return await self._deliver(first, send, what) and await self._deliver(
+                second, send, what
+            )
+
+    def _note_losses(self) -> None:
+        """Say in the record itself when the record lost something."""
+        lost = {
+            "events dropped (outbox full)": self._events.dropped,
+            "log lines dropped (outbox full)": self._logs.dropped,
+            **{f"{what} refused by the gateway": n for what, n in self._refused.items()},
+        }
+        for what, count in lost.items():
+            noted = self._noted.get(what, 0)
+            if count > noted:
+                self._noted[what] = count
+                message = f"grantbox: {count - noted} {what} (total {count})"
+                self._logs.put({"message": message, "stream": "supervisor", "ts": time.time()})
+
+    def shipping_condition(self) -> str:
+        """Non-empty while the operator's record is behind (shown by the gateway)."""
+        waiting = len(self._events) + len(self._logs)
+        if waiting < BACKLOG_WARNING:
+            return ""
+        return (
+            f"shipping backlog: {len(self._events)} events and {len(self._logs)} log lines "
+            "waiting for the gateway"
+        )
 
     async def _ship(self) -> None:
         while not self._stopping.is_set():
