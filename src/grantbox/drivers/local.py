@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import logging.handlers
 import os
 import shutil
 import signal
@@ -25,6 +26,7 @@ import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from grantbox.drivers.invocation import ORPHANED_EXIT_CODE, SupervisorInvocation
 from grantbox.drivers.protocol import DriverError, DriverState, DriverStatus, SandboxSpec
@@ -35,6 +37,9 @@ log = logging.getLogger("grantbox.drivers.local")
 STOP_GRACE = 10.0
 TOKEN_FILE = "supervisor-token"  # noqa: S105 - a file name
 LOG_FILE = "supervisor.log"
+LOG_MAX_BYTES = 2 * 1024 * 1024
+LOG_BACKUPS = 1
+LOG_LINE_MAX = 16 * 1024
 PID_FILE = "supervisor.pid"
 REAP_INTERVAL = 10.0
 
@@ -83,6 +88,38 @@ def _create_private(path: Path, data: bytes) -> None:
         os.write(fd, data)
     finally:
         os.close(fd)
+
+
+class _PrivateRotatingFile(logging.handlers.RotatingFileHandler):
+    """A size-capped log file created 0600 (the supervisor's log names sandboxes)."""
+
+    def _open(self) -> Any:
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        return os.fdopen(fd, "a", encoding="utf-8", errors="replace")
+
+
+async def copy_capped(
+    stream: asyncio.StreamReader,
+    path: Path,
+    max_bytes: int = LOG_MAX_BYTES,
+    backups: int = LOG_BACKUPS,
+) -> None:
+    """Copy a supervisor's output into ``path``, rotated at ``max_bytes`` with ``backups``
+    old files kept, so a flood (say, accept errors) cannot fill the host's disk."""
+    handler = _PrivateRotatingFile(path, maxBytes=max_bytes, backupCount=backups, delay=True)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    try:
+        while True:
+            try:
+                line = await stream.readline()
+            except ValueError:
+                line = await stream.read(LOG_LINE_MAX)
+            if not line:
+                return
+            text = line[:LOG_LINE_MAX].decode(errors="replace").rstrip("\n")
+            handler.emit(logging.makeLogRecord({"msg": text, "levelno": logging.INFO}))
+    finally:
+        handler.close()
 
 
 def _recorded_pid(path: Path) -> int | None:
@@ -166,6 +203,7 @@ class _Sandbox:
     workload: str
     process: asyncio.subprocess.Process | None = None
     waiter: asyncio.Task[None] | None = None
+    log_copier: asyncio.Task[None] | None = None
     status: DriverStatus = field(default_factory=lambda: DriverStatus(DriverState.PENDING))
 
 
@@ -221,18 +259,18 @@ class LocalDriver:
                 uids=[os.geteuid()],
             )
             invocation = supervisor_invocation(self.settings, spec, token_file, socket)
-            log_fd = os.open(directory / LOG_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            try:
-                entry.process = await asyncio.create_subprocess_exec(
-                    *invocation.argv(supervisor_command()),
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=log_fd,
-                    stderr=log_fd,
-                    env=invocation.environment(path=os.environ.get("PATH", "/usr/bin:/bin")),
-                    start_new_session=True,
-                )
-            finally:
-                os.close(log_fd)
+            entry.process = await asyncio.create_subprocess_exec(
+                *invocation.argv(supervisor_command()),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                env=invocation.environment(path=os.environ.get("PATH", "/usr/bin:/bin")),
+                start_new_session=True,
+            )
+            assert entry.process.stdout is not None
+            entry.log_copier = asyncio.create_task(
+                copy_capped(entry.process.stdout, directory / LOG_FILE)
+            )
             _create_private(directory / PID_FILE, f"{entry.process.pid}\n".encode())
         except (OSError, AdminError, ValueError) as exc:
             await self._remove(spec.sandbox_id)
@@ -246,6 +284,8 @@ class LocalDriver:
     async def _wait(self, sandbox_id: str, entry: _Sandbox) -> None:
         assert entry.process is not None
         code = await entry.process.wait()
+        if entry.log_copier is not None:
+            await asyncio.gather(entry.log_copier, return_exceptions=True)
         self._report(sandbox_id, exit_status(code, entry.directory / LOG_FILE))
         if code == ORPHANED_EXIT_CODE and self._sandboxes.get(sandbox_id) is entry:
             # Nobody will ask to delete a sandbox the gateway forgot: clean up now.
