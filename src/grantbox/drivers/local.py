@@ -30,7 +30,7 @@ from typing import Any
 
 from grantbox.drivers.invocation import ORPHANED_EXIT_CODE, SupervisorInvocation
 from grantbox.drivers.protocol import DriverError, DriverState, DriverStatus, SandboxSpec
-from grantbox.identity import AdminError, add_workload_remote, remove_workload_remote
+from grantbox.identity_agent import AdminError, add_workload_remote, remove_workload_remote
 
 log = logging.getLogger("grantbox.drivers.local")
 
