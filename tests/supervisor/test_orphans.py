@@ -108,6 +108,10 @@ def _leftover(root: Path, sandbox_id: str, argv: list[str]) -> subprocess.Popen[
     directory = root / sandbox_id
     directory.mkdir(parents=True, mode=0o700)
     process = subprocess.Popen(argv)
+    deadline = time.monotonic() + 10
+    while argv[-1].encode() not in Path(f"/proc/{process.pid}/cmdline").read_bytes():
+        assert time.monotonic() < deadline, "the leftover process did not start"
+        time.sleep(0.01)
     (directory / PID_FILE).write_text(f"{process.pid}\n")
     return process
 

@@ -204,6 +204,7 @@ class _Sandbox:
     process: asyncio.subprocess.Process | None = None
     waiter: asyncio.Task[None] | None = None
     log_copier: asyncio.Task[None] | None = None
+    teardown: asyncio.Future[None] | None = None
     status: DriverStatus = field(default_factory=lambda: DriverStatus(DriverState.PENDING))
 
 
@@ -328,7 +329,16 @@ class LocalDriver:
         shutil.rmtree(directory, ignore_errors=True)
 
     async def _remove(self, sandbox_id: str) -> None:
-        entry = self._sandboxes[sandbox_id]
+        """Tear one sandbox down; concurrent callers (a delete racing the supervisor's own
+        exit as orphaned) share one teardown."""
+        entry = self._sandboxes.get(sandbox_id)
+        if entry is None:
+            return
+        if entry.teardown is None:
+            entry.teardown = asyncio.ensure_future(self._teardown(sandbox_id, entry))
+        await asyncio.shield(entry.teardown)
+
+    async def _teardown(self, sandbox_id: str, entry: _Sandbox) -> None:
         process = entry.process
         if process is not None and process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
@@ -339,13 +349,13 @@ class LocalDriver:
                 with contextlib.suppress(ProcessLookupError):
                     process.kill()
                 await process.wait()
-        if entry.waiter is not None and entry.waiter is not asyncio.current_task():
-            with contextlib.suppress(asyncio.CancelledError):
-                await entry.waiter
-        with contextlib.suppress(AdminError):
+        if entry.log_copier is not None:
+            await asyncio.gather(entry.log_copier, return_exceptions=True)
+        with contextlib.suppress(AdminError, OSError):
             await remove_workload_remote(self.settings.identity_admin_socket, entry.workload)
         shutil.rmtree(entry.directory, ignore_errors=True)
-        del self._sandboxes[sandbox_id]
+        if self._sandboxes.get(sandbox_id) is entry:
+            del self._sandboxes[sandbox_id]
 
     async def status(self, sandbox_id: str) -> DriverStatus:
         entry = self._sandboxes.get(sandbox_id)
