@@ -87,13 +87,13 @@ def test_json_logging_covers_third_party_loggers_and_restores_everything() -> No
     before = (root.handlers[:], root.level)
     stream = io.StringIO()
     with json_logging("info", stream):
-        logging.getLogger("uvicorn.error").warning("port busy")
+        logging.getLogger("somelibrary.pool").warning("port busy")
         logging.getLogger("grantbox.gateway").info("started", extra={"fields": {"port": 1}})
         logging.getLogger("grantbox.gateway").debug("not shown")
     assert (root.handlers, root.level) == before
     records = [parse_line(line) for line in stream.getvalue().splitlines()]
     assert [(r["logger"], r["message"]) for r in records if r] == [
-        ("uvicorn.error", "port busy"),
+        ("somelibrary.pool", "port busy"),
         ("grantbox.gateway", "started"),
     ]
     assert records[1] is not None and records[1]["port"] == 1
