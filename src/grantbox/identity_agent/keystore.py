@@ -123,9 +123,15 @@ def read_private_file(path: Path) -> bytes | None:
 
 def write_private_file(path: Path, data: bytes) -> None:
     """Atomically replace ``path`` (mode 0600, in a 0700 directory) with ``data``."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(path.parent, 0o700)
-    fd, tmp = tempfile.mkstemp(prefix=".state-", dir=path.parent)
+    directory = path.parent
+    # Every missing level 0700: mkdir(parents=True) would make the parents 0755, and the
+    # parent is often the gateway's state directory, which must stay private.
+    missing = [d for d in (directory, *directory.parents) if not d.exists()]
+    for level in reversed(missing):
+        level.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(level, 0o700)
+    os.chmod(directory, 0o700)
+    fd, tmp = tempfile.mkstemp(prefix=".state-", dir=directory)
     try:
         with os.fdopen(fd, "wb") as handle:
             os.fchmod(handle.fileno(), 0o600)
