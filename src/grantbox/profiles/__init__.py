@@ -17,6 +17,14 @@ from .effective import (
     provider_entry_name,
 )
 from .headers import FORBIDDEN_HEADERS, header_name_problem
+from .isolation import (
+    FilesystemPolicy,
+    LandlockMode,
+    LimitsPolicy,
+    filesystem_path_problem,
+    filesystem_problems,
+    limits_problems,
+)
 from .hosts import cleartext_allowed, is_in_cluster_host, is_loopback_host
 from .loading import LoadedProfile, LoadResult, load_file, load_paths, load_text, parse_profile
 from .model import (
@@ -71,6 +79,12 @@ __all__ = [
     "Credential",
     "Diagnostic",
     "EffectiveConfig",
+    "FilesystemPolicy",
+    "LandlockMode",
+    "LimitsPolicy",
+    "filesystem_path_problem",
+    "filesystem_problems",
+    "limits_problems",
     "Endpoint",
     "Enforcement",
     "GrantBinding",
