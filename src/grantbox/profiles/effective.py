@@ -129,9 +129,7 @@ def build_effective_config(
                 binaries=profile.binaries,
             )
         )
-    combined = SandboxPolicy(
-        network=tuple(entries), filesystem=base.filesystem, limits=base.limits
-    )
+    combined = SandboxPolicy(network=tuple(entries), filesystem=base.filesystem, limits=base.limits)
     bindings = expand_bindings(pairs)
     inputs = {
         "sandbox": sandbox_id,

@@ -67,6 +67,7 @@ DEVICE_LINKS = (
     ("ptmx", "pts/ptmx"),
 )
 NEW_ROOT = "/tmp"  # noqa: S108 - mounted over in the sandbox's private mount namespace
+PRIVATE_TMP = "/tmp"  # noqa: S108 - the sandbox's own tmpfs inside the new root
 ROOT_SIZE = "4m"
 DEV_SIZE = "64k"
 SHM_SIZE = "64m"
@@ -220,7 +221,9 @@ def _build_dev(root: str) -> None:
         "newinstance,ptmxmode=0666,mode=0620",
     )
     os.mkdir(f"{dev}/shm", 0o1777)
-    sc.mount("tmpfs", f"{dev}/shm", "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, f"size={SHM_SIZE},mode=1777")
+    sc.mount(
+        "tmpfs", f"{dev}/shm", "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, f"size={SHM_SIZE},mode=1777"
+    )
     for name, link in DEVICE_LINKS:
         os.symlink(link, f"{dev}/{name}")
 
@@ -273,13 +276,13 @@ def build_root(
         sc.mount("sysfs", sys_dir, "sysfs", ro, None)
     except OSError:
         warn.append("/sys is empty: this kernel refused a sysfs for the sandbox")
-    tmp = _mountpoint(root, "/tmp", directory=True)
+    tmp = _mountpoint(root, PRIVATE_TMP, directory=True)
     sc.mount("tmpfs", tmp, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, f"size={tmp_size},mode=1777")
     for name, text in files:
         _write(f"{tmp}/{name}", text)
-    var = _mountpoint(root, "/var", directory=True)
-    if not os.path.lexists(f"{var}/tmp"):
-        os.symlink("/tmp", f"{var}/tmp")  # noqa: S108 - the private /tmp
+    var_tmp = _mountpoint(root, "/var", directory=True) + PRIVATE_TMP
+    if not os.path.lexists(var_tmp):
+        os.symlink(PRIVATE_TMP, var_tmp)
     sc.mount("none", root, None, sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV, None)
     os.chdir(root)
     sc.pivot_root(".", ".")

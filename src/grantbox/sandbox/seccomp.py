@@ -115,10 +115,16 @@ def _rules() -> tuple[Rule, ...]:
         rules.append(Rule("unshare", (Condition(0, flag, flag),), why=f"new namespace {name}"))
         rules.append(Rule("clone", (Condition(0, flag, flag),), why=f"new namespace {name}"))
     rules += [
-        Rule("clone3", errno_value=errno.ENOSYS, why="flags unfilterable; libc falls back to clone"),
+        Rule(
+            "clone3", errno_value=errno.ENOSYS, why="flags unfilterable; libc falls back to clone"
+        ),
         Rule("socket", (Condition(0, AF_PACKET),), why="packet sockets"),
         *(
-            Rule("socket", (Condition(0, family), Condition(1, SOCK_RAW, SOCK_TYPE_MASK)), why="raw IP")
+            Rule(
+                "socket",
+                (Condition(0, family), Condition(1, SOCK_RAW, SOCK_TYPE_MASK)),
+                why="raw IP",
+            )
             for family in (AF_INET, AF_INET6)
         ),
         Rule(
