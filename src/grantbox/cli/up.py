@@ -96,6 +96,7 @@ def up(
     try:
         parse_listen(listen)
         oidc = parse_listen(oidc_listen)
+        GatewaySettings.from_env(listen=listen)  # GRANTBOX_AGENT_UIDS, checked up front
     except ValueError as exc:
         fail(str(exc))
     problem = isolation_problem()

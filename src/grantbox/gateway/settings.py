@@ -12,6 +12,8 @@ from pathlib import Path
 
 import platformdirs
 
+from .agent_ids import UidRange, parse_uid_range
+
 APP_NAME = "grantbox"
 DEFAULT_LISTEN = "127.0.0.1:7443"
 DEFAULT_AUDIENCE = "grantbox-gateway"
@@ -64,6 +66,8 @@ class GatewaySettings:
     # The URL supervisors should dial when it differs from the listen address (NAT, pods).
     advertise_url: str = ""
     max_body_bytes: int = 4 * 1024 * 1024
+    # Kernel uids handed to sandbox agents, one each (see grantbox.gateway.agent_ids).
+    agent_uids: UidRange = field(default_factory=UidRange)
 
     @classmethod
     def from_env(
@@ -74,13 +78,17 @@ class GatewaySettings:
         state_dir: Path | None = None,
         config_dir: Path | None = None,
         advertise_url: str | None = None,
+        agent_uids: str | None = None,
     ) -> GatewaySettings:
+        """Raises ValueError for an agent uid range that is not ``FIRST:COUNT``."""
+        uid_text = agent_uids or os.environ.get("GRANTBOX_AGENT_UIDS", "")
         return cls(
             state_dir=state_dir or default_state_dir(),
             config_dir=config_dir or default_config_dir(),
             db_url=db_url or "",
             listen=listen or DEFAULT_LISTEN,
             advertise_url=advertise_url or "",
+            agent_uids=parse_uid_range(uid_text) if uid_text else UidRange(),
         )
 
     @property

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from grantbox.gateway.agent_ids import UidRange, lowest_free
 from grantbox.gateway.catalog import Catalog
 from grantbox.gateway.changes import ChangeFeed
 from grantbox.gateway.consistency import (
@@ -28,7 +29,14 @@ from grantbox.gateway.consistency import (
     refuse_messages,
 )
 from grantbox.gateway.drivers import DriverState, DriverStatus
-from grantbox.gateway.errors import AlreadyExists, InvalidRequest, NotFound, StaleVersion
+from grantbox.gateway.errors import (
+    AlreadyExists,
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    StaleVersion,
+    Unavailable,
+)
 from grantbox.gateway.phase import Phase, SandboxFacts, derive_phase
 from grantbox.gateway.storage import (
     AttachmentRow,
@@ -70,6 +78,7 @@ class SandboxView:
     resource_version: int
     created_at: float
     updated_at: float
+    agent_uid: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -86,6 +95,7 @@ class SandboxView:
             "resource_version": self.resource_version,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
+            "agent_uid": self.agent_uid,
         }
 
 
@@ -123,9 +133,15 @@ def _keep_newest(
 
 class SandboxService:
     def __init__(
-        self, store: Store, catalog: Catalog, feed: ChangeFeed, stale_after: float
+        self,
+        store: Store,
+        catalog: Catalog,
+        feed: ChangeFeed,
+        stale_after: float,
+        agent_uids: UidRange | None = None,
     ) -> None:
         self._store = store
+        self._agent_uids = agent_uids or UidRange()
         self._catalog = catalog
         self._feed = feed
         self._stale_after = stale_after
@@ -163,6 +179,7 @@ class SandboxService:
             resource_version=row.resource_version,
             created_at=row.created_at,
             updated_at=row.updated_at,
+            agent_uid=row.agent_uid,
         )
 
     def list_all(self) -> list[SandboxView]:
@@ -213,6 +230,22 @@ class SandboxService:
         policy: Mapping[str, Any] | None,
         command: Sequence[str],
     ) -> SandboxView:
+        """Record a sandbox with a uid of its own; a replica racing for the same uid (the
+        unique column refuses one of them) makes the loser pick again."""
+        for _attempt in range(3):
+            try:
+                return self._create(name, providers, policy, command)
+            except Conflict:
+                continue
+        return self._create(name, providers, policy, command)
+
+    def _create(
+        self,
+        name: str,
+        providers: Sequence[str],
+        policy: Mapping[str, Any] | None,
+        command: Sequence[str],
+    ) -> SandboxView:
         check_name("sandbox", name)
         if len(command) > MAX_COMMAND_ARGS:
             raise InvalidRequest(f"a command may have at most {MAX_COMMAND_ARGS} arguments")
@@ -231,6 +264,15 @@ class SandboxService:
             except ValueError as exc:
                 raise InvalidRequest(str(exc)) from None
             refuse_ambiguity("sandbox create", [SandboxAttachments(name, pairs)])
+            taken = session.scalars(
+                select(SandboxRow.agent_uid).where(SandboxRow.agent_uid.is_not(None))
+            ).all()
+            agent_uid = lowest_free(self._agent_uids, (uid for uid in taken if uid is not None))
+            if agent_uid is None:
+                raise Unavailable(
+                    f"every agent uid of {self._agent_uids.first}-{self._agent_uids.last} is "
+                    "in use; delete a sandbox or give the gateway a larger --agent-uids range"
+                )
             row = SandboxRow(
                 id=sandbox_id,
                 name=name,
@@ -238,6 +280,7 @@ class SandboxService:
                 command=json.dumps(list(command)),
                 created_at=now,
                 updated_at=now,
+                agent_uid=agent_uid,
             )
             session.add(row)
             session.flush()
