@@ -28,6 +28,7 @@ from grantbox.proxy import EgressProxy, SystemResolver, parse_overrides
 from grantbox.sandbox.environment import agent_environment
 from grantbox.sandbox.hiding import hidden_directories, socket_directory
 from grantbox.sandbox.launcher import launch
+from grantbox.sandbox.limits import CgroupUnavailable, Limits, SandboxCgroup, resolve
 from grantbox.sandbox.network import DEFAULT_PROXY_PORT, SandboxNetwork, create_sandbox_network
 from grantbox.sandbox.spec import DEFAULT_CA_PATH, NOBODY, LaunchSpec
 from grantbox.sandbox.trust import trust_bundle
@@ -87,6 +88,8 @@ class Supervisor:
         self._network: SandboxNetwork | None = None
         self._ca_pem = ""
         self._config: EffectiveConfig | None = None
+        self._cgroup: SandboxCgroup | None = None
+        self._limits: Limits = resolve()
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._execs: set[asyncio.Task[None]] = set()
@@ -96,20 +99,47 @@ class Supervisor:
 
     # -- the agent's view -------------------------------------------------------------
     def launch_spec(self, argv: Sequence[str]) -> LaunchSpec:
+        """Everything the fence needs for one process, from the current effective config:
+        the policy's filesystem view and Landlock mode, the sandbox's own uid (root mode;
+        nobody when the gateway reserved none), its cgroup, or rlimits where it has none."""
         env = agent_environment(
             proxy_port=self.options.proxy_port,
             ca_bundle=DEFAULT_CA_PATH,
             declared=self.options.declared_env,
         )
+        policy = self._config.policy if self._config is not None else None
+        agent_uid = self._config.agent_uid if self._config is not None else None
+        uid = None if self.rootless else (agent_uid or NOBODY)
+        bounded = self._cgroup is not None
         return LaunchSpec(
             argv=tuple(argv),
             env=env,
             hidden=self._hidden,
             ca_pem=self._ca_pem,
-            uid=None if self.rootless else NOBODY,
-            gid=None if self.rootless else NOBODY,
+            uid=uid,
+            gid=uid,
             nested_user_namespace=self.rootless,
+            read_only=policy.filesystem.read_only if policy else (),
+            read_write=policy.filesystem.read_write if policy else (),
+            landlock=str(policy.filesystem.landlock) if policy else "best_effort",
+            cgroup_procs=self._cgroup.procs_files if self._cgroup else (),
+            max_processes=None if bounded else self._limits.processes,
+            max_memory_bytes=None if bounded else self._limits.memory_bytes,
         )
+
+    def _bound(self, config: EffectiveConfig) -> None:
+        """One cgroup for the whole sandbox (agent and every exec), or rlimits per process."""
+        wanted = config.policy.limits
+        self._limits = resolve(wanted.processes, wanted.memory_mib, wanted.cpus)
+        try:
+            self._cgroup = SandboxCgroup.create(self.options.sandbox_id, self._limits)
+        except (CgroupUnavailable, OSError) as exc:
+            log.warning(
+                "sandbox %s: no cgroup (%s); bounding each process with rlimits instead "
+                "(processes and memory; CPU stays unbounded)",
+                self.options.sandbox_id,
+                exc,
+            )
 
     # -- lifecycle ----------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -132,6 +162,7 @@ class Supervisor:
         if config is None:
             return 0
         self._config = config
+        self._bound(config)
         resolver = SystemResolver(parse_overrides(self.options.resolve))
         self._proxy = EgressProxy(
             config,
@@ -186,6 +217,8 @@ class Supervisor:
             await self._proxy.stop()
         if self._network is not None:
             self._network.close()
+        if self._cgroup is not None and not await asyncio.to_thread(self._cgroup.remove):
+            log.warning("sandbox %s: a cgroup could not be removed", self.options.sandbox_id)
         await self._engine.aclose()
         await self._identity.aclose()
         await self._client.aclose()
