@@ -123,10 +123,14 @@ async def _run(
 ) -> None:
     settings = GatewaySettings.from_env(listen=listen)
     runtime = default_runtime_dir()
-    runtime.mkdir(parents=True, exist_ok=True, mode=0o755)
+    # Nobody but us may list or traverse an instance's sockets (sandboxes of any instance
+    # run as other users): the shared parent is 0711, each instance's directory 0700.
+    runtime.mkdir(parents=True, exist_ok=True, mode=0o711)
+    if runtime.stat().st_uid == os.geteuid():
+        runtime.chmod(0o711)
     remove_stale_runtime(runtime)
     owned = runtime / f"up-{os.getpid()}"
-    owned.mkdir(mode=0o755)
+    owned.mkdir(mode=0o700)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
