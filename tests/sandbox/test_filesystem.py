@@ -17,7 +17,9 @@ import pytest
 
 from grantbox.sandbox import filesystem
 from grantbox.sandbox import syscalls as sc
+from grantbox.sandbox.network import NetworkSetupFailed, create_sandbox_network
 from tests.support.sandbox_run import SandboxRunner
+from tests.support.subordinate_ids import have_helpers, subordinate_ids
 
 REPO = Path(__file__).resolve().parents[2]
 root_only = [
@@ -193,3 +195,41 @@ class TestView:
         result = await rootless_runner.sh(script)
         assert result.code == 0, result
         assert not Path("/usr/planted").exists()
+
+
+@pytest.mark.skipif(not have_helpers(), reason="newuidmap/newgidmap missing (Debian uidmap)")
+class TestRootlessAgentIsNotTheOperator:
+    """#12 (high): rootless, the agent runs as a subordinate id, never as the operator."""
+
+    pytestmark = root_only
+
+    async def test_the_agent_owns_nothing_of_the_operators(self, host_tree: Path) -> None:
+        with subordinate_ids("root", 3_000_000) as ids:
+            sub = ids.start + 5
+            network = create_sandbox_network(3128, rootless=True, agent_ids=(sub, sub))
+            try:
+                runner = SandboxRunner(network)
+                os.chmod(host_tree / "shared", 0o1777)  # noqa: S103 - sticky, like /tmp
+                operator_file = host_tree / "shared" / "operator.txt"
+                operator_file.write_text("operator's\n")
+                script = (
+                    f"id -u; id -g; echo agent > {host_tree}/shared/by-agent;"
+                    f" echo tampered > {operator_file} && exit 10;"
+                    f" rm -f {operator_file} && exit 11;"
+                    f" touch {host_tree}/work/x && exit 12; exit 0"
+                )
+                result = await runner.sh(
+                    script,
+                    read_write=(str(host_tree / "shared"), str(host_tree / "work")),
+                )
+            finally:
+                network.close()
+        assert result.code == 0, result
+        assert result.out.split() == ["1", "1"]
+        assert operator_file.read_text() == "operator's\n"
+        made = (host_tree / "shared" / "by-agent").stat()
+        assert (made.st_uid, made.st_gid) == (sub, sub)
+
+    def test_a_range_the_operator_does_not_own_is_refused_clearly(self) -> None:
+        with pytest.raises(NetworkSetupFailed, match="newuidmap refused"):
+            create_sandbox_network(3128, rootless=True, agent_ids=(3_500_000, 3_500_000))

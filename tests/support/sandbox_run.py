@@ -48,8 +48,8 @@ class SandboxRunner:
             env=env,
             hidden=tuple(hidden),
             ca_pem=TEST_CA,
-            uid=None if self.rootless else 0 if root else uid or 65534,
-            gid=None if self.rootless else 0 if root else uid or 65534,
+            uid=self.network.agent_in_namespace if self.rootless else 0 if root else uid or 65534,
+            gid=self.network.agent_in_namespace if self.rootless else 0 if root else uid or 65534,
             nested_user_namespace=self.rootless,
             **fence,
         )

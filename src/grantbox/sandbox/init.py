@@ -86,16 +86,17 @@ def _become_agent(spec: LaunchSpec) -> None:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
     os.setsid()
-    if spec.nested_user_namespace:
-        # Init is not dumpable, which makes our /proc/self files root's; the uid map of the
-        # new namespace must be writable by us. exec would reset this anyway.
-        sc.prctl(sc.PR_SET_DUMPABLE, 1)
-        _enter_nested_user_namespace()
     if spec.gid is not None:
         os.setgroups([])
         os.setresgid(spec.gid, spec.gid, spec.gid)
     if spec.uid is not None:
         os.setresuid(spec.uid, spec.uid, spec.uid)
+    if spec.nested_user_namespace:
+        # Init is not dumpable (and changing uid resets it), which makes our /proc/self
+        # files root's; the uid map of the new namespace must be writable by us. exec
+        # resets this anyway.
+        sc.prctl(sc.PR_SET_DUMPABLE, 1)
+        _enter_nested_user_namespace()
     if spec.max_processes is not None:
         resource.setrlimit(resource.RLIMIT_NPROC, (spec.max_processes, spec.max_processes))
     if spec.max_memory_bytes is not None:

@@ -31,6 +31,7 @@ from grantbox.sandbox.launcher import launch
 from grantbox.sandbox.limits import CgroupUnavailable, Limits, SandboxCgroup, resolve
 from grantbox.sandbox.network import DEFAULT_PROXY_PORT, SandboxNetwork, create_sandbox_network
 from grantbox.sandbox.spec import DEFAULT_CA_PATH, NOBODY, LaunchSpec
+from grantbox.sandbox.subids import for_operator, why_not
 from grantbox.sandbox.trust import trust_bundle
 
 from .gateway_client import ExecRequestItem, SupervisorClient, SupervisorClientError
@@ -109,7 +110,10 @@ class Supervisor:
         )
         policy = self._config.policy if self._config is not None else None
         agent_uid = self._config.agent_uid if self._config is not None else None
-        uid = None if self.rootless else (agent_uid or NOBODY)
+        if self.rootless:
+            uid = self._network.agent_in_namespace if self._network is not None else None
+        else:
+            uid = agent_uid or NOBODY
         bounded = self._cgroup is not None
         return LaunchSpec(
             argv=tuple(argv),
@@ -126,6 +130,21 @@ class Supervisor:
             max_processes=None if bounded else self._limits.processes,
             max_memory_bytes=None if bounded else self._limits.memory_bytes,
         )
+
+    def _agent_ids(self, config: EffectiveConfig) -> tuple[int, int] | None:
+        """Rootless: the subordinate uid/gid the agent runs as, so it is not the operator."""
+        if not self.rootless:
+            return None
+        found = for_operator(config.agent_uid or 0)
+        if found is None:
+            log.warning(
+                "sandbox %s: rootless without subordinate ids (%s): the agent runs as your "
+                "uid inside a root where nothing of yours is shown but the policy's paths",
+                self.options.sandbox_id,
+                why_not(),
+            )
+            return None
+        return (found.uid, found.gid)
 
     def _bound(self, config: EffectiveConfig) -> None:
         """One cgroup for the whole sandbox (agent and every exec), or rlimits per process."""
@@ -172,7 +191,9 @@ class Supervisor:
             events=self._event,
         )
         self._ca_pem = trust_bundle(self._proxy.ca_cert_pem.decode())
-        self._network = create_sandbox_network(self.options.proxy_port, rootless=self.rootless)
+        self._network = create_sandbox_network(
+            self.options.proxy_port, rootless=self.rootless, agent_ids=self._agent_ids(config)
+        )
         await self._proxy.start(sockets=[self._network.listener])
         agent = await launch(
             self.launch_spec(self.options.command or IDLE_COMMAND),
