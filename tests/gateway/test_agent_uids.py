@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -12,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import text
 
-from grantbox.gateway.agent_ids import UidRange, lowest_free, parse_uid_range
+from grantbox.gateway.agent_ids import UidRange, choose_free, lowest_free, parse_uid_range
 from grantbox.gateway.catalog import Catalog, load_builtins
 from grantbox.gateway.changes import ChangeFeed
 from grantbox.gateway.errors import GatewayError
@@ -127,3 +128,16 @@ def test_upgrade_gives_existing_sandboxes_a_uid(tmp_path: Path) -> None:
         assert service.create("new", [], None, []).agent_uid == 1_900_000_002
     finally:
         store.close()
+
+
+def test_after_a_lost_race_the_pick_spreads_over_the_lowest_free_uids() -> None:
+    ids = UidRange(2_000_000, 1000)
+    taken = {2_000_000, 2_000_002}
+    assert choose_free(ids, taken, 0) == 2_000_001
+    rng = random.Random(7)
+    picks = {choose_free(ids, taken, 1, rng) for _ in range(200)}
+    assert len(picks) > 10
+    assert all(p is not None and p in ids and p not in taken for p in picks)
+    assert max(p for p in picks if p is not None) < 2_000_000 + 64 + len(taken)
+    full = UidRange(2_000_000, 2)
+    assert choose_free(full, {2_000_000, 2_000_001}, 3) is None

@@ -106,6 +106,8 @@ def _rootless_up(home: Path, repos: Path, subids: bool) -> None:
                 break
         text = "".join(lines)
         assert "rootless (user namespaces)" in text, text
+        said = "subordinate ids of yours" if subids else "agents run as your uid"
+        assert said in text, text
         port = re.search(r"gateway: http://127.0.0.1:(\d+)", text)
         assert port is not None, text
 

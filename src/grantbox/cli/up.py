@@ -22,7 +22,7 @@ from grantbox.drivers import LocalDriver, LocalDriverSettings
 from grantbox.gateway import GatewayServer, GatewaySettings
 from grantbox.gateway.settings import DEFAULT_LISTEN, parse_listen
 from grantbox.identity_agent import IdentityAgent
-from grantbox.sandbox import isolation_problem, shadow_problem
+from grantbox.sandbox import isolation_problem, shadow_problem, subids
 
 from .output import fail
 
@@ -105,6 +105,14 @@ def up(
         fail(problem)
     mode = "root" if os.geteuid() == 0 else "rootless (user namespaces)"
     _step(f"isolation: namespaces available, running as {mode}")
+    if os.geteuid() != 0:
+        if subids.for_operator(0) is not None:
+            _step("agents run as subordinate ids of yours (/etc/subuid), never as you")
+        else:
+            _step(
+                f"agents run as your uid ({subids.why_not()}), in a root where nothing of "
+                "yours is shown but the paths a sandbox policy lists"
+            )
     try:
         ca = upstream_ca.resolve() if upstream_ca else None
         asyncio.run(_run(listen, trust_domain, oidc, resolve, ca))

@@ -16,6 +16,7 @@ live sandboxes. ``gateway serve``/``up`` take ``--agent-uids FIRST:COUNT`` (or
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -64,3 +65,26 @@ def lowest_free(ids: UidRange, taken: Iterable[int]) -> int | None:
         if ids.first + offset not in used:
             return ids.first + offset
     return None
+
+
+def choose_free(
+    ids: UidRange, taken: Iterable[int], attempt: int, rng: random.Random | None = None
+) -> int | None:
+    """The lowest free uid on a first attempt; after losing a race to another replica, one
+    of the lowest few free ones at random, so racing replicas stop picking the same one."""
+    used = {uid for uid in taken if uid in ids}
+    if attempt == 0:
+        return lowest_free(ids, used)
+    candidates: list[int] = []
+    for offset in range(ids.count):
+        if ids.first + offset not in used:
+            candidates.append(ids.first + offset)
+            if len(candidates) == SPREAD:
+                break
+    if not candidates:
+        return None
+    return (rng or _RNG).choice(candidates)
+
+
+SPREAD = 64
+_RNG = random.SystemRandom()

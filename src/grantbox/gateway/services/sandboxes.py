@@ -19,7 +19,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from grantbox.drivers.protocol import DriverState, DriverStatus
-from grantbox.gateway.agent_ids import UidRange, lowest_free
+from grantbox.gateway.agent_ids import UidRange, choose_free
 from grantbox.gateway.catalog import Catalog
 from grantbox.gateway.changes import ChangeFeed
 from grantbox.gateway.consistency import (
@@ -58,6 +58,7 @@ from .config import effective_config
 from .lookup import attached_providers, resolve_profiles, sandbox_by_name
 
 MAX_COMMAND_ARGS = 256
+CREATE_ATTEMPTS = 8
 MAX_LOG_LINES_PER_CALL = 1000
 MAX_LOG_MESSAGE = 16_384
 LOG_RETENTION = 10_000
@@ -231,13 +232,13 @@ class SandboxService:
         command: Sequence[str],
     ) -> SandboxView:
         """Record a sandbox with a uid of its own; a replica racing for the same uid (the
-        unique column refuses one of them) makes the loser pick again."""
-        for _attempt in range(3):
+        unique column refuses one of them) makes the loser pick again, spread out."""
+        for attempt in range(CREATE_ATTEMPTS - 1):
             try:
-                return self._create(name, providers, policy, command)
+                return self._create(name, providers, policy, command, attempt)
             except Conflict:
                 continue
-        return self._create(name, providers, policy, command)
+        return self._create(name, providers, policy, command, CREATE_ATTEMPTS - 1)
 
     def _create(
         self,
@@ -245,6 +246,7 @@ class SandboxService:
         providers: Sequence[str],
         policy: Mapping[str, Any] | None,
         command: Sequence[str],
+        attempt: int,
     ) -> SandboxView:
         check_name("sandbox", name)
         if len(command) > MAX_COMMAND_ARGS:
@@ -267,7 +269,8 @@ class SandboxService:
             taken = session.scalars(
                 select(SandboxRow.agent_uid).where(SandboxRow.agent_uid.is_not(None))
             ).all()
-            agent_uid = lowest_free(self._agent_uids, (uid for uid in taken if uid is not None))
+            in_use = (uid for uid in taken if uid is not None)
+            agent_uid = choose_free(self._agent_uids, in_use, attempt)
             if agent_uid is None:
                 raise Unavailable(
                     f"every agent uid of {self._agent_uids.first}-{self._agent_uids.last} is "
