@@ -157,3 +157,14 @@ class TestContained:
         made, refused = (int(x) for x in result.out.split())
         assert refused == 11, result
         assert made < 16
+
+    async def test_rlimits_bound_memory_where_no_group_does(self, runner: SandboxRunner) -> None:
+        hog = (
+            "b = []\nfor _ in range(64):\n    b.append(bytearray(8 * 1024 * 1024))\nprint('alive')"
+        )
+        result = await runner.run(["python3", "-c", hog], max_memory_bytes=96 * 1024 * 1024)
+        assert result.code == 1, result
+        assert "MemoryError" in result.err and "alive" not in result.out
+        small = await runner.run(["python3", "-c", "print(len(bytearray(8 << 20)))"],
+                                 max_memory_bytes=96 * 1024 * 1024)  # fmt: skip
+        assert small.out == f"{8 << 20}\n", small

@@ -101,7 +101,8 @@ def _become_agent(spec: LaunchSpec) -> None:
         resource.setrlimit(resource.RLIMIT_NPROC, (spec.max_processes, spec.max_processes))
     if spec.max_memory_bytes is not None:
         limit = spec.max_memory_bytes
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        # DATA, not AS: runtimes reserve far more address space than they ever touch.
+        resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
     sc.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
     try:
         os.chdir(spec.cwd)

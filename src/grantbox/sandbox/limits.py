@@ -6,7 +6,7 @@ flood meets ``pids.max``, a memory hog meets the OOM killer inside the group, an
 supervisor, outside the group, keeps serving. cgroup v2 is used where its controllers are
 available to us; otherwise the v1 hierarchies (the hybrid layout many hosts mount). Where
 neither can be written (rootless without delegation), the agent gets rlimits instead:
-``RLIMIT_NPROC`` (counted per kernel uid, which is the sandbox's own) and ``RLIMIT_AS``;
+``RLIMIT_NPROC`` (counted per kernel uid, which is the sandbox's own) and ``RLIMIT_DATA``;
 CPU then stays unbounded, and the supervisor says so.
 
 Groups are named ``grantbox-<sandbox>-<supervisor pid>``: one left behind by a supervisor
