@@ -233,3 +233,19 @@ class TestRootlessAgentIsNotTheOperator:
     def test_a_range_the_operator_does_not_own_is_refused_clearly(self) -> None:
         with pytest.raises(NetworkSetupFailed, match="newuidmap refused"):
             create_sandbox_network(3128, rootless=True, agent_ids=(3_500_000, 3_500_000))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+@pytest.mark.root
+async def test_a_listed_link_inside_a_shown_directory_is_left_as_it_is(
+    runner: SandboxRunner, host_tree: Path
+) -> None:
+    (host_tree / "work" / "link").symlink_to("/usr/bin")
+    result = await runner.sh(
+        f"readlink {host_tree}/work/link",
+        read_write=(str(host_tree / "work"),),
+        read_only=(str(host_tree / "work" / "link"),),
+    )
+    assert result.code == 0, result
+    assert result.out == "/usr/bin\n"
+    assert (host_tree / "work" / "link").readlink() == Path("/usr/bin")

@@ -189,6 +189,8 @@ def _show(root: str, entry: Entry, warn: list[str]) -> None:
     if os.path.islink(entry.path):
         parent = os.path.dirname(entry.path)
         directory = _mountpoint(root, parent, directory=True) if parent != "/" else root
+        if os.lstat(directory).st_dev != os.lstat(root).st_dev:
+            return  # inside a shown host directory: the link is there already
         os.symlink(os.readlink(entry.path), f"{directory}/{os.path.basename(entry.path)}")
         return
     is_dir = os.path.isdir(entry.path)
