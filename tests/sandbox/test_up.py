@@ -112,10 +112,11 @@ def _wait_fenced(marker: str, seconds: float = 20.0) -> set[int]:
 def test_up_ten_times_leaves_nothing_behind(tmp_path: Path) -> None:
     watched = (str(tmp_path), "/run/gbx-up-")
     before = snapshot(watched)
-    namespaces: set[str] = set()
+    namespaces: dict[str, float] = {}  # namespace -> when its instance was told to stop
     sandbox_pids: set[int] = set()
     for run in range(RUNS):
         up = Up(tmp_path)
+        running: set[str] = set()
         try:
             assert _listening(up.gateway_port)
             if run in (0, RUNS - 1):
@@ -126,8 +127,9 @@ def test_up_ten_times_leaves_nothing_behind(tmp_path: Path) -> None:
                 _wait_ready(gw, f"s{run}")
                 fenced = _wait_fenced(marker)
                 sandbox_pids |= descendants(up.process.pid) | pids_mentioning(marker)
-                namespaces |= {ns for pid in fenced if (ns := net_namespace(pid))}
+                running = {ns for pid in fenced if (ns := net_namespace(pid))}
             signum = signal.SIGINT if run % 2 == 0 else signal.SIGTERM
+            namespaces |= dict.fromkeys(running, time.time())
             started = time.monotonic()
             code, output = up.stop(signum)
         finally:
