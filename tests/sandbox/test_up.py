@@ -24,6 +24,7 @@ from tests.support.sandbox_residue import (
     net_namespace,
     new_mounts_of_ours,
     pids_mentioning,
+    seconds_since_boot,
     snapshot,
 )
 
@@ -112,11 +113,10 @@ def _wait_fenced(marker: str, seconds: float = 20.0) -> set[int]:
 def test_up_ten_times_leaves_nothing_behind(tmp_path: Path) -> None:
     watched = (str(tmp_path), "/run/gbx-up-")
     before = snapshot(watched)
-    namespaces: dict[str, float] = {}  # namespace -> when its instance was told to stop
+    namespaces: set[str] = set()
     sandbox_pids: set[int] = set()
     for run in range(RUNS):
         up = Up(tmp_path)
-        running: set[str] = set()
         try:
             assert _listening(up.gateway_port)
             if run in (0, RUNS - 1):
@@ -127,9 +127,8 @@ def test_up_ten_times_leaves_nothing_behind(tmp_path: Path) -> None:
                 _wait_ready(gw, f"s{run}")
                 fenced = _wait_fenced(marker)
                 sandbox_pids |= descendants(up.process.pid) | pids_mentioning(marker)
-                running = {ns for pid in fenced if (ns := net_namespace(pid))}
+                namespaces |= {ns for pid in fenced if (ns := net_namespace(pid))}
             signum = signal.SIGINT if run % 2 == 0 else signal.SIGTERM
-            namespaces |= dict.fromkeys(running, time.time())
             started = time.monotonic()
             code, output = up.stop(signum)
         finally:
@@ -142,9 +141,10 @@ def test_up_ten_times_leaves_nothing_behind(tmp_path: Path) -> None:
         assert "stopped; nothing left running" in output
         assert not _listening(up.gateway_port) and not _listening(up.oidc_port)
         assert not up.runtime.exists()
+    stopped = seconds_since_boot()
     after = snapshot(watched)
     assert [pid for pid in sandbox_pids if Path(f"/proc/{pid}").exists()] == []
-    assert namespace_holders(namespaces) == set()
+    assert namespace_holders(namespaces, born_before=stopped) == set()
     assert after.unix_sockets == before.unix_sockets == frozenset()
     assert new_mounts_of_ours(before, after, watched) == []
     assert after.links == before.links

@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,48 +46,39 @@ def net_namespace(pid: int) -> str | None:
     return None
 
 
+def seconds_since_boot() -> float:
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
 def started_at(pid: int) -> float | None:
-    """When ``pid`` started (seconds since the epoch), from /proc; None once it is gone."""
+    """When ``pid`` started, in seconds since boot (``/proc/PID/stat`` field 22)."""
     with contextlib.suppress(OSError, ValueError, IndexError):
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        ticks = int(fields[19])  # field 22 of stat: start time in clock ticks after boot
-        boot = next(
-            int(line.split()[1])
-            for line in Path("/proc/stat").read_text().splitlines()
-            if line.startswith("btime ")
-        )
-        return boot + ticks / os.sysconf("SC_CLK_TCK")
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        ticks = int(stat.rpartition(")")[2].split()[19])
+        return ticks / os.sysconf("SC_CLK_TCK")
     return None
 
 
-def namespace_holders(namespaces: Iterable[str] | Mapping[str, float]) -> set[str]:
+def namespace_holders(namespaces: Iterable[str], *, born_before: float | None = None) -> set[str]:
     """Which of ``namespaces`` (``net:[inode]``) any process still uses or holds an fd to.
 
-    The kernel hands a freed namespace's inode number to the next new namespace, so on a
-    busy host another program's sandbox can show up under a number we recorded. Given a
-    mapping to the time each namespace's owner stopped, only processes started before then
-    count for it: a later process cannot hold our namespace unless an older holder (which
-    is counted) handed it over.
+    The kernel reuses a freed namespace's inode number, so on a busy host another program's
+    fresh namespace can carry a number we saw; ``born_before`` (seconds since boot) counts
+    only processes that already existed then, which every leftover of ours did.
     """
-    cutoff = dict(namespaces) if isinstance(namespaces, Mapping) else {}
     wanted = set(namespaces)
     held: set[str] = set()
-
-    def counts(pid: int, ns: str) -> bool:
-        if ns not in wanted:
-            return False
-        limit = cutoff.get(ns)
-        return limit is None or (started_at(pid) or limit) < limit
-
     for pid in _pids():
+        if born_before is not None and (started_at(pid) or 0.0) > born_before:
+            continue
         ns = net_namespace(pid)
-        if ns is not None and counts(pid, ns):
+        if ns in wanted:
             held.add(ns)
         with contextlib.suppress(OSError):
             for fd in Path(f"/proc/{pid}/fd").iterdir():
                 with contextlib.suppress(OSError):
                     target = os.readlink(fd)
-                    if counts(pid, target):
+                    if target in wanted:
                         held.add(target)
     return held
 
