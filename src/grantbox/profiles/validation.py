@@ -17,6 +17,7 @@ from .diagnostics import Diagnostic, Severity
 from .effective import PROVIDER_ENTRY_PREFIX, SandboxPolicy
 from .grant_kinds import grant_kind_problems
 from .headers import header_name_problem
+from .isolation import filesystem_problems, limits_problems
 from .model import AuthStyle, Credential, Endpoint, Profile, TlsMode
 from .patterns import (
     PatternError,
@@ -365,4 +366,8 @@ def validate_policy(policy: SandboxPolicy, label: str = "policy") -> list[Diagno
                 )
         for index, endpoint in enumerate(entry.endpoints):
             diagnostics.extend(_check_endpoint(label, f"{base}.endpoints[{index}]", endpoint))
+    for field, reason in filesystem_problems(policy.filesystem):
+        diagnostics.append(Diagnostic(label, f"filesystem.{field}".rstrip("."), reason))
+    for field, reason in limits_problems(policy.limits):
+        diagnostics.append(Diagnostic(label, f"limits.{field}", reason))
     return diagnostics
