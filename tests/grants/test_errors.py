@@ -6,7 +6,14 @@ import pytest
 
 import grantbox.grants.errors as errors_module
 from grantbox import grants
-from grantbox.grants.errors import ERRORS_BY_REASON, REASONS, error_for_reason
+from grantbox.grants.errors import (
+    ERRORS_BY_REASON,
+    REASONS,
+    GrantFailure,
+    error_for_reason,
+    failure_of,
+)
+from grantbox.identity import IdentityDenied, IdentityError, IdentityUnavailable
 
 DESIGN_REASONS = {
     "workload_identity_unavailable",
@@ -46,3 +53,24 @@ def test_error_for_reason_builds_the_matching_class(reason: str) -> None:
 
 def test_unknown_reason_fails_closed_as_endpoint_error() -> None:
     assert error_for_reason("made_up", "x").reason == "token_endpoint_error"
+    assert failure_of(None) is GrantFailure.TOKEN_ENDPOINT_ERROR
+    assert failure_of("workload_identity_denied") is GrantFailure.WORKLOAD_IDENTITY_DENIED
+
+
+def test_the_enum_is_the_one_vocabulary() -> None:
+    """The engine's errors and the identity client's errors carry the same enum members
+    (not look-alike strings), so nothing has to keep lists in sync."""
+    assert {member.value for member in GrantFailure} == DESIGN_REASONS
+    assert frozenset(GrantFailure) == REASONS
+    for cls in ERRORS_BY_REASON.values():
+        assert isinstance(cls.reason, GrantFailure)
+    for identity_cls in (IdentityError, IdentityUnavailable, IdentityDenied):
+        assert isinstance(identity_cls.reason, GrantFailure)
+    assert IdentityDenied.reason is GrantFailure.WORKLOAD_IDENTITY_DENIED
+    assert IdentityUnavailable.reason is GrantFailure.WORKLOAD_IDENTITY_UNAVAILABLE
+
+
+def test_repr_and_str_show_the_reason_text() -> None:
+    error = error_for_reason(GrantFailure.TOKEN_MALFORMED, "why")
+    assert repr(error) == "TokenMalformed(reason='token_malformed', detail='why')"
+    assert str(error) == "token_malformed: why"

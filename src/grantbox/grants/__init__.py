@@ -1,7 +1,7 @@
 """Token grants: a binding's JWT-SVID exchanged for an OAuth access token, and cached.
 
 ``GrantEngine.obtain(binding)`` is the whole interface the proxy needs; every failure is a
-:class:`GrantError` whose ``reason`` is one of DESIGN §3.4.
+:class:`GrantError` whose ``reason`` is a :class:`GrantFailure` (DESIGN §3.4).
 """
 
 from .answer import MAX_BODY_BYTES, TokenAnswer, is_token68, sanitise_oauth_field
@@ -11,6 +11,7 @@ from .engine import GrantEngine
 from .errors import (
     REASONS,
     GrantError,
+    GrantFailure,
     GrantMisconfigured,
     TokenEndpointError,
     TokenEndpointRejected,
@@ -19,6 +20,8 @@ from .errors import (
     TokenMalformed,
     WorkloadIdentityDenied,
     WorkloadIdentityUnavailable,
+    error_for_reason,
+    failure_of,
 )
 from .lifetime import backoff_delay, cache_ttl, refresh_after
 from .request import CacheKey, cache_key, token_request_form
@@ -31,6 +34,7 @@ __all__ = [
     "CacheKey",
     "GrantEngine",
     "GrantError",
+    "GrantFailure",
     "GrantMisconfigured",
     "Svid",
     "SvidSource",
@@ -46,6 +50,8 @@ __all__ = [
     "backoff_delay",
     "cache_key",
     "cache_ttl",
+    "error_for_reason",
+    "failure_of",
     "is_token68",
     "refresh_after",
     "sanitise_oauth_field",

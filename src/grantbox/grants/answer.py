@@ -15,13 +15,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 
-from .errors import (
-    GrantError,
-    TokenEndpointError,
-    TokenEndpointRejected,
-    TokenMalformed,
-    error_for_reason,
-)
+from .errors import GrantError, GrantFailure, TokenMalformed, error_for_reason
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_OAUTH_FIELD_CHARS = 256
@@ -57,11 +51,11 @@ def status_text(status: int) -> str:
         return str(status)
 
 
-def reason_for_status(status: int) -> str:
+def reason_for_status(status: int) -> GrantFailure:
     """Failure reason for a non-2xx status."""
     if status in _REJECTING_STATUSES:
-        return TokenEndpointRejected.reason
-    return TokenEndpointError.reason
+        return GrantFailure.TOKEN_ENDPOINT_REJECTED
+    return GrantFailure.TOKEN_ENDPOINT_ERROR
 
 
 def oauth_error_fields(body: bytes) -> dict[str, str]:
