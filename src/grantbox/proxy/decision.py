@@ -44,7 +44,8 @@ METHOD_OVERRIDE_HEADERS = frozenset(
 )
 _METHOD_PARAMETER = "_method"
 # PHP turns ' ', '.' and an unclosed '[' in parameter names into '_' (and drops leading
-# spaces), so ".method", " method" and "[method" all reach Symfony/Laravel as "_method".
+# spaces first), so ".method", "[method" and " _method" reach Symfony/Laravel as "_method";
+# " method" is refused too (a parser that keeps the space reads it so).
 # Rack and other older parsers also split the query on ';'.
 _QUERY_SEPARATORS = re.compile(r"[&;]")
 _PHP_NAME_MANGLING = str.maketrans({" ": "_", ".": "_", "[": "_"})
@@ -132,11 +133,16 @@ def _restricts_methods(endpoint: Endpoint) -> bool:
     return any(rule.method != "*" for rule in endpoint.rules)
 
 
-def parameter_name(raw: str) -> str:
-    """The name a common framework gives a query or form parameter: percent-decoded, then
-    mangled the way PHP does (``.method``, `` method``, ``[method`` all become
-    ``_method``; ``_method[]`` is the array ``_method``)."""
-    name = unquote_plus(raw).split("\x00", 1)[0].lstrip(" ")
+def parameter_names(raw: str) -> frozenset[str]:
+    """The names common frameworks may give a query or form parameter: percent-decoded,
+    then mangled the way PHP does (``.method``, `` method`` and ``[method`` become
+    ``_method``, ``_method[]`` is the array ``_method``), with and without the leading
+    spaces PHP drops."""
+    decoded = unquote_plus(raw).split("\x00", 1)[0]
+    return frozenset(_php_name(name) for name in (decoded, decoded.lstrip(" ")))
+
+
+def _php_name(name: str) -> str:
     bracket = name.find("[")
     if bracket >= 0 and "]" in name[bracket:]:
         name = name[:bracket]
@@ -166,6 +172,6 @@ def method_override_problem(
     if not query:
         return None
     for item in _QUERY_SEPARATORS.split(query):
-        if parameter_name(item.split("=", 1)[0]) == _METHOD_PARAMETER:
+        if _METHOD_PARAMETER in parameter_names(item.split("=", 1)[0]):
             return "_method query parameter on an endpoint that restricts methods"
     return None
