@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import click
+import uvloop
 from prometheus_client import CollectorRegistry, start_http_server
 
 from grantbox.grants import GrantEngine
@@ -121,9 +122,13 @@ def run(
     metrics = _listen(metrics_listen, "--metrics-listen") if metrics_listen else None
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
     resolver = SystemResolver(overrides)
-    asyncio.run(
-        _serve(config, address, unix_path, identity_socket, ca_out, resolver, upstream_ca, metrics)
-    )
+    # uvloop: the proxy's I/O loop in C (libuv), about twice the request rate of asyncio's.
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(
+            _serve(
+                config, address, unix_path, identity_socket, ca_out, resolver, upstream_ca, metrics
+            )
+        )
 
 
 def _write_events(text: str) -> None:

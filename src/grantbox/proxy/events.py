@@ -138,6 +138,7 @@ def http_activity(
     audit_denial: str | None = None,
     binding_id: str | None = None,
     reason: str | None = None,
+    dst_ip: str = "",
 ) -> dict[str, Any]:
     """The one event of one request (or CONNECT): its decision and, where a binding
     applied, whether its token was injected or why not (never the token)."""
@@ -156,6 +157,8 @@ def http_activity(
     severity = SEVERITY_LOW if audit_denial else None
     event.update(_outcome(allowed, severity))
     event.update(_http(facts))
+    if dst_ip:
+        event["dst_endpoint"]["ip"] = dst_ip
     extra = event.setdefault("unmapped", {})
     if entry:
         event["firewall_rule"] = {"name": entry, "type": "network_policy"}

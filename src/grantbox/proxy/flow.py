@@ -26,8 +26,8 @@ from grantbox.grants import GrantError, GrantFailure
 from grantbox.profiles import GrantBinding, TlsMode
 
 from .answers import ErrorCode, ProxyAnswer
-from .decision import Decision, cleartext_address_problem
-from .destinations import IPAddress, validate_addresses
+from .decision import Decision
+from .destinations import IPAddress
 from .events import RequestFacts
 from .framing import FramingError, RequestHead, serialize_head
 from .policy import CompiledPolicy, Program
@@ -124,6 +124,7 @@ class Forward:
     connect: bool = False
     raw: bool = False
     server: h11.Connection | None = field(default=None, repr=False)  # the agent's side
+    keep_alive: bool = True  # the agent may send another request on this connection
 
     @property
     def injected(self) -> bool:
@@ -227,7 +228,7 @@ def _connect_flow(policy: CompiledPolicy, head: RequestHead, arrival: Arrival) -
         return _refuse(facts, decision.code, decision.detail, decision)
     # Validated now so a refused destination fails at CONNECT; every request inside an
     # inspected tunnel resolves and validates again before it is dialled.
-    addresses = yield from _destinations(facts, decision, host, port)
+    addresses = yield from _destinations(policy, facts, decision, host, port)
     if isinstance(addresses, Refuse):
         return addresses
     if decision.tls is not TlsMode.SKIP:
@@ -246,14 +247,14 @@ def _identify() -> Generator[Command, Result, Program]:
 
 
 def _destinations(
-    facts: RequestFacts, decision: Decision, host: str, port: int
+    policy: CompiledPolicy, facts: RequestFacts, decision: Decision, host: str, port: int
 ) -> Generator[Command, Result, tuple[IPAddress, ...] | Refuse]:
     resolved = yield Resolve(host, port)
     assert isinstance(resolved, Resolved)
     if resolved.error:
         detail = f"{host} did not resolve: {resolved.error}"
         return _refuse(facts, ErrorCode.UPSTREAM_UNREACHABLE, detail, decision)
-    usable, problem = validate_addresses(resolved.addresses, decision.networks)
+    usable, problem = policy.usable_addresses(resolved.addresses, decision.networks)
     if problem is not None:
         return _refuse(facts, ErrorCode.SSRF_DENIED, f"{host}: {problem}", decision)
     return usable
@@ -281,30 +282,35 @@ def _http_flow(policy: CompiledPolicy, head: RequestHead, arrival: Arrival) -> F
         program=program,
     )
     binding = decision.binding
+    drop = binding.header_name.lower().encode() if binding is not None else None
     if binding is not None:
         facts = facts.hiding(binding.header_name)
     if not decision.allowed:
         assert decision.code is not None
         return _refuse(facts, decision.code, decision.detail, decision)
 
-    addresses = yield from _destinations(facts, decision, target.host, target.port)
+    addresses = yield from _destinations(policy, facts, decision, target.host, target.port)
     if isinstance(addresses, Refuse):
         return addresses
     if binding is not None and target.scheme == "http":
-        problem = cleartext_address_problem(target.host, addresses)
+        problem = policy.cleartext_problem(target.host, addresses)
         if problem is not None:
             return _refuse(facts, ErrorCode.CLEARTEXT_CREDENTIAL_REFUSED, problem, decision)
-    # The agent's side of the exchange, as h11 reads it (without the injected header's
-    # agent-sent copies); h11's own refusals are refusals here, before anything is dialled.
+    # A request with a body (or that h11 must frame for us: HEAD, HTTP/1.0, Expect) keeps
+    # the agent's side in an h11 connection, and h11's own refusals are refusals here,
+    # before anything is dialled. A bodiless HTTP/1.1 request (most of them) needs none.
+    server: h11.Connection | None = None
     try:
         clean = serialize_head(head, drop=binding.header_name if binding else None)
-        server = h11.Connection(h11.SERVER)
-        server.receive_data(clean)
-        request = server.next_event()
+        if not _bodiless(head):
+            server = h11.Connection(h11.SERVER)
+            server.receive_data(clean)
+            request = server.next_event()
+            if not isinstance(request, h11.Request):
+                raise FramingError("incomplete request head")
     except (FramingError, h11.RemoteProtocolError) as exc:
         return _refuse(facts, ErrorCode.INVALID_REQUEST, str(exc), decision)
-    if not isinstance(request, h11.Request):
-        return _refuse(facts, ErrorCode.INVALID_REQUEST, "incomplete request head", decision)
+    kept = [(f.name, f.value) for f in head.fields if f.lower != drop]
 
     inject: tuple[str, str] | None = None
     if binding is not None:
@@ -329,9 +335,7 @@ def _http_flow(policy: CompiledPolicy, head: RequestHead, arrival: Arrival) -> F
     assert isinstance(dialed, Dialed)
     if dialed.address is None:
         return _refuse(facts, ErrorCode.UPSTREAM_UNREACHABLE, dialed.error, decision)
-    headers = upstream_request_headers(
-        request.headers.raw_items(), host=target.authority.encode("ascii"), inject=inject
-    )
+    headers = upstream_request_headers(kept, host=target.authority.encode("ascii"), inject=inject)
     return Forward(
         facts,
         decision,
@@ -340,7 +344,19 @@ def _http_flow(policy: CompiledPolicy, head: RequestHead, arrival: Arrival) -> F
         headers=headers,
         address=dialed.address,
         server=server,
+        keep_alive=b"close" not in head.tokens("connection"),
     )
+
+
+def _bodiless(head: RequestHead) -> bool:
+    """An HTTP/1.1 request without a body, whose answer needs no request-specific framing:
+    relayed without an h11 connection for the agent's side."""
+    if head.version != b"HTTP/1.1" or head.method == b"HEAD":
+        return False
+    if head.first("transfer-encoding") is not None or head.first("expect") is not None:
+        return False
+    length = head.first("content-length")
+    return length is None or length.lstrip(b"0") == b""
 
 
 def run_flow(flow: Flow, answer: Callable[[Command], Result]) -> tuple[list[Command], Outcome]:

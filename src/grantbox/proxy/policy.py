@@ -41,10 +41,11 @@ from .decision import (
     ACCESS_METHODS,
     ECHOING_METHODS,
     Decision,
+    cleartext_address_problem,
     method_override_problem,
     path_problem,
 )
-from .destinations import Network
+from .destinations import IPAddress, Network, validate_addresses
 
 Scheme = Literal["http", "https"]
 
@@ -136,6 +137,17 @@ class CompiledPolicy:
     _candidates: dict[tuple[str, int], tuple[CompiledEndpoint, ...]] = field(
         default_factory=dict, repr=False
     )
+    _bindings: dict[tuple[str, int, str], GrantBinding | None] = field(
+        default_factory=dict, repr=False
+    )
+    _validated: dict[
+        tuple[tuple[IPAddress, ...], tuple[Network, ...]],
+        tuple[tuple[IPAddress, ...], str | None],
+    ] = field(default_factory=dict, repr=False)
+    _cleartext: dict[tuple[str, tuple[IPAddress, ...]], str | None] = field(
+        default_factory=dict, repr=False
+    )
+    _cleartext_hosts: dict[str, bool] = field(default_factory=dict, repr=False)
 
     @property
     def sandbox_id(self) -> str:
@@ -161,6 +173,45 @@ class CompiledPolicy:
             self._candidates[key] = found
         return found
 
+    def binding_for(self, host: str, port: int, path: str) -> GrantBinding | None:
+        """The most specific binding for a request path (remembered, bounded)."""
+        key = (host, port, path)
+        try:
+            return self._bindings[key]
+        except KeyError:
+            pass
+        binding = self.config.bindings.select(host, port, path)
+        if len(self._bindings) >= CANDIDATE_TABLE_SIZE:
+            self._bindings.clear()
+        self._bindings[key] = binding
+        return binding
+
+    def usable_addresses(
+        self, addresses: tuple[IPAddress, ...], networks: tuple[Network, ...]
+    ) -> tuple[tuple[IPAddress, ...], str | None]:
+        """:func:`validate_addresses` for an endpoint's networks (remembered, bounded)."""
+        key = (addresses, networks)
+        found = self._validated.get(key)
+        if found is None:
+            found = validate_addresses(addresses, networks)
+            if len(self._validated) >= CANDIDATE_TABLE_SIZE:
+                self._validated.clear()
+            self._validated[key] = found
+        return found
+
+    def cleartext_problem(self, host: str, addresses: tuple[IPAddress, ...]) -> str | None:
+        """:func:`cleartext_address_problem` (remembered, bounded)."""
+        key = (host, addresses)
+        try:
+            return self._cleartext[key]
+        except KeyError:
+            pass
+        problem = cleartext_address_problem(host, addresses)
+        if len(self._cleartext) >= CANDIDATE_TABLE_SIZE:
+            self._cleartext.clear()
+        self._cleartext[key] = problem
+        return problem
+
     def needs_program(self, host: str, port: int, path: str | None) -> bool:
         """Whether deciding this request needs to know which program sent it."""
         if not self.uses_binaries:
@@ -169,7 +220,7 @@ class CompiledPolicy:
             return True
         if path is None or not self.provider_binaries:
             return False
-        binding = self.config.bindings.select(host, port, request_path(path))
+        binding = self.binding_for(host, port, request_path(path))
         return binding is not None and binding.provider in self.provider_binaries
 
     def authorize(
@@ -234,7 +285,7 @@ class CompiledPolicy:
             audit_denial = audit_denial or override
         binding: GrantBinding | None = None
         if endpoint.tls is not TlsMode.SKIP:
-            binding = self.config.bindings.select(host, port, target)
+            binding = self.binding_for(host, port, target)
         if binding is not None:
             refusal = self._binding_refusal(binding, method, host, port, scheme, program)
             if refusal is not None:
@@ -257,6 +308,15 @@ class CompiledPolicy:
             networks=admitted.networks,
         )
 
+    def _cleartext_host(self, host: str) -> bool:
+        allowed = self._cleartext_hosts.get(host)
+        if allowed is None:
+            allowed = cleartext_allowed(host)
+            if len(self._cleartext_hosts) >= CANDIDATE_TABLE_SIZE:
+                self._cleartext_hosts.clear()
+            self._cleartext_hosts[host] = allowed
+        return allowed
+
     def _binding_refusal(
         self,
         binding: GrantBinding,
@@ -274,7 +334,7 @@ class CompiledPolicy:
                 ErrorCode.POLICY_DENIED,
                 f"binding {binding.id} is only for the provider's binaries",
             )
-        if scheme == "http" and not cleartext_allowed(host):
+        if scheme == "http" and not self._cleartext_host(host):
             return (
                 ErrorCode.CLEARTEXT_CREDENTIAL_REFUSED,
                 f"binding {binding.id} needs TLS to {host}:{port}",

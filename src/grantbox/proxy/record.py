@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 from .answers import ErrorCode
@@ -48,11 +47,9 @@ class Recorder:
             self._injected.inc()
         if decision.audit_denial:
             log.warning("audit-mode endpoint let through: %s", decision.audit_denial)
-        facts = outcome.facts
-        if outcome.address is not None:
-            facts = replace(facts, dst_ip=str(outcome.address))
         return http_activity(
-            facts,
+            outcome.facts,
+            dst_ip=str(outcome.address) if outcome.address is not None else "",
             allowed=True,
             entry=decision.entry,
             audit_denial=decision.audit_denial,

@@ -50,7 +50,7 @@ from .framing import (
 )
 from .limits import Limits
 from .policy import Program
-from .rewrite import downstream_response_headers
+from .rewrite import ResponseFraming, UnsafeResponse, downstream_response_headers
 from .streams import READ_SIZE, ByteStream, SocketStream
 from .targets import Tunnel
 
@@ -176,15 +176,16 @@ class HttpRelay:
                         empty = _LEADING_EMPTY_LINES.match(self._buffer)
                         if empty is not None:
                             del self._buffer[: empty.end()]
-                    if self._buffer and not head_started:
-                        head_started = True
-                        when = min(deadline.when() or math.inf, loop.time() + limits.head_timeout)
-                        deadline.reschedule(when)
                     end = find_head_end(self._buffer)
                     if end > 0:
                         raw = bytes(self._buffer[:end])
                         del self._buffer[:end]
                         return raw
+                    if self._buffer and not head_started:
+                        # A head has started and is not complete: it has head_timeout.
+                        head_started = True
+                        when = min(deadline.when() or math.inf, loop.time() + limits.head_timeout)
+                        deadline.reschedule(when)
                     data = await self._client.recv()
                     if not data:
                         return None
@@ -259,7 +260,9 @@ class HttpRelay:
         carry another request."""
         upstream = self._upstream
         down = outcome.server
-        assert upstream is not None and down is not None
+        assert upstream is not None
+        if down is None:
+            return await self._exchange_bodiless(outcome, upstream)
         outgoing = h11.Request(
             method=outcome.method, target=outcome.target.encode("ascii"), headers=outcome.headers
         )
@@ -267,6 +270,67 @@ class HttpRelay:
             down.receive_data(bytes(self._buffer))
             self._buffer.clear()
         return await self._exchange(down, upstream, outgoing)
+
+    async def _exchange_bodiless(self, outcome: Forward, up: _Upstream) -> bool:
+        """A request without a body: send it, then relay the answer in this task (no body
+        to stream alongside, so no second task)."""
+        request = h11.Request(
+            method=outcome.method, target=outcome.target.encode("ascii"), headers=outcome.headers
+        )
+        try:
+            data = up.conn.send(request)
+            up.conn.send(h11.EndOfMessage())
+            await up.stream.send(data)
+        except (OSError, ConnectionError) as exc:
+            await self._close_upstream()
+            detail = f"sending the request failed: {exc}"
+            await self._send_answer(ProxyAnswer(ErrorCode.UPSTREAM_UNREACHABLE, detail=detail))
+            return False
+        framing = ResponseFraming()
+        pending = bytearray()
+        started = False
+        downstream = self._ctx.metrics.bytes.labels("downstream")
+        try:
+            while True:
+                event = up.conn.next_event()
+                if event is h11.NEED_DATA:
+                    if pending:
+                        await self._client.send(bytes(pending))
+                        pending.clear()
+                    up.conn.receive_data(await up.stream.recv())
+                    continue
+                if isinstance(event, h11.InformationalResponse):
+                    continue
+                if isinstance(event, h11.Response):
+                    # Judged before anything is sent: an unsafe head still gets a 502.
+                    headers = downstream_response_headers(event.headers.raw_items())
+                    pending += framing.head(
+                        event.status_code, event.reason, headers, close=not outcome.keep_alive
+                    )
+                    started = True
+                elif isinstance(event, h11.Data):
+                    downstream.inc(len(event.data))
+                    pending += framing.data(event.data)
+                    if len(pending) >= READ_SIZE:
+                        await self._client.send(bytes(pending))
+                        pending.clear()
+                elif isinstance(event, h11.EndOfMessage):
+                    pending += framing.end()
+                    await self._client.send(bytes(pending))
+                    break
+                elif isinstance(event, h11.ConnectionClosed):
+                    raise ConnectionError("upstream closed before answering")
+        except (h11.ProtocolError, UnsafeResponse, OSError, ConnectionError) as failure:
+            await self._close_upstream()
+            if not started:
+                detail = _upstream_failure(failure)
+                await self._send_answer(ProxyAnswer(ErrorCode.UPSTREAM_UNREACHABLE, detail=detail))
+            return False
+        if up.conn.our_state is h11.DONE and up.conn.their_state is h11.DONE:
+            up.conn.start_next_cycle()
+        else:
+            self._upstream_dead()
+        return outcome.keep_alive
 
     async def _exchange(self, down: h11.Connection, up: _Upstream, request: h11.Request) -> bool:
         try:

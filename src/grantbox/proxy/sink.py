@@ -20,12 +20,17 @@ from prometheus_client import CollectorRegistry, Counter
 
 log = logging.getLogger("grantbox.proxy")
 
-# Events written per batch at most (one write call each).
+# Events written per batch at most (one write call each), and how long the writer lets
+# events gather before writing them (one hand-off to the writer thread per interval).
 BATCH = 512
+GATHER_SECONDS = 0.05
+
+
+_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
 
 
 def json_line(event: dict[str, Any]) -> str:
-    return json.dumps(event, separators=(",", ":"), sort_keys=True) + "\n"
+    return _ENCODE(event) + "\n"
 
 
 class EventQueue:
@@ -80,16 +85,19 @@ class EventQueue:
     async def _drain(self) -> None:
         while True:
             await self._ready.wait()
+            await asyncio.sleep(GATHER_SECONDS)
             self._ready.clear()
             await self._flush()
+
+    def _write_batch(self, batch: list[dict[str, Any]]) -> None:
+        self._write("".join(json_line(event) for event in batch))
 
     async def _flush(self) -> None:
         while self._items:
             count = min(BATCH, len(self._items))
             batch = [self._items.popleft() for _ in range(count)]
-            text = "".join(json_line(event) for event in batch)
             try:
-                await asyncio.to_thread(self._write, text)
+                await asyncio.to_thread(self._write_batch, batch)
             except Exception:  # the record's writer failing must not end the proxy
                 log.exception("writing OCSF events failed; %d dropped", count)
                 self.dropped.inc(count)
