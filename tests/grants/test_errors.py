@@ -13,7 +13,6 @@ from grantbox.grants.errors import (
     error_for_reason,
     failure_of,
 )
-from grantbox.identity import IdentityDenied, IdentityError, IdentityUnavailable
 
 DESIGN_REASONS = {
     "workload_identity_unavailable",
@@ -58,16 +57,12 @@ def test_unknown_reason_fails_closed_as_endpoint_error() -> None:
 
 
 def test_the_enum_is_the_one_vocabulary() -> None:
-    """The engine's errors and the identity client's errors carry the same enum members
-    (not look-alike strings), so nothing has to keep lists in sync."""
+    """Every grant error carries an enum member (not a look-alike string); identity errors
+    are mapped onto members by class (tests/grants/test_svid.py)."""
     assert {member.value for member in GrantFailure} == DESIGN_REASONS
     assert frozenset(GrantFailure) == REASONS
     for cls in ERRORS_BY_REASON.values():
         assert isinstance(cls.reason, GrantFailure)
-    for identity_cls in (IdentityError, IdentityUnavailable, IdentityDenied):
-        assert isinstance(identity_cls.reason, GrantFailure)
-    assert IdentityDenied.reason is GrantFailure.WORKLOAD_IDENTITY_DENIED
-    assert IdentityUnavailable.reason is GrantFailure.WORKLOAD_IDENTITY_UNAVAILABLE
 
 
 def test_repr_and_str_show_the_reason_text() -> None:

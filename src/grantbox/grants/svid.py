@@ -9,12 +9,10 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from .answer import sanitise_oauth_field
-from .errors import GrantError, GrantFailure, WorkloadIdentityDenied, WorkloadIdentityUnavailable
+from grantbox.identity import IdentityDenied, IdentityError
 
-_IDENTITY_FAILURES = frozenset(
-    {GrantFailure.WORKLOAD_IDENTITY_DENIED, GrantFailure.WORKLOAD_IDENTITY_UNAVAILABLE}
-)
+from .answer import sanitise_oauth_field
+from .errors import GrantError, WorkloadIdentityDenied, WorkloadIdentityUnavailable
 
 
 class Svid(Protocol):
@@ -29,17 +27,14 @@ class SvidSource(Protocol):
 def identity_failure(exc: BaseException) -> GrantError:
     """The grant error for a failed SVID fetch.
 
-    Identity errors carry a :class:`GrantFailure` ``reason`` and a sanitised ``detail``
-    (the engine sees them through the :class:`SvidSource` protocol, not by class); anything
-    else is reported by type only (its message might quote what it failed on) and fails
-    closed as unavailable.
+    The identity client's errors map by class (grants sits above identity): a refusal is
+    ``workload_identity_denied``, any other identity error ``workload_identity_unavailable``,
+    each with its sanitised detail. Anything else is reported by type only (its message
+    might quote what it failed on) and fails closed as unavailable.
     """
-    reason = getattr(exc, "reason", None)
-    detail = getattr(exc, "detail", None)
-    if isinstance(reason, GrantFailure) and reason in _IDENTITY_FAILURES:
-        text = detail if isinstance(detail, str) else str(exc)
-        cleaned = sanitise_oauth_field(text) or type(exc).__name__
-        if reason is GrantFailure.WORKLOAD_IDENTITY_DENIED:
+    if isinstance(exc, IdentityError):
+        cleaned = sanitise_oauth_field(exc.detail) or type(exc).__name__
+        if isinstance(exc, IdentityDenied):
             return WorkloadIdentityDenied(f"JWT-SVID fetch denied: {cleaned}")
         return WorkloadIdentityUnavailable(f"JWT-SVID fetch failed: {cleaned}")
     return WorkloadIdentityUnavailable(f"JWT-SVID fetch failed: {type(exc).__name__}")

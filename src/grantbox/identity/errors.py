@@ -1,11 +1,8 @@
 """Identity failures, one class per reason of DESIGN §3.4.
 
-The reasons are members of :class:`grantbox.grants.GrantFailure`, the one failure
-vocabulary, so the grant engine and the proxy report them unchanged.
-
 ::
 
-    IdentityError                 (reason: GrantFailure, detail: sanitised, never an SVID)
+    IdentityError                 (reason: str, detail: sanitised, never an SVID)
     ├── IdentityUnavailable       workload_identity_unavailable: no agent, agent broken, bad answer
     └── IdentityDenied            workload_identity_denied: the agent refused this caller
 """
@@ -14,13 +11,11 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from grantbox.grants.errors import GrantFailure
-
 
 class IdentityError(Exception):
     """Obtaining a workload identity failed; ``reason`` is the stable code callers report."""
 
-    reason: ClassVar[GrantFailure] = GrantFailure.WORKLOAD_IDENTITY_UNAVAILABLE
+    reason: ClassVar[str] = "workload_identity_unavailable"
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
@@ -30,10 +25,10 @@ class IdentityError(Exception):
 class IdentityUnavailable(IdentityError):
     """No usable Workload API answered within the deadline."""
 
-    reason: ClassVar[GrantFailure] = GrantFailure.WORKLOAD_IDENTITY_UNAVAILABLE
+    reason: ClassVar[str] = "workload_identity_unavailable"
 
 
 class IdentityDenied(IdentityError):
     """The Workload API answered, but holds no identity for this caller."""
 
-    reason: ClassVar[GrantFailure] = GrantFailure.WORKLOAD_IDENTITY_DENIED
+    reason: ClassVar[str] = "workload_identity_denied"
