@@ -143,3 +143,23 @@ def test_proc_addresses_and_socket_lookup() -> None:
     ]
     assert socket_inode(iter(table), local, remote) == 222
     assert socket_inode(iter(table), proc_address("127.0.0.1", 5001), remote) is None
+
+
+async def test_a_sandbox_scope_counts_only_processes_below_its_launchers(
+    plain_upstream: RecordingUpstream, tmp_path: Path
+) -> None:
+    """With ``sandbox_of`` (a supervisor's pid) only processes more than ``launcher_depth``
+    levels below it are the sandbox's: curl started by this test process is one level down,
+    so it counts with depth 0 and is nobody's with depth 1."""
+    port = plain_upstream.port
+    url = f"http://alpha.localhost:{port}/x"
+    inside = ProcPrograms(sandbox_of=os.getpid(), launcher_depth=0)
+    outside = ProcPrograms(sandbox_of=os.getpid(), launcher_depth=1)
+    async with running_proxy(
+        _config(port, (CURL,)), RecordingTokens(), tmp_path, programs=inside
+    ) as rp:
+        assert (await curl(url, proxy=rp.url)).status == 200
+    async with running_proxy(
+        _config(port, (CURL,)), RecordingTokens(), tmp_path, programs=outside
+    ) as rp:
+        assert (await curl(url, proxy=rp.url)).status == 403

@@ -17,7 +17,7 @@ import os
 import socket
 import struct
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -73,32 +73,32 @@ def socket_inode(
 class ProcPrograms:
     """The program behind a connection, from ``/proc``.
 
-    ``init_pid`` names the sandbox's first process (called for each lookup, since it may
-    change when a sandbox restarts): its network namespace's socket table is read, only
-    its descendants are considered, ancestor chains stop below it, and ``binaries`` paths are
-    resolved in its filesystem view. Without it (``grantbox proxy run``) the proxy's own
-    network namespace, every process and the host's filesystem are used.
+    ``sandbox_of`` is the supervisor's pid: the sandbox's processes are its descendants
+    more than ``launcher_depth`` levels down (below each stage and sandbox init it starts,
+    for the agent and for every exec); only they are considered, their network namespace's
+    socket table is read, and ancestor chains stop below the launchers (a grantbox
+    interpreter never counts as an agent's ancestor). Without it (``grantbox proxy run``)
+    the proxy's own network namespace and every process up to pid 1 are used.
+
+    ``binaries`` paths are resolved in this process's filesystem view: a sandbox sees the
+    system directories of the host bind-mounted, so the identities agree; a file that is
+    different inside the sandbox does not match, and is refused.
     """
 
     def __init__(
-        self, init_pid: Callable[[], int | None] | None = None, proc: Path = Path("/proc")
+        self,
+        *,
+        sandbox_of: int | None = None,
+        launcher_depth: int = 2,
+        proc: Path = Path("/proc"),
     ) -> None:
-        self._init_pid = init_pid
+        self._root = sandbox_of
+        self._launcher_depth = launcher_depth
         self._proc = proc
-
-    def _root(self) -> int | None:
-        if self._init_pid is None:
-            return None
-        pid = self._init_pid()
-        if pid is None:
-            raise ProcessLookupError("the sandbox has no running init process")
-        return pid
 
     def executable(self, path: str) -> FileId | None:
         try:
-            root = self._root()
-            where = self._proc / str(root) / "root" / path.lstrip("/") if root else Path(path)
-            info = os.stat(where)
+            info = os.stat(path)
         except OSError:
             return None
         return (info.st_dev, info.st_ino)
@@ -107,25 +107,52 @@ class ProcPrograms:
         if sock is None:
             return UNKNOWN_PROGRAM
         try:
-            root = self._root()
+            depths = self._depths()
             if sock.family == socket.AF_UNIX:
                 pid = _peer_pid(sock)
-                holders = [pid] if pid > 0 else []
+                holders = [pid] if pid > 0 and self._inside(pid, depths) else []
             else:
-                holders = self._holders(sock, root)
-            chains = [self._chain(pid, root) for pid in holders]
+                holders = self._holders(sock, depths)
+            chains = [self._chain(pid, depths) for pid in holders]
         except OSError:
             return UNKNOWN_PROGRAM
         if not chains or not all(chains):
             return UNKNOWN_PROGRAM
         return Program(tuple(chains))
 
-    def _holders(self, sock: socket.socket, root: int | None) -> list[int]:
+    def _depths(self) -> dict[int, int] | None:
+        """How far below the supervisor each of its descendants is (None: standalone)."""
+        if self._root is None:
+            return None
+        parents = {
+            int(name): self._parent(int(name)) for name in os.listdir(self._proc) if name.isdigit()
+        }
+        depths = {self._root: 0}
+        changed = True
+        while changed:
+            changed = False
+            for pid, parent in parents.items():
+                if pid not in depths and parent in depths:
+                    depths[pid] = depths[parent] + 1
+                    changed = True
+        return depths
+
+    def _inside(self, pid: int, depths: dict[int, int] | None) -> bool:
+        return depths is None or depths.get(pid, 0) > self._launcher_depth
+
+    def _holders(self, sock: socket.socket, depths: dict[int, int] | None) -> list[int]:
         peer_host, peer_port = sock.getpeername()[:2]
         own_host, own_port = sock.getsockname()[:2]
         local = proc_address(peer_host, peer_port)
         remote = proc_address(own_host, own_port)
-        net = self._proc / (str(root) if root else "self") / "net"
+        if depths is None:
+            net = self._proc / "self" / "net"
+            candidates = [int(n) for n in os.listdir(self._proc) if n.isdigit()]
+        else:
+            candidates = [pid for pid in depths if self._inside(pid, depths)]
+            if not candidates:
+                return []
+            net = self._proc / str(candidates[0]) / "net"
         inode = None
         for name in ("tcp", "tcp6"):
             try:
@@ -138,22 +165,7 @@ class ProcPrograms:
         if inode is None:
             return []
         wanted = f"socket:[{inode}]"
-        return [pid for pid in self._candidates(root) if self._holds(pid, wanted)]
-
-    def _candidates(self, root: int | None) -> list[int]:
-        pids = [int(name) for name in os.listdir(self._proc) if name.isdigit()]
-        if root is None:
-            return pids
-        parents = {pid: self._parent(pid) for pid in pids}
-        inside = {root}
-        changed = True
-        while changed:  # the subtree under root; a pid's parent is known before it, mostly
-            changed = False
-            for pid, parent in parents.items():
-                if parent in inside and pid not in inside:
-                    inside.add(pid)
-                    changed = True
-        return sorted(inside)
+        return [pid for pid in candidates if self._holds(pid, wanted)]
 
     def _holds(self, pid: int, wanted: str) -> bool:
         fds = self._proc / str(pid) / "fd"
@@ -179,12 +191,12 @@ class ProcPrograms:
         fields = data[data.rfind(b")") + 2 :].split()
         return int(fields[1]) if len(fields) > 1 else 0
 
-    def _chain(self, pid: int, root: int | None) -> frozenset[FileId]:
-        """File identities of ``pid``'s executable and its ancestors', below ``root``."""
+    def _chain(self, pid: int, depths: dict[int, int] | None) -> frozenset[FileId]:
+        """File identities of ``pid``'s executable and its ancestors' in the sandbox."""
         found: set[FileId] = set()
         seen: set[int] = set()
         holder = pid
-        while pid > 1 and pid != root and pid not in seen:
+        while pid > 1 and pid not in seen and self._inside(pid, depths):
             seen.add(pid)
             try:
                 info = os.stat(self._proc / str(pid) / "exe")

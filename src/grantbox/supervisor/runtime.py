@@ -14,16 +14,19 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
+from prometheus_client import CollectorRegistry, start_http_server
+
 from grantbox.drivers.invocation import ORPHANED_EXIT_CODE
 from grantbox.grants import GrantEngine
 from grantbox.identity import WorkloadIdentityClient
 from grantbox.profiles import EffectiveConfig, build_effective_config
-from grantbox.proxy import EgressProxy, SystemResolver, parse_overrides
+from grantbox.proxy import EgressProxy, ProcPrograms, SystemResolver, parse_overrides
 from grantbox.sandbox.launcher import launch
 from grantbox.sandbox.network import SandboxNetwork, create_sandbox_network
 from grantbox.sandbox.spec import LaunchSpec
@@ -58,7 +61,10 @@ class Supervisor:
             options.gateway_url, options.sandbox_id, options.token_file
         )
         self._identity = WorkloadIdentityClient(options.identity_socket)
-        self._engine = GrantEngine(self._identity)
+        # One registry for the proxy's and the grant engine's metrics (--metrics-listen).
+        self._registry = CollectorRegistry()
+        self._metrics_server: Any = None
+        self._engine = GrantEngine(self._identity, registry=self._registry)
         self._logs: Outbox[Mapping[str, Any]] = Outbox(OUTBOX_CAPACITY)
         self._events: Outbox[Mapping[str, Any]] = Outbox(OUTBOX_CAPACITY)
         self._proxy: EgressProxy | None = None
@@ -113,7 +119,14 @@ class Supervisor:
             resolver=resolver,
             upstream_ca_file=self.options.upstream_ca_file,
             events=self._event,
+            registry=self._registry,
+            # binaries: the agent's (and each exec's) processes are this process's
+            # descendants below the stage and init that launch() starts.
+            programs=ProcPrograms(sandbox_of=os.getpid()),
         )
+        if self.options.metrics_listen is not None:
+            host, port = self.options.metrics_listen
+            self._metrics_server, _thread = start_http_server(port, host, registry=self._registry)
         self._ca_pem = trust_bundle(self._proxy.ca_cert_pem.decode())
         self._network = create_sandbox_network(self.options.proxy_port, rootless=self.rootless)
         await self._proxy.start(sockets=[self._network.listener])
@@ -158,6 +171,9 @@ class Supervisor:
         await asyncio.gather(*self._tasks, *self._execs, return_exceptions=True)
         if self._proxy is not None:
             await self._proxy.stop()
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+            self._metrics_server.server_close()
         if self._network is not None:
             self._network.close()
         await self._engine.aclose()
