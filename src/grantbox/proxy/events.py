@@ -77,13 +77,15 @@ class RequestFacts:
         return f"{self.scheme}://{authority}{self.path}"
 
 
-def _base(class_uid: int, activity_id: int, message: str) -> dict[str, Any]:
+def _base(
+    class_uid: int, activity_id: int, message: str, when: float | None = None
+) -> dict[str, Any]:
     return {
         "class_uid": class_uid,
         "category_uid": NETWORK_CATEGORY,
         "activity_id": activity_id,
         "type_uid": class_uid * 100 + activity_id,
-        "time": int(time.time() * 1000),
+        "time": int((time.time() if when is None else when) * 1000),
         "message": message,
         "metadata": {"version": OCSF_VERSION, "product": _PRODUCT},
     }
@@ -139,6 +141,7 @@ def http_activity(
     binding_id: str | None = None,
     reason: str | None = None,
     dst_ip: str = "",
+    when: float | None = None,
 ) -> dict[str, Any]:
     """The one event of one request (or CONNECT): its decision and, where a binding
     applied, whether its token was injected or why not (never the token)."""
@@ -153,7 +156,7 @@ def http_activity(
         message = f"token grant failed for {binding_id} on {facts.method} {facts.url}: {reason}"
     else:
         message = f"denied {facts.method} {facts.url}: {code}"
-    event = _base(HTTP_ACTIVITY, _activity(facts.method), message)
+    event = _base(HTTP_ACTIVITY, _activity(facts.method), message, when)
     severity = SEVERITY_LOW if audit_denial else None
     event.update(_outcome(allowed, severity))
     event.update(_http(facts))

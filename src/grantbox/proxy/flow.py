@@ -146,7 +146,11 @@ Flow = Generator[Command, Result, Outcome]
 
 
 def _facts(
-    head: RequestHead, arrival: Arrival, policy: CompiledPolicy, target: RequestTarget | None
+    head: RequestHead,
+    arrival: Arrival,
+    policy: CompiledPolicy,
+    target: RequestTarget | None,
+    hidden: tuple[str, ...] = (),
 ) -> RequestFacts:
     tunnel = arrival.tunnel
     if target is not None:
@@ -164,6 +168,7 @@ def _facts(
         sandbox_id=policy.sandbox_id,
         fields=tuple((f.name, f.value) for f in head.fields),
         client=arrival.peer,
+        hidden=hidden,
     )
 
 
@@ -265,10 +270,10 @@ def _http_flow(policy: CompiledPolicy, head: RequestHead, arrival: Arrival) -> F
         target = request_target(head, arrival.tunnel)
     except (FramingError, UnicodeDecodeError) as exc:
         return _refuse(_facts(head, arrival, policy, None), ErrorCode.INVALID_REQUEST, str(exc))
-    facts = _facts(head, arrival, policy, target)
     if head.version == b"HTTP/1.1" and head.first("host") is None:
+        facts = _facts(head, arrival, policy, target)
         return _refuse(facts, ErrorCode.INVALID_REQUEST, "missing Host header")
-    method = facts.method
+    method = head.method.decode("ascii")
     program = None
     if policy.needs_program(target.host, target.port, target.target):
         program = yield from _identify()
@@ -283,8 +288,9 @@ def _http_flow(policy: CompiledPolicy, head: RequestHead, arrival: Arrival) -> F
     )
     binding = decision.binding
     drop = binding.header_name.lower().encode() if binding is not None else None
-    if binding is not None:
-        facts = facts.hiding(binding.header_name)
+    # Events show the agent's headers redacted, the binding's header in any spelling too.
+    hidden = (binding.header_name,) if binding is not None else ()
+    facts = _facts(head, arrival, policy, target, hidden)
     if not decision.allowed:
         assert decision.code is not None
         return _refuse(facts, decision.code, decision.detail, decision)
@@ -300,17 +306,23 @@ def _http_flow(policy: CompiledPolicy, head: RequestHead, arrival: Arrival) -> F
     # the agent's side in an h11 connection, and h11's own refusals are refusals here,
     # before anything is dialled. A bodiless HTTP/1.1 request (most of them) needs none.
     server: h11.Connection | None = None
-    try:
-        clean = serialize_head(head, drop=binding.header_name if binding else None)
-        if not _bodiless(head):
+    kept: Headers = []
+    for item in head.fields:
+        if item.lower == drop:
+            continue
+        if item.spaced:  # RFC 9112 §5.1: refused unless it is being replaced anyway
+            detail = "whitespace between a header name and its colon"
+            return _refuse(facts, ErrorCode.INVALID_REQUEST, detail, decision)
+        kept.append((item.name, item.value))
+    if not _bodiless(head):
+        try:
             server = h11.Connection(h11.SERVER)
-            server.receive_data(clean)
+            server.receive_data(serialize_head(head, drop=drop.decode() if drop else None))
             request = server.next_event()
             if not isinstance(request, h11.Request):
                 raise FramingError("incomplete request head")
-    except (FramingError, h11.RemoteProtocolError) as exc:
-        return _refuse(facts, ErrorCode.INVALID_REQUEST, str(exc), decision)
-    kept = [(f.name, f.value) for f in head.fields if f.lower != drop]
+        except (FramingError, h11.RemoteProtocolError) as exc:
+            return _refuse(facts, ErrorCode.INVALID_REQUEST, str(exc), decision)
 
     inject: tuple[str, str] | None = None
     if binding is not None:

@@ -7,7 +7,9 @@ connection code hands that outcome here exactly once.
 
 from __future__ import annotations
 
+import functools
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +17,7 @@ from .answers import ErrorCode
 from .events import http_activity
 from .flow import Forward, Outcome, Refuse
 from .metrics import ProxyMetrics
+from .sink import EventQueue
 
 log = logging.getLogger("grantbox.proxy")
 
@@ -32,13 +35,16 @@ class Recorder:
         self._injected = metrics.injections.labels("injected")
 
     def record(self, outcome: Outcome) -> None:
-        event = self._forwarded(outcome) if isinstance(outcome, Forward) else self._refused(outcome)
+        build = self._forwarded(outcome) if isinstance(outcome, Forward) else self._refused(outcome)
         try:
-            self._sink(event)
+            if isinstance(self._sink, EventQueue):
+                self._sink.defer(build)  # built off the request's path, when written
+            else:
+                self._sink(build())
         except Exception:  # a broken sink must not break traffic
             log.exception("OCSF event sink failed")
 
-    def _forwarded(self, outcome: Forward) -> dict[str, Any]:
+    def _forwarded(self, outcome: Forward) -> Callable[[], dict[str, Any]]:
         decision = outcome.decision
         (self._audited if decision.audit_denial else self._allowed).inc()
         binding_id = None
@@ -47,16 +53,18 @@ class Recorder:
             self._injected.inc()
         if decision.audit_denial:
             log.warning("audit-mode endpoint let through: %s", decision.audit_denial)
-        return http_activity(
+        return functools.partial(
+            http_activity,
             outcome.facts,
             dst_ip=str(outcome.address) if outcome.address is not None else "",
             allowed=True,
             entry=decision.entry,
             audit_denial=decision.audit_denial,
             binding_id=binding_id,
+            when=time.time(),
         )
 
-    def _refused(self, outcome: Refuse) -> dict[str, Any]:
+    def _refused(self, outcome: Refuse) -> Callable[[], dict[str, Any]]:
         answer = outcome.answer
         self._metrics.requests.labels("denied", str(answer.code)).inc()
         binding_id = outcome.binding.id if outcome.binding is not None else None
@@ -67,8 +75,10 @@ class Recorder:
             )
         else:
             log.info("proxy answered %s %s: %s", answer.status, answer.code, answer.detail)
-        return http_activity(
+        return functools.partial(
+            http_activity,
             outcome.facts,
+            when=time.time(),
             allowed=False,
             code=str(answer.code),
             detail=answer.detail,

@@ -33,11 +33,16 @@ def json_line(event: dict[str, Any]) -> str:
     return _ENCODE(event) + "\n"
 
 
+Event = dict[str, Any]
+
+
 class EventQueue:
     """Calls ``write`` with batches of JSON lines from a background task.
 
     Use as ``events=queue`` for :class:`grantbox.proxy.EgressProxy`; :meth:`start` it on
-    the running loop and :meth:`aclose` it to write what is left.
+    the running loop and :meth:`aclose` it to write what is left. The proxy hands it each
+    event as a builder (:meth:`defer`): the event is built when it is written, in the
+    writer's thread, not while the request waits.
     """
 
     def __init__(
@@ -50,7 +55,7 @@ class EventQueue:
             raise ValueError("capacity must be at least 1")
         self._write = write
         self._capacity = capacity
-        self._items: deque[dict[str, Any]] = deque()
+        self._items: deque[Event | Callable[[], Event]] = deque()
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.dropped = Counter(
@@ -59,7 +64,11 @@ class EventQueue:
             registry=registry if registry is not None else CollectorRegistry(),
         )
 
-    def __call__(self, event: dict[str, Any]) -> None:
+    def __call__(self, event: Event) -> None:
+        self.defer(event)
+
+    def defer(self, event: Event | Callable[[], Event]) -> None:
+        """Queue an event, or a function that builds it; never blocks."""
         if len(self._items) >= self._capacity:
             self.dropped.inc()
             return
@@ -89,8 +98,8 @@ class EventQueue:
             self._ready.clear()
             await self._flush()
 
-    def _write_batch(self, batch: list[dict[str, Any]]) -> None:
-        self._write("".join(json_line(event) for event in batch))
+    def _write_batch(self, batch: list[Event | Callable[[], Event]]) -> None:
+        self._write("".join(json_line(e if isinstance(e, dict) else e()) for e in batch))
 
     async def _flush(self) -> None:
         while self._items:
