@@ -81,6 +81,22 @@ class Supervisor:
     def __repr__(self) -> str:
         return f"Supervisor(sandbox_id={self.options.sandbox_id!r})"
 
+    @property
+    def registry(self) -> CollectorRegistry:
+        """Where the sandbox proxy's and grant engine's metrics are registered."""
+        return self._registry
+
+    def serve_metrics(self) -> tuple[str, int] | None:
+        """Serve the proxy's and grant engine's metrics where ``--metrics-listen`` says (once);
+        the address bound, or None when not asked to."""
+        if self.options.metrics_listen is None:
+            return None
+        if self._metrics_server is None:
+            host, port = self.options.metrics_listen
+            self._metrics_server, _thread = start_http_server(port, host, registry=self._registry)
+        bound = self._metrics_server.server_address
+        return str(bound[0]), int(bound[1])
+
     # -- the agent's view -------------------------------------------------------------
     def launch_spec(self, argv: Sequence[str]) -> LaunchSpec:
         return agent_launch_spec(self.options, argv, ca_pem=self._ca_pem)
@@ -124,9 +140,7 @@ class Supervisor:
             # descendants below the stage and init that launch() starts.
             programs=ProcPrograms(sandbox_of=os.getpid()),
         )
-        if self.options.metrics_listen is not None:
-            host, port = self.options.metrics_listen
-            self._metrics_server, _thread = start_http_server(port, host, registry=self._registry)
+        self.serve_metrics()
         self._ca_pem = trust_bundle(self._proxy.ca_cert_pem.decode())
         self._network = create_sandbox_network(self.options.proxy_port, rootless=self.rootless)
         await self._proxy.start(sockets=[self._network.listener])
