@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
+import struct
 import subprocess
 import sys
 import textwrap
@@ -144,3 +146,29 @@ async def test_accept_failures_are_logged_a_bounded_number_of_times(tmp_path: Pa
     assert "Traceback" not in text
     assert 1 <= text.count("accepting an agent connection failed") <= 2, text[-2000:]
     assert process.returncode == 0, text[-2000:]
+
+
+async def test_connections_reset_by_the_agent_never_log_a_traceback(
+    plain_upstream: RecordingUpstream, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An agent that resets its connections (idle, mid-head, after a request) must not make
+    the proxy write a traceback per connection: that is another way to flood the log."""
+    caplog.set_level(logging.DEBUG, logger="grantbox.proxy")
+    port = plain_upstream.port
+    config = make_config(policy=[endpoint("alpha.localhost", port, allowed_ips=LOOPBACK)])
+    request = f"GET http://alpha.localhost:{port}/ HTTP/1.1\r\nHost: a\r\n\r\n".encode()
+    async with running_proxy(config, RecordingTokens(), tmp_path) as rp:
+        for sent in (b"", request[:20], request):
+            for _ in range(10):  # bounded
+                sock = socket.create_connection(("127.0.0.1", rp.port))
+                sock.sendall(sent)
+                await asyncio.sleep(0.01 if sent is request else 0)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.close()  # RST
+        for _ in range(200):
+            if rp.proxy.open_connections == 0:
+                break
+            await asyncio.sleep(0.02)
+        served = await curl(f"http://alpha.localhost:{port}/after", proxy=rp.url)
+    assert served.status == 200
+    assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records]

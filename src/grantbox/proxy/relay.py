@@ -17,6 +17,7 @@ import contextlib
 import math
 import re
 import socket
+import ssl
 from dataclasses import dataclass, field
 
 import h11
@@ -186,7 +187,10 @@ class HttpRelay:
                         head_started = True
                         when = min(deadline.when() or math.inf, loop.time() + limits.head_timeout)
                         deadline.reschedule(when)
-                    data = await self._client.recv()
+                    try:
+                        data = await self._client.recv()
+                    except (OSError, ConnectionError, ssl.SSLError):
+                        return None  # the agent reset or broke the connection: it is over
                     if not data:
                         return None
                     self._buffer.extend(data)

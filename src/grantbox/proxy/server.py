@@ -279,6 +279,10 @@ class EgressProxy:
                 )
         except asyncio.CancelledError:
             raise
+        except (OSError, ConnectionError) as exc:
+            # An agent that resets or breaks its connection is not an error of ours; one
+            # line at debug level, never a traceback (it could flood the log).
+            log.debug("connection from %s ended: %r", agent.peer or "unix socket", exc)
         except Exception:
             log.exception("connection from %s failed", agent.peer or "unix socket")
         finally:
