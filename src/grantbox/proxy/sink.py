@@ -41,8 +41,8 @@ class EventQueue:
 
     Use as ``events=queue`` for :class:`grantbox.proxy.EgressProxy`; :meth:`start` it on
     the running loop and :meth:`aclose` it to write what is left. The proxy hands it each
-    event as a builder (:meth:`defer`): the event is built when it is written, in the
-    writer's thread, not while the request waits.
+    event as a builder (:meth:`defer`): the event is built when its batch is written, not
+    while the request waits.
     """
 
     def __init__(
@@ -98,15 +98,16 @@ class EventQueue:
             self._ready.clear()
             await self._flush()
 
-    def _write_batch(self, batch: list[Event | Callable[[], Event]]) -> None:
-        self._write("".join(json_line(e if isinstance(e, dict) else e()) for e in batch))
-
     async def _flush(self) -> None:
         while self._items:
             count = min(BATCH, len(self._items))
             batch = [self._items.popleft() for _ in range(count)]
             try:
-                await asyncio.to_thread(self._write_batch, batch)
+                # Built and encoded here (a thread running Python would contend with the
+                # requests for the GIL); only the write itself, which may block, is handed
+                # to a thread.
+                text = "".join(json_line(e if isinstance(e, dict) else e()) for e in batch)
+                await asyncio.to_thread(self._write, text)
             except Exception:  # the record's writer failing must not end the proxy
                 log.exception("writing OCSF events failed; %d dropped", count)
                 self.dropped.inc(count)
