@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import signal
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from grantbox.grants import GrantEngine
 from grantbox.identity import WorkloadIdentityClient
+from grantbox.logformat import json_logging
 from grantbox.profiles import EffectiveConfig
 from grantbox.proxy import (
     EgressProxy,
@@ -120,7 +120,7 @@ def run(
         fail(str(exc), code=2)
     address = _listen(listen)
     metrics = _listen(metrics_listen, "--metrics-listen") if metrics_listen else None
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
+    click.get_current_context().with_resource(json_logging("info"))
     resolver = SystemResolver(overrides)
     # uvloop: the proxy's I/O loop in C (libuv), about twice the request rate of asyncio's.
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
