@@ -30,12 +30,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench.*, tests.support
 
 from bench.peers import configs
+from bench.peers.curl import PARALLEL
 from bench.peers.idle import IdlePair, hold_idle, raise_file_limit
 from bench.peers.install import (
     CACHE,
@@ -43,7 +45,6 @@ from bench.peers.install import (
     ensure_debian_packages,
     machine,
     mitmdump,
-    squid_can_bump,
     versions,
 )
 from bench.peers.processes import ServiceFailed
@@ -157,147 +158,163 @@ def _labels(routes: dict[str, Route], order: tuple[str, ...]) -> dict[str, str]:
     return {key: routes[key].label for key in order if key in routes}
 
 
+@dataclass
+class Run:
+    """Everything one run measured and checked."""
+
+    args: argparse.Namespace
+    machine: str
+    failed: dict[str, str] = field(default_factory=dict)  # route -> why it did not start
+    http: Section = field(default_factory=Section)
+    tls: Section = field(default_factory=Section)
+    idle: dict[str, IdlePair] = field(default_factory=dict)
+    http_routes: dict[str, Route] = field(default_factory=dict)
+    tls_routes: dict[str, Route] = field(default_factory=dict)
+    verdicts: list[Verdict] = field(default_factory=list)
+    tokens: dict[str, str] = field(default_factory=dict)
+    settings: str = ""
+
+    @property
+    def ok(self) -> bool:
+        checks = all(v.ok for v in self.verdicts)
+        return checks and not (self.failed or self.http.failed or self.tls.failed)
+
+    def http_table(self) -> Table:
+        return Table(
+            f"Plain HTTP: wrk, {CONNECTIONS} keep-alive connections ({THREADS} threads), "
+            f"1 KiB answers, {self.args.rounds} rounds × {self.args.seconds:g} s per route",
+            _labels(self.http_routes, HTTP_ROUTES),
+            _summaries(self.http),
+            {**self.failed, **self.http.failed},
+            notes=_closed_note(self.http.extra),
+        )
+
+    def tls_table(self) -> Table:
+        return Table(
+            f"TLS interception in kept-alive tunnels: curl --parallel ({PARALLEL} in flight), "
+            f"{self.args.rounds} rounds of ~{self.args.seconds:g} s per route",
+            _labels(self.tls_routes, TLS_ROUTES),
+            _summaries(self.tls),
+            {**self.failed, **self.tls.failed},
+            notes=[f"tunnels opened per route: {self.tls.extra}"] if self.tls.extra else [],
+        )
+
+
+def _measure(stack: Stack, run: Run) -> None:
+    args = run.args
+    _start_all(stack, args, run.failed)
+    if "http" in args.only:
+        say("\n== plain HTTP (wrk)")
+        routes = [stack.http[k] for k in HTTP_ROUTES if k in stack.http]
+        run.http = http_rounds(routes, args.rounds, args.seconds, say)
+    if "tls" in args.only:
+        say("\n== TLS interception, kept-alive tunnels (curl --parallel)")
+        routes = [stack.tls[k] for k in TLS_ROUTES if k in stack.tls]
+        run.tls = tls_rounds(routes, args.rounds, args.seconds, say)
+    if "idle" in args.only:
+        say(f"\n== {args.idle_connections} idle connections per route")
+        run.idle = _idle(stack, args.idle_connections)
+
+
+def _check(stack: Stack, run: Run) -> None:
+    """After every server stopped: nginx's log against what the tools counted."""
+    run.tokens = _token_requests(stack)
+    logs = read_access_log(stack.access_log().read_text(errors="replace").splitlines())
+    checked = {}
+    for name, routes, section in (
+        ("http", run.http_routes, run.http),
+        ("tls", run.tls_routes, run.tls),
+    ):
+        for key, route in routes.items():
+            checked[f"{name}/{key}"] = (route.port, route.expect, section.counted.get(key, 0))
+    run.verdicts = verify(logs, checked)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _arguments(argv)
     raise_file_limit(4 * args.idle_connections + 1024)
     try:
         ensure_debian_packages()
         mitm = mitmdump()
-        bump = squid_can_bump()
     except SetupError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 2
     CACHE.mkdir(exist_ok=True)
     run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=CACHE))
     run_dir.chmod(0o755)  # servers that drop privileges read their files here
-    host = machine()
+    run = Run(args, machine().line())
     load_start = os.getloadavg()[0]
-    failed: dict[str, str] = {}
-    http, tls = Section(), Section()
-    idle: dict[str, IdlePair] = {}
     say(f"bench: run directory {run_dir}")
     with Stack(run_dir) as stack:
         try:
-            _start_all(stack, args, failed)
-            if not bump:
-                stack.tls.pop("squid", None)
-                failed["squid-tls"] = "this squid was built without OpenSSL (no ssl-bump)"
-            if "http" in args.only:
-                say("\n== plain HTTP (wrk)")
-                routes = [stack.http[k] for k in HTTP_ROUTES if k in stack.http]
-                http = http_rounds(routes, args.rounds, args.seconds, say)
-            if "tls" in args.only:
-                say("\n== TLS interception, kept-alive tunnels (curl --parallel)")
-                routes = [stack.tls[k] for k in TLS_ROUTES if k in stack.tls]
-                tls = tls_rounds(routes, args.rounds, args.seconds, say)
-            if "idle" in args.only:
-                say(f"\n== {args.idle_connections} idle keep-alive connections")
-                idle = _idle(stack, args.idle_connections)
-        except ServiceFailed as exc:
-            stack.stop()
+            _measure(stack, run)
+        except (ServiceFailed, OSError) as exc:
             print(f"bench: {exc} (logs in {run_dir})", file=sys.stderr)
             return 1
         finally:
-            http_routes, tls_routes = dict(stack.http), dict(stack.tls)
+            run.http_routes, run.tls_routes = dict(stack.http), dict(stack.tls)
             stack.stop()
-    load_end = os.getloadavg()[0]
-    tokens = _token_requests(stack)
-    logs = read_access_log(stack.access_log().read_text(errors="replace").splitlines())
-    checked = {}
-    for name, table, section in (("http", http_routes, http), ("tls", tls_routes, tls)):
-        for key, route in table.items():
-            checked[f"{name}/{key}"] = (route.port, route.expect, section.counted.get(key, 0))
-    verdicts = verify(logs, checked)
-    http_table = Table(
-        f"Plain HTTP: wrk, {CONNECTIONS} keep-alive connections ({THREADS} threads), "
-        f"1 KiB answers, {args.rounds} rounds × {args.seconds:g} s per route",
-        _labels(http_routes, HTTP_ROUTES),
-        _summaries(http),
-        {**failed, **http.failed},
-        notes=_closed_note(http.extra),
+    _check(stack, run)
+    run.settings = (
+        f"load average {load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end; "
+        "versions " + ", ".join(f"{k} {v}" for k, v in versions(mitm).items())
     )
-    tls_table = Table(
-        f"TLS interception in kept-alive tunnels: curl --parallel (16 in flight), "
-        f"{args.rounds} rounds of ~{args.seconds:g} s per route",
-        _labels(tls_routes, TLS_ROUTES),
-        _summaries(tls),
-        {**failed, **tls.failed},
-        notes=[f"tunnels opened per route: {tls.extra}"] if tls.extra else [],
-    )
-    settings = (
-        f"load average {load_start:.1f} at the start, {load_end:.1f} at the end; versions "
-        + ", ".join(f"{k} {v}" for k, v in versions(mitm).items())
-    )
-    _print(args, host.line(), settings, http_table, tls_table, idle, http_routes, verdicts, tokens)
-    _save(run_dir, host.line(), settings, http_table, tls_table, idle, verdicts, tokens)
-    if not args.keep:
+    _print(run)
+    _save(run, CACHE / f"compare-{time.strftime('%Y%m%d-%H%M%S')}.json")
+    if not args.keep and run.ok:
         shutil.rmtree(run_dir, ignore_errors=True)
-    ok = all(v.ok for v in verdicts) and not http.failed and not tls.failed
-    return 0 if ok else 1
+    elif not run.ok:
+        say(f"some routes failed; their logs stay in {run_dir}")
+    return 0 if run.ok else 1
 
 
-def _print(
-    args: argparse.Namespace,
-    machine_line: str,
-    settings: str,
-    http: Table,
-    tls: Table,
-    idle: dict[str, IdlePair],
-    http_routes: dict[str, Route],
-    verdicts: list[Verdict],
-    tokens: dict[str, str],
-) -> None:
+def _print(run: Run) -> None:
+    http, tls = run.http_table(), run.tls_table()
     say("\n" + "=" * 100)
-    say(f"machine: {machine_line}")
-    say(settings)
-    if "http" in args.only:
+    say(f"machine: {run.machine}")
+    say(run.settings)
+    if "http" in run.args.only:
         say("")
         for line in section_lines(http) + ratio_lines(http.summaries, HTTP_RATIOS):
             say(line)
         for line in http_goal_lines(http.summaries):
             say(line)
-    if "tls" in args.only:
+    if "tls" in run.args.only:
         say("")
         for line in section_lines(tls) + ratio_lines(tls.summaries, TLS_RATIOS):
             say(line)
         for line in tls_goal_lines(tls.summaries):
             say(line)
-    idle_labels = {k: http_routes[k].label for k in idle}
-    if idle:
-        say(f"\n{args.idle_connections} idle connections: fresh (nothing sent), used (one answer)")
-        for line in idle_lines(idle, idle_labels):
+    idle_labels = {key: run.http_routes[key].label for key in run.idle}
+    if run.idle:
+        count = run.args.idle_connections
+        say(f"\n{count} idle connections: fresh (nothing sent), used (one answer)")
+        for line in idle_lines(run.idle, idle_labels):
             say(line)
     say("\nchecks (nginx's access log, after the run):")
-    for verdict in verdicts:
+    for verdict in run.verdicts:
         say(f"  {verdict.text()}")
     say(
         "  token requests per token endpoint (one per grant binding when the cache works; "
-        f"proxy run has two: HTTP and TLS): {tokens}"
+        f"proxy run has two: HTTP and TLS): {run.tokens}"
     )
+    for key, reason in run.failed.items():
+        say(f"  {key}: did not start: {reason}")
     say("\nMarkdown for the README:\n")
     for line in markdown(
-        machine=machine_line,
-        settings=settings,
-        http=http if "http" in args.only else None,
-        tls=tls if "tls" in args.only else None,
-        idle=idle,
+        machine=run.machine,
+        settings=run.settings,
+        http=http if "http" in run.args.only else None,
+        tls=tls if "tls" in run.args.only else None,
+        idle=run.idle,
         idle_labels=idle_labels,
-        idle_count=args.idle_connections,
+        idle_count=run.args.idle_connections,
     ):
         say(line)
 
 
-def _save(
-    run_dir: Path,
-    machine_line: str,
-    settings: str,
-    http: Table,
-    tls: Table,
-    idle: dict[str, IdlePair],
-    verdicts: list[Verdict],
-    tokens: dict[str, str],
-) -> None:
-    """Everything as JSON next to the cache (``.bench-cache/compare-<time>.json``)."""
+def _save(run: Run, path: Path) -> None:
+    """Every figure as JSON, for comparing runs later."""
 
     def table(t: Table) -> dict[str, Any]:
         return {
@@ -312,22 +329,20 @@ def _save(
         }
 
     data = {
-        "machine": machine_line,
-        "settings": settings,
-        "http": table(http),
-        "tls": table(tls),
+        "machine": run.machine,
+        "settings": run.settings,
+        "http": table(run.http_table()),
+        "tls": table(run.tls_table()),
         "idle": {
             key: {
                 mode: {**dataclasses.asdict(one), "per_connection_kib": one.per_connection_kib}
                 for mode, one in (("fresh", pair.fresh), ("used", pair.used))
             }
-            for key, pair in idle.items()
+            for key, pair in run.idle.items()
         },
-        "checks": [dataclasses.asdict(v) for v in verdicts],
-        "token_requests": tokens,
-    }  # fmt: skip
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = run_dir.parent / f"compare-{stamp}.json"
+        "checks": [dataclasses.asdict(v) for v in run.verdicts],
+        "token_requests": run.tokens,
+    }
     path.write_text(json.dumps(data, indent=2))
     say(f"\nfigures saved to {path}")
 

@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import grantbox
+
 REPO = Path(__file__).resolve().parents[2]
 CACHE = REPO / ".bench-cache"
 MITMPROXY_VERSION = "11.0.2"
@@ -38,9 +40,14 @@ class SetupError(RuntimeError):
     """Something the bench needs is missing and cannot be installed here."""
 
 
+def _path() -> str:
+    """PATH with the sbin directories (nginx and squid live there; a user's PATH may not)."""
+    return os.pathsep.join([os.environ.get("PATH", ""), *SBIN])
+
+
 def program(name: str) -> str:
-    """Full path of a program, looking in the sbin directories too (nginx, squid)."""
-    found = shutil.which(name, path=os.pathsep.join([os.environ.get("PATH", ""), *SBIN]))
+    """Full path of a program the bench runs."""
+    found = shutil.which(name, path=_path())
     if found is None:
         raise SetupError(f"{name} is not installed")
     return found
@@ -81,10 +88,6 @@ def ensure_debian_packages() -> None:
             raise SetupError(f"`{' '.join(argv)}` failed: {tail}")
 
 
-def _path() -> str:
-    return os.pathsep.join([os.environ.get("PATH", ""), *SBIN])
-
-
 def mitmdump() -> Path:
     """mitmdump from the scratch venv, created (and pinned) on first use."""
     binary = MITMPROXY_VENV / "bin" / "mitmdump"
@@ -114,10 +117,6 @@ def mitmdump() -> Path:
     return binary
 
 
-def squid_can_bump() -> bool:
-    return "--with-openssl" in _version_output([program("squid"), "-v"])
-
-
 def _version_output(argv: list[str]) -> str:
     try:
         result = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=30)
@@ -132,8 +131,9 @@ def _first(pattern: str, text: str) -> str:
 
 
 def versions(mitmdump_binary: Path) -> dict[str, str]:
-    """One version string per program, for the report."""
-    git = ["git", "-C", str(REPO)]
+    """One version string per program, for the report; grantbox's is the commit of the
+    checkout its running code comes from (the interpreter's, not necessarily this one)."""
+    git = ["git", "-C", str(Path(grantbox.__file__).resolve().parent)]
     commit = _version_output([*git, "rev-parse", "--short", "HEAD"]).strip() or "?"
     dirty = _version_output([*git, "status", "--porcelain", "--untracked-files=no"]).strip()
     return {
