@@ -5,7 +5,9 @@ Three comparisons, each with every route alternated in rounds so drift hits all 
 * plain HTTP: wrk, 16 keep-alive connections, 1 KiB answers from nginx, through each proxy
   adding one ``Authorization`` header (grantbox: a real token, obtained once from a token
   endpoint with its JWT-SVID and injected from its cache), plus nginx direct and, where
-  sandboxes can run here, wrk inside a grantbox sandbox through the sandbox's own proxy;
+  sandboxes can run here, wrk inside a grantbox sandbox through the sandbox's own proxy (a
+  sandbox reaches nothing else, so the peers it is compared with are driven from the host by
+  the same wrk, in the same rounds);
 * TLS interception in kept-alive tunnels: curl --parallel (16 in flight) through squid
   ssl-bump, mitmproxy and grantbox to an nginx TLS upstream, plus curl direct;
 * memory: 1,000 idle keep-alive connections held open on each proxy.

@@ -87,32 +87,38 @@ def http_rounds(routes: Sequence[Route], rounds: int, seconds: float, say: Say) 
     return section
 
 
-def _curl(route: Route, count: int) -> CurlResult:
+def _curl(route: Route, count: int, seconds: float) -> CurlResult:
+    """``count`` requests; bounded at several times the run's intended length."""
     assert route.cafile is not None
     argv = curl_argv(route.url, count, proxy=route.proxy, cafile=str(route.cafile))
     argv[0] = program("curl")
     started = time.perf_counter()
-    output = run_tool(argv, timeout=120)
+    output = run_tool(argv, timeout=60 + 6 * seconds)
     return parse_curl(output, time.perf_counter() - started, body_size=configs.BODY_SIZE)
 
 
 def tls_rounds(routes: Sequence[Route], rounds: int, seconds: float, say: Say) -> Section:
-    """curl --parallel through each interceptor; the request count per run is sized from
-    the warm-up's rate so each run lasts about ``seconds``."""
+    """curl --parallel through each interceptor; each run's request count is sized from
+    the route's previous rate so it lasts about ``seconds``."""
     section = Section()
     live = list(routes)
     counts: dict[str, int] = {}
 
-    def run(route: Route, count: int, measured: bool) -> CurlResult | None:
+    def size(route: Route, sample: CurlResult) -> None:
+        wanted = int(sample.rate * seconds)
+        counts[route.key] = max(TLS_MIN_REQUESTS, min(TLS_MAX_REQUESTS, wanted))
+
+    def run(route: Route, count: int, measured: bool) -> None:
         try:
-            sample = _curl(route, count)
+            sample = _curl(route, count, seconds)
             _check(route, sample)
         except ServiceFailed as exc:
             section.failed[route.key] = str(exc)
             say(f"  {route.label}: failed, dropped from the comparison: {exc}")
             live.remove(route)
-            return None
+            return
         section.add(route.key, sample, measured=measured)
+        size(route, sample)
         if measured:
             section.extra[route.key] = section.extra.get(route.key, 0) + sample.connects
             say(
@@ -120,14 +126,10 @@ def tls_rounds(routes: Sequence[Route], rounds: int, seconds: float, say: Say) -
                 f"  p50 {sample.p50_ms:6.2f} ms  p99 {sample.p99_ms:6.2f} ms"
                 f"  ({sample.requests} requests, {sample.connects} tunnels)"
             )
-        return sample
 
     say("warm-up (not measured; sizes each route's runs)")
     for route in list(live):
-        warm = run(route, TLS_WARMUP_REQUESTS, measured=False)
-        if warm is not None:
-            wanted = int(warm.rate * seconds)
-            counts[route.key] = max(TLS_MIN_REQUESTS, min(TLS_MAX_REQUESTS, wanted))
+        run(route, TLS_WARMUP_REQUESTS, measured=False)
     for index in range(rounds):
         say(f"round {index + 1}/{rounds}")
         for route in _order(list(live), index):

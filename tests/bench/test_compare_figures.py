@@ -161,9 +161,9 @@ def test_report_prints_ratios_goals_and_markdown() -> None:
             idle_count=1000,
         )
     )
-    assert "| grantbox | 6,000 | 1.50 | 2.00 |" in block
-    assert "grantbox/tinyproxy 1.20×" in block
-    assert "| tinyproxy | 10.2 | — (0) |" in block
+    assert "| grantbox | 6,000 (6,000–6,000) | 1.50 | 2.00 |" in block
+    assert "grantbox / tinyproxy 1.20×" in block
+    assert "| tinyproxy | 10.2 | — (0 held) |" in block
     assert "| s |" not in block  # a route that did not run has no row
 
 
