@@ -32,7 +32,7 @@ demo: $(STAMP)
 
 # Never part of `make test` (tests do not measure time). bench/compare.py puts grantbox side by
 # side with nginx direct, squid, tinyproxy and mitmproxy (it installs them itself, runs them on
-# free loopback ports; ~6 minutes); then the grant-cache and Python-client proxy benchmarks.
+# free loopback ports; about 4 minutes); then the grant-cache and Python-client proxy benchmarks.
 # COMPARE_ARGS="--seconds 10 --rounds 5" (or --only http,tls,idle, --no-sandbox) tunes it.
 COMPARE_ARGS ?=
 bench: $(STAMP)
