@@ -191,3 +191,22 @@ class Service:
                 if os.getpgid(pid) == process.pid:
                     os.kill(pid, signal.SIGKILL)
         return process.returncode
+
+
+def run_tool(argv: list[str], timeout: float) -> str:
+    """A load or setup tool to completion (bounded); its stdout, or one line saying why not."""
+    try:
+        result = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            env=clean_environment(),
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise ServiceFailed(f"{Path(argv[0]).name} did not finish in {timeout:g}s") from None
+    if result.returncode != 0:
+        detail = (result.stderr.strip() or result.stdout.strip())[-300:]
+        raise ServiceFailed(f"{Path(argv[0]).name} exited {result.returncode}: {detail}")
+    return result.stdout

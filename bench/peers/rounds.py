@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from . import configs
 from .curl import CurlResult, curl_argv, parse_curl
 from .install import program
-from .processes import ServiceFailed
-from .stack import Route, run_tool
+from .processes import ServiceFailed, run_tool
+from .stack import Route
 from .stats import Sample
 from .wrk import WrkOutputError, parse_wrk
 

@@ -16,7 +16,6 @@ import os
 import pwd
 import shlex
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -33,7 +32,7 @@ from grantbox.demo.embedded import DemoDirectories, EmbeddedDefault
 
 from . import configs
 from .install import REPO, mitmdump, program
-from .processes import Service, ServiceFailed, clean_environment, free_port
+from .processes import Service, ServiceFailed, free_port, run_tool
 from .wrk import lua_script, wrk_argv
 
 GRANTBOX = str(Path(sys.executable).with_name("grantbox"))
@@ -163,8 +162,10 @@ class Stack:
         leaf.private_key_and_cert_chain_pem.write_to_path(str(certs.server))
         squid.cert_pem.write_to_path(str(certs.squid_ca))
         squid.private_key_pem.write_to_path(str(certs.squid_key))
-        certs.upstream_ca.chmod(0o644)
-        certs.squid_ca.chmod(0o644)
+        for public in (certs.upstream_ca, certs.squid_ca):
+            public.chmod(0o644)
+        for secret in (certs.server, certs.squid_key):  # throwaway, but still keys
+            secret.chmod(0o600)
         return certs
 
     def start_nginx(self, certs: Certs) -> None:
@@ -416,22 +417,3 @@ def _sandbox_wrk(operator: Operator) -> WrkRunner:
         return result.stdout
 
     return run
-
-
-def run_tool(argv: list[str], timeout: float) -> str:
-    """A load or setup tool to completion (bounded); its stdout, or one line saying why not."""
-    try:
-        result = subprocess.run(
-            argv,
-            capture_output=True,
-            text=True,
-            env=clean_environment(),
-            timeout=timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        raise ServiceFailed(f"{Path(argv[0]).name} did not finish in {timeout:g}s") from None
-    if result.returncode != 0:
-        detail = (result.stderr.strip() or result.stdout.strip())[-300:]
-        raise ServiceFailed(f"{Path(argv[0]).name} exited {result.returncode}: {detail}")
-    return result.stdout
