@@ -368,6 +368,9 @@ class Stack:
         )
         profile_file = folder / "profile.yaml"
         profile_file.write_text(yaml.safe_dump(profile))
+        # wrk inside gets the machine's CPUs, as it has outside (the default bound is 1 CPU).
+        policy_file = folder / "policy.yaml"
+        policy_file.write_text(yaml.safe_dump({"limits": {"cpus": float(os.cpu_count() or 1)}}))
         operator = Operator(directories.environment())
         try:
             operator.run("profile", "import", "-f", str(profile_file))
@@ -376,8 +379,8 @@ class Stack:
                 "--type", SANDBOX_PROFILE, "--runtime-credentials",
             )  # fmt: skip
             operator.run(
-                "sandbox", "create", "--name", SANDBOX,
-                "--provider", "bench", "--", "sleep", "infinity",
+                "sandbox", "create", "--name", SANDBOX, "--provider", "bench",
+                "--policy", str(policy_file), "--", "sleep", "infinity",
             )  # fmt: skip
             self._exit.callback(
                 lambda: operator.run("sandbox", "delete", SANDBOX, check=False, timeout=60)
