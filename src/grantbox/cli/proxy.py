@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from grantbox.grants import GrantEngine
+from grantbox.grants import GrantEngine, TokenEndpointClient
 from grantbox.identity import WorkloadIdentityClient
 from grantbox.logformat import json_logging
 from grantbox.profiles import EffectiveConfig
@@ -86,7 +86,8 @@ def proxy() -> None:
 @click.option(
     "--upstream-ca",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Extra CA bundle to trust for upstream TLS (besides the system roots).",
+    help="Extra CA bundle to trust for upstream TLS and token endpoints (besides the system "
+    "roots).",
 )
 def run(
     config_file: Path,
@@ -130,7 +131,10 @@ async def _serve(
     upstream_ca: Path | None,
 ) -> None:
     identity = WorkloadIdentityClient(identity_socket)
-    engine = GrantEngine(identity)
+    extra_ca = ""
+    if upstream_ca is not None:
+        extra_ca = await asyncio.to_thread(upstream_ca.read_text, "ascii", "ignore")
+    engine = GrantEngine(identity, client=TokenEndpointClient(extra_ca_pem=extra_ca))
     proxy = EgressProxy(
         config, engine, resolver=resolver, upstream_ca_file=upstream_ca, events=_print_event
     )

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from grantbox.drivers.invocation import ORPHANED_EXIT_CODE
-from grantbox.grants import GrantEngine
+from grantbox.grants import GrantEngine, TokenEndpointClient
 from grantbox.identity import WorkloadIdentityClient
 from grantbox.profiles import EffectiveConfig, SandboxPolicy, build_effective_config
 from grantbox.proxy import EgressProxy, SystemResolver, parse_overrides
@@ -51,6 +51,12 @@ SHIP_TAKE = 2_000
 BACKLOG_WARNING = OUTBOX_CAPACITY // 2
 
 
+def _read_ca(options: SupervisorOptions) -> str:
+    """The ``--upstream-ca`` bundle, trusted by token requests as by the proxy's upstreams."""
+    path = options.upstream_ca_file
+    return "" if path is None else path.read_text(encoding="ascii", errors="ignore")
+
+
 class Supervisor:
     def __init__(self, options: SupervisorOptions) -> None:
         self.options = options
@@ -60,7 +66,9 @@ class Supervisor:
             options.gateway_url, options.sandbox_id, options.token_file
         )
         self._identity = WorkloadIdentityClient(options.identity_socket)
-        self._engine = GrantEngine(self._identity)
+        self._engine = GrantEngine(
+            self._identity, client=TokenEndpointClient(extra_ca_pem=_read_ca(options))
+        )
         self._logs: Outbox[Mapping[str, Any]] = Outbox(OUTBOX_CAPACITY)
         self._events: Outbox[Mapping[str, Any]] = Outbox(OUTBOX_CAPACITY)
         self._proxy: EgressProxy | None = None
