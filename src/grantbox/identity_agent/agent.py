@@ -24,7 +24,7 @@ from .admin import AdminServer
 from .attestation import AttestingListener, CallerDirectory, prepare_socket_dir
 from .authority import Authority
 from .keys import check_algorithm
-from .oidc import OidcServer, bind_tcp, build_app
+from .oidc import BUNDLE_PATH, OidcServer, bind_tcp, build_app
 from .registry import (
     MAX_UNIX_PATH,
     SOCKET_FILE,
@@ -94,6 +94,11 @@ class IdentityAgent:
     def oidc_url(self) -> str | None:
         """``http://HOST:PORT`` of the discovery endpoint (actual port), once started."""
         return self._oidc_url
+
+    @property
+    def bundle_url(self) -> str | None:
+        """The SPIFFE bundle endpoint (JWT bundle, ``use: jwt-svid``), once started."""
+        return None if self._oidc_url is None else self._oidc_url + BUNDLE_PATH
 
     @property
     def admin_socket(self) -> Path | None:
@@ -166,6 +171,7 @@ class IdentityAgent:
             issuer=lambda: self._authority.issuer or base_url,
             jwks=self._authority.oidc_jwks,
             algorithms=self._authority.published_algorithms,
+            bundle=self._authority.jwt_bundle,
         )
         self._oidc = OidcServer(app, sock)
         await self._oidc.start()
