@@ -19,9 +19,11 @@ import prometheus_client
 
 from grantbox.profiles import GrantBinding, token_endpoint_problem
 
+from .answer import TokenAnswer
 from .cache import AccessToken, Lookup, TokenCache, decide
 from .client import TokenEndpointClient
 from .errors import GrantError, GrantMisconfigured, TokenEndpointError, WorkloadIdentityUnavailable
+from .freshness import worth_fresh_svid
 from .lifetime import cache_ttl
 from .metrics import GrantMetrics
 from .request import CacheKey, cache_key, token_request_form
@@ -72,7 +74,10 @@ class GrantEngine:
     (e.g. one trusting a private CA); the engine owns it and closes it in :meth:`aclose`.
     ``identity_timeout`` bounds each SVID fetch. Metrics go to ``registry`` (a private one,
     readable as :attr:`registry`, when None). ``clock`` (monotonic seconds) and
-    ``jitter`` (uniform in [0, 1)) are injectable so cache timing can be tested exactly.
+    ``jitter`` (uniform in [0, 1)) are injectable so cache timing can be tested exactly;
+    ``wall_clock`` (Unix seconds) judges how old a refused SVID was.
+    A token endpoint that refuses a JWT-SVID which was not new as ``invalid_client`` gets
+    one more request with a fresh SVID (:mod:`grantbox.grants.freshness`).
     One engine serves one event loop.
     """
 
@@ -88,6 +93,7 @@ class GrantEngine:
         client: TokenEndpointClient | None = None,
         clock: Callable[[], float] = time.monotonic,
         jitter: Callable[[], float] = _system_random.random,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._identity = identity
         self._identity_timeout = identity_timeout
@@ -98,6 +104,7 @@ class GrantEngine:
         self._metrics = GrantMetrics(registry)
         self._clock = clock
         self._jitter = jitter
+        self._wall_clock = wall_clock
         self._inflight: dict[CacheKey, asyncio.Task[AccessToken]] = {}
         self._attached: frozenset[CacheKey] | None = None
         self._generation = 0
@@ -196,6 +203,28 @@ class GrantEngine:
             raise GrantMisconfigured(problem)
         if not binding.svid_audience.strip():
             raise GrantMisconfigured("binding has no JWT-SVID audience")
+        assertion = await self._fetch_svid(binding)
+        try:
+            answer = await self._exchange(binding, assertion)
+        except GrantError as error:
+            if not worth_fresh_svid(error.reason, error.detail, assertion, self._wall_clock()):
+                raise
+            # The issuer may have refused the SVID for its age (a Workload API cache served
+            # it); the source has no cache of ours, so asking again gets what it serves now.
+            fresh = await self._fetch_svid(binding)
+            if fresh == assertion:
+                raise
+            log.info(
+                "token endpoint refused a JWT-SVID that was not new; retrying once with a "
+                "fresh one",
+                extra={"fields": {"binding": binding.id}},
+            )
+            self._metrics.fresh_svid_retries.inc()
+            answer = await self._exchange(binding, fresh)
+        ttl = cache_ttl(answer.expires_in, binding.cache_ttl_seconds)
+        return AccessToken(answer.access_token, started + ttl), ttl
+
+    async def _fetch_svid(self, binding: GrantBinding) -> str:
         try:
             async with asyncio.timeout(self._identity_timeout):
                 svid = await self._identity.fetch_jwt_svid(binding.svid_audience)
@@ -208,14 +237,15 @@ class GrantEngine:
         assertion = getattr(svid, "token", None)
         if not isinstance(assertion, str) or not assertion:
             raise WorkloadIdentityUnavailable("workload API returned an empty JWT-SVID")
+        return assertion
+
+    async def _exchange(self, binding: GrantBinding, assertion: str) -> TokenAnswer:
         try:
-            answer = await self._client.request_token(
+            return await self._client.request_token(
                 binding.token_endpoint, token_request_form(binding, assertion)
             )
         except GrantError as error:
             raise type(error)(redact_secret(error.detail, assertion)) from None
-        ttl = cache_ttl(answer.expires_in, binding.cache_ttl_seconds)
-        return AccessToken(answer.access_token, started + ttl), ttl
 
     def _failed(
         self,
