@@ -9,9 +9,13 @@ VENV=${VENV:-.venv}
 
 # Debian packages the sandbox and its tests use (curl runs inside sandboxes; util-linux's
 # setpriv/unshare and iproute2's ip drive and inspect the namespaces; PostgreSQL backs the
-# store tests). Installed only when missing and only when we are root; otherwise we say what
-# is missing and let the tests that need them skip.
-packages=(curl iproute2 util-linux ca-certificates postgresql)
+# store tests; runc and containers-common's default seccomp profile run the sandbox Pod as a
+# kubelet would; gcc and libc6-dev let scripts/peers.sh build SPIRE with cgo for SQLite,
+# Maven and Java 17 fetch and run Keycloak; Go itself comes with the machine).
+# Installed only when missing and only when we are root; otherwise we say what is missing
+# and let the tests that need them skip.
+packages=(curl iproute2 util-linux ca-certificates postgresql runc golang-github-containers-common gcc libc6-dev
+          maven openjdk-17-jre-headless)
 command -v kubectl >/dev/null || packages+=(kubernetes-client)  # `kubectl kustomize` in tests
 missing=()
 for pkg in "${packages[@]}"; do
