@@ -23,7 +23,8 @@ GO_SPIFFE_VERSION=v2.9.0
 CONTROLLER_MANAGER_VERSION=v0.6.3
 KEYCLOAK_VERSION=$(sed -n 's|.*<keycloak.version>\(.*\)</keycloak.version>.*|\1|p' "$ROOT/peers/keycloak/pom.xml")
 # Keycloak 26.6+ supports federated client authentication by default; SPIFFE is still preview.
-KEYCLOAK_BUILD_OPTIONS=(--features=spiffe --db=dev-file --health-enabled=true)
+# --cache=local: one node, no JGroups cluster listening beyond loopback.
+KEYCLOAK_BUILD_OPTIONS=(--features=spiffe --db=dev-file --cache=local --health-enabled=true)
 
 export GOTOOLCHAIN=local GOFLAGS=-mod=readonly CGO_ENABLED=1
 
@@ -134,8 +135,10 @@ step crds "spire-controller-manager $CONTROLLER_MANAGER_VERSION CRD schemas" \
 
 KEYCLOAK_HOME=$CACHE/keycloak-$KEYCLOAK_VERSION
 fetch_keycloak() {
-  rm -rf "$KEYCLOAK_HOME"
-  mvn -B -q -Dstyle.color=never -f "$ROOT/peers/keycloak/pom.xml" package -Dpeers.dir="$CACHE"
+  # The unpack goal keeps markers in its build directory and skips what it unpacked once.
+  rm -rf "$KEYCLOAK_HOME" "$CACHE/maven-build"
+  mvn -B -q -f "$ROOT/peers/keycloak/pom.xml" package -Dpeers.dir="$CACHE" >"$CACHE/keycloak-fetch.log" 2>&1 ||
+    die "fetching Keycloak failed; see $CACHE/keycloak-fetch.log"
   [ -x "$KEYCLOAK_HOME/bin/kc.sh" ] || die "the Keycloak distribution did not unpack to $KEYCLOAK_HOME"
   # Build once for SPIFFE client authentication, so every test start is `start --optimized`.
   "$KEYCLOAK_HOME/bin/kc.sh" build "${KEYCLOAK_BUILD_OPTIONS[@]}" >"$CACHE/keycloak-build.log" 2>&1 ||

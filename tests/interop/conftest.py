@@ -24,7 +24,7 @@ from grantbox.demo.peers import Peers
 from tests.support.peers import Daemon, Entry, Spire, built_peers, running_spire
 
 HERE = Path(__file__).resolve().parent
-REALM_FILE = HERE / "realm.json"
+REALM_FILE = HERE / "grantbox-realm.json"
 REALM = "grantbox"
 GRANTBOX = Path(sys.executable).parent / "grantbox"
 
@@ -144,9 +144,9 @@ def stranger_agent() -> Iterator[LocalAgent]:
 
 @pytest.fixture(scope="session")
 def keycloak(peers: Peers, spire: SpireSetup, local_agent: LocalAgent) -> Iterator[Keycloak]:
-    """Keycloak with realm ``grantbox`` (tests/interop/realm.json): SPIFFE identity providers
-    ``spire`` (keys from SPIRE's OIDC Discovery Provider) and ``local`` (our agent's SPIFFE
-    bundle endpoint), and a federated-jwt client per workload."""
+    """Keycloak with realm ``grantbox`` (tests/interop/grantbox-realm.json): SPIFFE identity
+    providers ``spire`` (keys from SPIRE's OIDC Discovery Provider) and ``local`` (our
+    agent's SPIFFE bundle endpoint), and a federated-jwt client per workload."""
     work = Path(tempfile.mkdtemp(prefix="gbx-kc-"))
     env = {
         "GBX_SPIRE_BUNDLE_URL": spire.spire.oidc.keys_url,

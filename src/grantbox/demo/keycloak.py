@@ -151,15 +151,16 @@ class Keycloak:
                 if self._process is None or self._process.poll() is not None:
                     code = None if self._process is None else self._process.returncode
                     raise KeycloakError(
-                        f"Keycloak exited with status {code} while starting:\n{self.log_tail()}"
+                        f"Keycloak exited with status {code} while starting "
+                        f"(its log: {self.log_path})\n{self.log_tail()}"
                     )
                 with contextlib.suppress(httpx.HTTPError):
                     if http.get(url).status_code == 200:
                         return
                 if time.monotonic() > deadline:
                     raise KeycloakError(
-                        f"Keycloak did not serve realm {realm} within {timeout:g} s:\n"
-                        f"{self.log_tail()}"
+                        f"Keycloak did not serve realm {realm} within {timeout:g} s "
+                        f"(its log: {self.log_path})\n{self.log_tail()}"
                     )
                 time.sleep(1.0)
 

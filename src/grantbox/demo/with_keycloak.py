@@ -1,7 +1,7 @@
 """The demo with real Keycloak as the token service, instead of the demo's own issuer.
 
 Keycloak (built by ``make peers``) imports the demo realm
-(``examples/spiffe-token-grant-demo/keycloak-realm.json``): a SPIFFE identity provider that
+(``examples/spiffe-token-grant-demo/grantbox-demo-realm.json``): a SPIFFE identity provider that
 trusts the embedded identity agent's trust domain through the agent's SPIFFE bundle
 endpoint, and client scopes ``alpha`` and ``beta`` whose audience mappers give the token
 the service's audience. Once the sandbox exists, its SPIFFE ID is registered as a
@@ -33,7 +33,7 @@ from .workloads import (
 )
 
 REALM = "grantbox-demo"
-REALM_FILE = "keycloak-realm.json"
+REALM_FILE = "grantbox-demo-realm.json"  # Keycloak wants <realm>-realm.json
 IDENTITY_PROVIDER = "grantbox"
 
 
