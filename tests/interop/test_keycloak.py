@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from grantbox.demo.keycloak import Keycloak
 from grantbox.demo.workloads import WorkloadProcess
-from grantbox.grants import GrantEngine
+from grantbox.grants import GrantEngine, GrantError
 from grantbox.identity import JwtSvid, WorkloadIdentityClient
 from grantbox.identity_agent import jwt_svid
 from grantbox.identity_agent.keystore import KeyStore
@@ -172,7 +172,7 @@ async def test_keycloak_refuses_an_old_svid_and_the_engine_retries_with_a_fresh_
                 "client_assertion": stale.token,
             },
         )
-    assert refused.status_code in (400, 401)
+    assert refused.status_code in (400, 401), refused.text
     assert refused.json()["error"] == "invalid_client"  # the premise: too old for Keycloak
 
     registry = CollectorRegistry()
@@ -186,7 +186,10 @@ async def test_keycloak_refuses_an_old_svid_and_the_engine_retries_with_a_fresh_
                 audience="alpha",
                 scopes=("alpha",),
             )
-            token = await engine.obtain(binding)
+            try:
+                token = await engine.obtain(binding)
+            except GrantError as error:
+                pytest.fail(f"{error!r}\nagent log:\n{local_agent.daemon.log_tail()}")
         finally:
             await engine.aclose()
     assert source.served[0] == stale.token and len(source.served) == 2

@@ -11,6 +11,7 @@ import jwt
 
 from grantbox.demo.peers import Peers
 from grantbox.identity import WorkloadIdentityClient
+from tests.support.peers import Daemon
 from tests.support.proxy_clients import curl
 from tests.support.proxy_upstream import running_upstream
 from tests.support.token_endpoint import TOKEN_PATH, running_token_endpoint
@@ -71,7 +72,7 @@ async def test_proxy_obtains_a_token_with_an_svid_from_spire(spire: SpireSetup) 
     assert jwt.get_unverified_header(form["client_assertion"][0])["kid"] in {k["kid"] for k in keys}
 
 
-def spiffe_check(peers: Peers, socket: str, audience: str) -> dict[str, object]:
+def spiffe_check(peers: Peers, socket: str, audience: str, log: Daemon) -> dict[str, object]:
     done = subprocess.run(
         [str(peers.spiffe_check), "-socket", socket, "-audience", audience],
         capture_output=True,
@@ -79,7 +80,7 @@ def spiffe_check(peers: Peers, socket: str, audience: str) -> dict[str, object]:
         timeout=60,
         check=False,
     )
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 0, f"{done.stderr}\n{log.name} log:\n{log.log_tail()}"
     report: dict[str, object] = json.loads(done.stdout)
     return report
 
@@ -89,7 +90,7 @@ async def test_go_spiffe_client_validates_an_svid_from_our_identity_agent(
 ) -> None:
     """A non-Python client (go-spiffe v2) fetches a JWT-SVID and the JWT bundles from
     ``grantbox identity serve`` and validates one with the other."""
-    report = spiffe_check(peers, str(local_agent.socket("s1")), AUDIENCE)
+    report = spiffe_check(peers, str(local_agent.socket("s1")), AUDIENCE, local_agent.daemon)
     assert report["spiffe_id"] == LOCAL_WORKLOAD_ID
     assert report["audience"] == [AUDIENCE]
     assert report["trust_domains"] == ["spiffe://local.test"]
@@ -101,7 +102,8 @@ async def test_go_spiffe_client_validates_an_svid_from_our_identity_agent(
 
 async def test_go_spiffe_client_agrees_with_spire(peers: Peers, spire: SpireSetup) -> None:
     """The same Go client against SPIRE itself: the reference it is measured by."""
-    report = spiffe_check(peers, str(spire.spire.agent.socket), AUDIENCE)
+    assert spire.spire.agent.daemon is not None
+    report = spiffe_check(peers, str(spire.spire.agent.socket), AUDIENCE, spire.spire.agent.daemon)
     assert report["spiffe_id"] == SPIRE_WORKLOAD_ID
     assert report["trust_domains"] == ["spiffe://spire.test"]
     assert report["wrong_audience_refused"] is True
