@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Prepares a fresh Debian machine for `make test` / `make demo`: the system tools the
-# sandbox and its tests drive, then a virtual environment with grantbox and its pinned
+# sandbox and its tests drive, then a virtual environment with grantbox and its locked
 # development dependencies. Safe to run again; it only adds what is missing.
 set -euo pipefail
 
@@ -35,10 +35,20 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
+pip=("$VENV/bin/python" -m pip --quiet --disable-pip-version-check)
 if [ ! -x "$VENV/bin/python" ]; then
   echo "bootstrap: creating $VENV"
   "$PYTHON" -m venv "$VENV"
+  "${pip[@]}" install --upgrade pip
 fi
-"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
-echo "bootstrap: installing grantbox and its pinned dependencies into $VENV"
-"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+# The exact, hash-checked versions of every dependency (all extras: the tests drive the
+# Kubernetes driver and PostgreSQL) come from constraints.txt (`make lock` writes it); then
+# grantbox itself, editable and without resolving anything, and a check that the two agree.
+echo "bootstrap: installing grantbox and its locked dependencies into $VENV"
+"${pip[@]}" install --require-hashes --no-deps -r constraints.txt
+"${pip[@]}" install --no-deps -e .
+if ! "${pip[@]}" check >/dev/null; then
+  "${pip[@]}" check >&2 || true
+  echo "bootstrap: constraints.txt does not satisfy pyproject.toml; run 'make lock'" >&2
+  exit 1
+fi

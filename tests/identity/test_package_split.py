@@ -16,11 +16,12 @@ import pytest
 # What the agent drags in that a supervisor or a standalone proxy has no business loading.
 AGENT_ONLY = ("grantbox.identity_agent", "uvicorn", "starlette")
 
-# The supervisor has moved between packages; whichever module exists is the one to check.
+# The supervisor's package loads its parts lazily; the runtime is what a supervisor runs.
 SUPERVISOR_MODULES = [
     name
-    for name in ("grantbox.supervisor", "grantbox.sandbox.supervisor")
-    if importlib.util.find_spec(name) is not None
+    for name in ("grantbox.supervisor.runtime", "grantbox.sandbox.supervisor")
+    if importlib.util.find_spec(name.rpartition(".")[0]) is not None
+    and importlib.util.find_spec(name) is not None
 ]
 
 

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from grantbox.drivers import LocalDriver, LocalDriverSettings
 from grantbox.gateway import GatewayServer
 from grantbox.identity_agent import IdentityAgent
-from grantbox.sandbox import LocalDriver, LocalDriverSettings
 from tests.support.gateway_server import GatewayCli, gateway_settings
 from tests.support.identity_agent import running_agent
 from tests.support.proxy_upstream import RecordingUpstream, running_upstream
@@ -33,6 +33,7 @@ class Stack:
     upstream: RecordingUpstream
     socket_dir: Path
     workdir: Path
+    server: GatewayServer
 
     @property
     def alpha_url(self) -> str:
@@ -88,7 +89,7 @@ async def running_stack(tmp_path: Path) -> AsyncIterator[Stack]:
             server.start()
             try:
                 gw = GatewayCli(server.url, server.operator_token, tmp_path)
-                stack = Stack(gw, driver, agent, issuer, upstream, socket_dir, tmp_path)
+                stack = Stack(gw, driver, agent, issuer, upstream, socket_dir, tmp_path, server)
                 yield stack
             finally:
                 for sandbox_id in driver.sandbox_ids():

@@ -4,29 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import json
-import logging
-import sys
 from pathlib import Path
 
 import click
 
-from grantbox.gateway import DriverError, GatewayServer, GatewaySettings, make_driver
+from grantbox.drivers import DriverError, make_driver
+from grantbox.gateway import GatewayServer, GatewaySettings
 from grantbox.gateway.settings import DEFAULT_LISTEN, parse_listen
+from grantbox.logformat import json_logging
 
 from .output import fail
-
-
-class _JsonLines(logging.Formatter):
-    """Log records as JSON lines; access records are already JSON."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        message = record.getMessage()
-        if message.startswith("{"):
-            return message
-        return json.dumps(
-            {"level": record.levelname.lower(), "logger": record.name, "message": message}
-        )
 
 
 def _is_loopback(host: str) -> bool:
@@ -98,14 +85,11 @@ def serve(
         host, _ = parse_listen(listen)
     except ValueError as exc:
         fail(str(exc))
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_JsonLines())
-    logging.getLogger("grantbox").addHandler(handler)
-    logging.getLogger("grantbox").setLevel(logging.INFO)
-    settings = GatewaySettings.from_env(
-        db_url=db_url, listen=listen, state_dir=state_dir, advertise_url=advertise_url
-    )
+    click.get_current_context().with_resource(json_logging("info"))
     try:
+        settings = GatewaySettings.from_env(
+            db_url=db_url, listen=listen, state_dir=state_dir, advertise_url=advertise_url
+        )
         driver = make_driver(driver_name) if driver_name else None
         server = GatewayServer(settings, driver)
     except (DriverError, OSError, ValueError, RuntimeError) as exc:

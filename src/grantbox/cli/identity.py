@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
-import logging
 import signal
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -21,26 +16,9 @@ from grantbox.identity_agent import (
     KeystoreError,
     parse_workload_option,
 )
+from grantbox.logformat import json_logging
 
 from .output import fail
-
-
-class JsonLineFormatter(logging.Formatter):
-    """One JSON object per record. Identity code logs structured ``fields``, never secrets."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        line: dict[str, Any] = {
-            "ts": round(record.created, 3),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        fields = getattr(record, "fields", None)
-        if isinstance(fields, dict):
-            line.update({k: v for k, v in fields.items() if k not in line})
-        if record.exc_info and record.exc_info[0] is not None:
-            line["error"] = record.exc_info[0].__name__
-        return json.dumps(line, default=str)
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -54,22 +32,6 @@ def parse_listen(value: str) -> tuple[str, int]:
     if port > 65535:
         raise ValueError(f"port out of range in {value!r}")
     return host, port
-
-
-@contextlib.contextmanager
-def json_logging(level: str) -> Iterator[None]:
-    """JSON lines on stderr for grantbox loggers while the command runs, then as before."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonLineFormatter())
-    logger = logging.getLogger("grantbox")
-    saved = (logger.handlers[:], logger.level, logger.propagate)
-    logger.handlers[:] = [handler]
-    logger.setLevel(level.upper())
-    logger.propagate = False
-    try:
-        yield
-    finally:
-        logger.handlers[:], logger.level, logger.propagate = saved
 
 
 @click.group("identity")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import signal
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ import click
 
 from grantbox.grants import GrantEngine
 from grantbox.identity import WorkloadIdentityClient
+from grantbox.logformat import json_logging
 from grantbox.profiles import EffectiveConfig
 from grantbox.proxy import (
     EgressProxy,
@@ -109,7 +109,7 @@ def run(
     except ValueError as exc:
         fail(str(exc), code=2)
     address = _listen(listen)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
+    click.get_current_context().with_resource(json_logging("info"))
     resolver = SystemResolver(overrides)
     asyncio.run(_serve(config, address, unix_path, identity_socket, ca_out, resolver, upstream_ca))
 

@@ -18,10 +18,12 @@ from pathlib import Path
 import click
 import platformdirs
 
+from grantbox.drivers import LocalDriver, LocalDriverSettings
 from grantbox.gateway import GatewayServer, GatewaySettings
 from grantbox.gateway.settings import DEFAULT_LISTEN, parse_listen
+from grantbox.gateway.state_dir import StateDirError, secure_tree
 from grantbox.identity_agent import IdentityAgent
-from grantbox.sandbox import LocalDriver, LocalDriverSettings, isolation_problem, shadow_problem
+from grantbox.sandbox import isolation_problem, shadow_problem
 
 from .output import fail
 
@@ -96,7 +98,10 @@ def up(
     try:
         parse_listen(listen)
         oidc = parse_listen(oidc_listen)
-    except ValueError as exc:
+        settings = GatewaySettings.from_env(listen=listen)
+        # Private before anything (the identity agent first) writes into it.
+        secure_tree(settings.state_dir)
+    except (ValueError, StateDirError) as exc:
         fail(str(exc))
     problem = isolation_problem()
     if problem is not None:
@@ -105,7 +110,7 @@ def up(
     _step(f"isolation: namespaces available, running as {mode}")
     try:
         ca = upstream_ca.resolve() if upstream_ca else None
-        asyncio.run(_run(listen, trust_domain, oidc, resolve, ca))
+        asyncio.run(_run(settings, trust_domain, oidc, resolve, ca))
     except OSError as exc:
         reason = exc.strerror or str(exc)
         fail(f"grantbox up could not start: {reason} (gateway {listen}, OIDC {oidc_listen})")
@@ -113,13 +118,12 @@ def up(
 
 
 async def _run(
-    listen: str,
+    settings: GatewaySettings,
     trust_domain: str,
     oidc: tuple[str, int],
     resolve: tuple[str, ...],
     upstream_ca: Path | None,
 ) -> None:
-    settings = GatewaySettings.from_env(listen=listen)
     runtime = default_runtime_dir()
     runtime.mkdir(parents=True, exist_ok=True, mode=0o755)
     remove_stale_runtime(runtime)

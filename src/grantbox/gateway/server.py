@@ -16,8 +16,9 @@ from contextlib import asynccontextmanager
 import uvicorn
 from fastapi import FastAPI
 
+from grantbox.drivers.protocol import ComputeDriver
+
 from .api import Gateway, create_app
-from .drivers import ComputeDriver
 from .secret_files import write_private
 from .settings import GatewaySettings, parse_listen
 
@@ -58,6 +59,8 @@ class GatewayServer:
         self.gateway.orchestrator.gateway_url = settings.advertise_url or self.url
         config = uvicorn.Config(
             self.app,
+            # uvicorn's records go to the root logger, in the process's one log format.
+            log_config=None,
             log_level="warning",
             access_log=False,
             lifespan="on",

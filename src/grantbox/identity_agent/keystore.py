@@ -106,7 +106,12 @@ class KeyStore:
             ) from None
 
     def save(self, ring: Keyring) -> None:
-        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Every missing level 0700: mkdir(parents=True) would make the parents 0755, and the
+        # parent is often the gateway's state directory, which must stay private.
+        missing = [d for d in (self.state_dir, *self.state_dir.parents) if not d.exists()]
+        for directory in reversed(missing):
+            directory.mkdir(mode=0o700, exist_ok=True)
+            os.chmod(directory, 0o700)
         os.chmod(self.state_dir, 0o700)
         fd, tmp = tempfile.mkstemp(prefix=".keys-", dir=self.state_dir)
         try:

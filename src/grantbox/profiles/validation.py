@@ -24,11 +24,11 @@ from .patterns import (
     parse_path_pattern,
     path_intersection,
 )
-from .token_endpoint import token_endpoint_problem
+from .token_endpoint import svid_audience_problem, token_endpoint_problem
 
-PROFILE_ID = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
-CREDENTIAL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-HTTP_METHOD = re.compile(r"^(?:\*|[!#$%&'*+\-.^_`|~0-9A-Z]+)$")
+PROFILE_ID = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
+CREDENTIAL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+HTTP_METHOD = re.compile(r"\*|[!#$%&'*+\-.^_`|~0-9A-Z]+")
 MAX_ID_LENGTH = 63
 
 
@@ -41,7 +41,7 @@ def _warning(profile: Profile, field: str, message: str) -> Diagnostic:
 
 
 def _check_identity(profile: Profile) -> Iterator[Diagnostic]:
-    if not PROFILE_ID.match(profile.id) or len(profile.id) > MAX_ID_LENGTH:
+    if not PROFILE_ID.fullmatch(profile.id) or len(profile.id) > MAX_ID_LENGTH:
         yield _error(
             profile,
             "id",
@@ -108,6 +108,10 @@ def _check_grant(profile: Profile, index: int, credential: Credential) -> Iterat
         yield _error(
             profile, f"{base}.jwt_svid_audience", "jwt_svid_audience must not contain whitespace"
         )
+    elif not problem:
+        mismatch = svid_audience_problem(grant.jwt_svid_audience, grant.token_endpoint)
+        if mismatch:
+            yield _error(profile, f"{base}.jwt_svid_audience", mismatch)
     if any(ch.isspace() for ch in grant.audience):
         yield _error(profile, f"{base}.audience", "audience must not contain whitespace")
     yield from _check_scopes(profile, f"{base}.scopes", grant.scopes)
@@ -192,7 +196,7 @@ def _check_endpoint(
             "tls: skip is a raw tunnel the proxy cannot read, so protocol: rest cannot apply",
         )
     for r_index, rule in enumerate(endpoint.rules):
-        if not HTTP_METHOD.match(rule.method):
+        if not HTTP_METHOD.fullmatch(rule.method):
             yield Diagnostic(
                 label, f"{base}.rules[{r_index}].method", f"'{rule.method}' is not an HTTP method"
             )
@@ -227,7 +231,7 @@ def _check_endpoint(
 def _check_credentials(profile: Profile) -> Iterator[Diagnostic]:
     first_index: dict[str, int] = {}
     for index, credential in enumerate(profile.credentials):
-        if not CREDENTIAL_NAME.match(credential.name):
+        if not CREDENTIAL_NAME.fullmatch(credential.name):
             yield _error(
                 profile,
                 f"credentials[{index}].name",

@@ -14,11 +14,11 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
 
 from grantbox import __version__
+from grantbox.drivers.protocol import ComputeDriver
 from grantbox.gateway.auth import OperatorToken, SupervisorTokenIssuer
 from grantbox.gateway.catalog import Catalog, load_builtins
 from grantbox.gateway.changes import ChangeFeed
 from grantbox.gateway.credentials import CredentialSealer
-from grantbox.gateway.drivers import ComputeDriver
 from grantbox.gateway.errors import GatewayError
 from grantbox.gateway.exec_relay import ExecRelay
 from grantbox.gateway.services import (
@@ -28,6 +28,7 @@ from grantbox.gateway.services import (
     SandboxService,
 )
 from grantbox.gateway.settings import GatewaySettings
+from grantbox.gateway.state_dir import secure_tree
 from grantbox.gateway.storage import Store
 
 from . import health_routes, operator_routes, supervisor_routes
@@ -39,7 +40,7 @@ log = logging.getLogger("grantbox.gateway")
 
 
 def build_gateway(settings: GatewaySettings, driver: ComputeDriver | None) -> Gateway:
-    settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    secure_tree(settings.state_dir)
     store = Store.open(settings.database_url)
     catalog = Catalog(load_builtins(settings.builtin_profiles_dir))
     feed = ChangeFeed()

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from grantbox.drivers.protocol import DriverState, DriverStatus
 from grantbox.gateway.catalog import Catalog
 from grantbox.gateway.changes import ChangeFeed
 from grantbox.gateway.consistency import (
@@ -25,9 +26,9 @@ from grantbox.gateway.consistency import (
     check_name,
     collision_messages,
     refuse_ambiguity,
+    refuse_invalid_profiles,
     refuse_messages,
 )
-from grantbox.gateway.drivers import DriverState, DriverStatus
 from grantbox.gateway.errors import AlreadyExists, InvalidRequest, NotFound, StaleVersion
 from grantbox.gateway.phase import Phase, SandboxFacts, derive_phase
 from grantbox.gateway.storage import (
@@ -226,6 +227,7 @@ class SandboxService:
             if exists is not None:
                 raise AlreadyExists(f"sandbox '{name}' already exists")
             pairs = resolve_profiles(session, self._catalog, providers)
+            refuse_invalid_profiles("sandbox create", pairs)
             try:
                 build_effective_config(sandbox_id, parsed, pairs)
             except ValueError as exc:
@@ -263,6 +265,7 @@ class SandboxService:
             if provider in current:
                 raise AlreadyExists(f"provider '{provider}' is already attached to '{name}'")
             pairs = resolve_profiles(session, self._catalog, [*current, provider])
+            refuse_invalid_profiles("attach", pairs)
             refuse_ambiguity("attach", [SandboxAttachments(name, pairs)])
             session.add(AttachmentRow(sandbox_id=row.id, provider_name=provider))
             row.updated_at = time.time()
