@@ -5,7 +5,6 @@ sandbox's entry is gone, and stopping ``up`` removes the rest."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -48,8 +47,10 @@ SANDBOX_PREFIX = f"spiffe://{TRUST_DOMAIN}/grantbox/sandbox/"
 
 @pytest.fixture
 def own_spire(peers: Peers) -> Iterator[Spire]:
-    """A SPIRE of its own: the session's has an entry for every root process."""
-    with running_spire(peers) as spire:
+    """A SPIRE of its own: the session's has an entry for every root process. Its sockets
+    live below /srv, which a sandbox's file system view shows (its /tmp and /var/tmp are
+    private), so hiding them is really tested."""
+    with running_spire(peers, base="/srv") as spire:
         yield spire
 
 
@@ -171,8 +172,12 @@ def test_sandboxes_get_their_own_spiffe_ids_from_spire(
             for name in ("one", "two"):  # each request carries a token for its own identity
                 claims = claims_seen_by_alpha(operator, name, ports)
                 assert claims["azp"] == wanted[name] == claims["sub"]
-            issued = json.loads(json.dumps(workloads.issuer_stats()))
-            assert issued["issued"] >= 2
+            assert workloads.issuer_stats()["issued"] >= 2
+            for hidden in (spire.agent.socket, spire.server.socket):  # DESIGN §3.5 #1
+                seen = operator.exec_in("two", ["ls", "-la", str(hidden.parent)], 20)
+                assert hidden.name not in seen.stdout, seen.stdout
+                looked = operator.exec_in("two", ["test", "-S", str(hidden)], 20)
+                assert looked.code != 0
 
             operator.run("sandbox", "delete", "one")
             assert set(sandbox_entries(spire)) == {wanted["two"]}

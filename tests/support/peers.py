@@ -360,8 +360,10 @@ class Spire:
 
 
 @contextlib.contextmanager
-def running_spire(peers: Peers) -> Iterator[Spire]:
-    root = Path(tempfile.mkdtemp(prefix="gbx-spire-", dir="/tmp"))
+def running_spire(peers: Peers, base: str = "/tmp") -> Iterator[Spire]:
+    """SPIRE under a new directory of ``base`` (short: unix socket paths are limited)."""
+    root = Path(tempfile.mkdtemp(prefix="gbx-spire-", dir=base))
+    root.chmod(0o755)  # as SPIRE is installed: the agent's socket is for every local process
     server = SpireServer(peers, root)
     agent = SpireAgent(server)
     oidc = OidcDiscoveryProvider(server)
