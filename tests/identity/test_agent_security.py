@@ -125,8 +125,13 @@ async def test_socket_and_directory_modes(agent: IdentityAgent) -> None:
     socket = agent.socket_path("s1")
     assert stat.S_ISSOCK(socket.stat().st_mode)
     assert stat.S_IMODE(socket.stat().st_mode) == 0o666  # reach is decided by SO_PEERCRED
-    assert stat.S_IMODE(socket.parent.stat().st_mode) == 0o755
-    assert stat.S_IMODE(agent.socket_dir.stat().st_mode) == 0o755
+    assert stat.S_IMODE(socket.parent.stat().st_mode) == 0o711  # nobody can list it
+    assert stat.S_IMODE(agent.socket_dir.stat().st_mode) == 0o711
+    # A workload only our own uid may use (every local sandbox's supervisor) is out of
+    # every other user's reach: its directory cannot even be traversed.
+    private = agent.add_workload("own", "own", uids=[os.geteuid()])
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600
+    assert stat.S_IMODE(private.parent.stat().st_mode) == 0o700
 
 
 async def test_stop_removes_every_socket(tmp_path: Path) -> None:
@@ -169,16 +174,19 @@ print(json.dumps({"uid": os.getuid(), "results": [attempt(p) for p in sys.argv[1
 @pytest.mark.root
 @pytest.mark.usefixtures("needs_root")
 async def test_kernel_uid_decides_in_a_dropped_privilege_process(agent: IdentityAgent) -> None:
-    """A real process running as nobody: allowed where nobody is listed, denied elsewhere."""
+    """A real process running as nobody: allowed where nobody is listed, denied elsewhere;
+    a socket only root may use is not even reachable (its directory is root's, 0700)."""
     for_nobody = agent.add_workload("nobody", "grantbox/nobody", uids=[NOBODY])
+    for_others = agent.add_workload("others", "grantbox/others", uids=[0, 4242])
     for_root = agent.add_workload("rootonly", "grantbox/rootonly", uids=[0])
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
         _CHILD,
         str(for_nobody),
-        str(for_root),
+        str(for_others),
         str(agent.socket_path("s1")),
+        str(for_root),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
@@ -190,6 +198,7 @@ async def test_kernel_uid_decides_in_a_dropped_privilege_process(agent: Identity
         {"code": "OK", "spiffe_id": "spiffe://example.org/grantbox/nobody"},
         {"code": "PERMISSION_DENIED"},
         {"code": "OK", "spiffe_id": SANDBOX_ID},  # no allow-list: whoever reaches the socket
+        {"code": "UNAVAILABLE"},  # connect() itself refused: EACCES on the directory
     ]
 
 
@@ -224,7 +233,7 @@ async def test_an_existing_socket_dir_keeps_its_mode(tmp_path: Path) -> None:
         async with running_agent(tmp_path, socket_dir=base, workloads={"s1": "a"}) as agent:
             assert agent.socket_dir == existing
             assert stat.S_IMODE(existing.stat().st_mode) == 0o711
-            assert stat.S_IMODE(agent.socket_path("s1").parent.stat().st_mode) == 0o755
+            assert stat.S_IMODE(agent.socket_path("s1").parent.stat().st_mode) == 0o711
         assert existing.is_dir()
 
 

@@ -38,9 +38,9 @@ STOP_BOUND = 30.0
 
 
 class Up:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, runtime: Path | None = None) -> None:
         self.root = root
-        self.runtime = Path("/run") / f"gbx-up-{uuid.uuid4().hex[:8]}"
+        self.runtime = runtime or Path("/run") / f"gbx-up-{uuid.uuid4().hex[:8]}"
         env = {
             "PATH": os.environ["PATH"],
             "GRANTBOX_STATE_DIR": str(root / "state"),

@@ -68,12 +68,20 @@ def gateway() -> None:
     show_envvar=True,
     help="URL supervisors dial, when not the listen address (e.g. a Service name).",
 )
+@click.option(
+    "--agent-uids",
+    metavar="FIRST:COUNT",
+    envvar="GRANTBOX_AGENT_UIDS",
+    show_envvar=True,
+    help="Kernel uids for sandbox agents, one per sandbox (default 1900000000:65536).",
+)
 def serve(
     db_url: str | None,
     listen: str,
     state_dir: Path | None,
     driver_name: str | None,
     advertise_url: str | None,
+    agent_uids: str | None,
 ) -> None:
     """Serve the gateway API until interrupted.
 
@@ -88,7 +96,11 @@ def serve(
     click.get_current_context().with_resource(json_logging("info"))
     try:
         settings = GatewaySettings.from_env(
-            db_url=db_url, listen=listen, state_dir=state_dir, advertise_url=advertise_url
+            db_url=db_url,
+            listen=listen,
+            state_dir=state_dir,
+            advertise_url=advertise_url,
+            agent_uids=agent_uids,
         )
         driver = make_driver(driver_name) if driver_name else None
         server = GatewayServer(settings, driver)

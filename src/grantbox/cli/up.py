@@ -34,7 +34,7 @@ from grantbox.gateway import GatewayServer, GatewaySettings
 from grantbox.gateway.settings import DEFAULT_LISTEN, parse_listen
 from grantbox.gateway.state_dir import StateDirError, secure_tree
 from grantbox.identity_agent import IdentityAgent
-from grantbox.sandbox import isolation_problem, shadow_problem
+from grantbox.sandbox import isolation_problem, shadow_problem, subids
 
 from .output import fail
 
@@ -166,6 +166,14 @@ def up(
         fail(problem)
     mode = "root" if os.geteuid() == 0 else "rootless (user namespaces)"
     _step(f"isolation: namespaces available, running as {mode}")
+    if os.geteuid() != 0:
+        if subids.for_operator(0) is not None:
+            _step("agents run as subordinate ids of yours (/etc/subuid), never as you")
+        else:
+            _step(
+                f"agents run as your uid ({subids.why_not()}), in a root where nothing of "
+                "yours is shown but the paths a sandbox policy lists"
+            )
     try:
         ca = upstream_ca.resolve() if upstream_ca else None
         asyncio.run(_run(settings, trust_domain, oidc, resolve, ca, spire))
@@ -186,10 +194,14 @@ async def _run(
     spire: SpireSettings | None = None,
 ) -> None:
     runtime = default_runtime_dir()
-    runtime.mkdir(parents=True, exist_ok=True, mode=0o755)
+    # Nobody but us may list or traverse an instance's sockets (sandboxes of any instance
+    # run as other users): the shared parent is 0711, each instance's directory 0700.
+    runtime.mkdir(parents=True, exist_ok=True, mode=0o711)
+    if runtime.stat().st_uid == os.geteuid():
+        runtime.chmod(0o711)
     remove_stale_runtime(runtime)
     owned = runtime / f"up-{os.getpid()}"
-    owned.mkdir(mode=0o755)
+    owned.mkdir(mode=0o700)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):

@@ -10,13 +10,15 @@ password).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import platformdirs
 from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from grantbox.settings import ENV_PREFIX, settings_problem
+
+from .agent_ids import UidRange, parse_uid_range
 
 APP_NAME = "grantbox"
 DEFAULT_LISTEN = "127.0.0.1:7443"
@@ -89,6 +91,14 @@ class GatewaySettings(StateDirectories):
     # The URL supervisors should dial when it differs from the listen address (NAT, pods).
     advertise_url: str = ""
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024)
+    # Kernel uids handed to sandbox agents, one each (see grantbox.gateway.agent_ids);
+    # GRANTBOX_AGENT_UIDS / --agent-uids as FIRST:COUNT.
+    agent_uids: Annotated[UidRange, NoDecode] = Field(default_factory=UidRange)
+
+    @field_validator("agent_uids", mode="before")
+    @classmethod
+    def _agent_uid_range(cls, value: object) -> object:
+        return parse_uid_range(value) if isinstance(value, str) else value
 
     @field_validator("listen")
     @classmethod

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -125,7 +126,7 @@ class IdentityAgent:
 
     async def _start(self) -> None:
         self._running = True
-        prepare_socket_dir(self._socket_dir, 0o755, enforce_mode=False)
+        prepare_socket_dir(self._socket_dir, 0o711, enforce_mode=False)
         self._authority.load(time.time())
         self._private_dir = Path(tempfile.mkdtemp(prefix="grantbox-identity-"))
         self._backend = str(self._private_dir / "grpc.sock")
@@ -139,8 +140,8 @@ class IdentityAgent:
         server.add_insecure_port(f"unix:{self._backend}")
         await server.start()
         self._grpc = server
-        for name in list(self._registrations):
-            self._open_listener(name)
+        for name, registration in list(self._registrations.items()):
+            self._open_listener(name, registration)
         await asyncio.gather(*(lst.start_serving() for lst in self._listeners.values()))
         if self._admin_socket is not None:
             self._admin = AdminServer(self._admin_socket, self)
@@ -218,7 +219,7 @@ class IdentityAgent:
             raise ValueError(f"socket path {path} is too long for a unix socket")
         if name in self._registrations:
             self.remove_workload(name)
-        listener = self._open_listener(name) if self._grpc is not None else None
+        listener = self._open_listener(name, registration) if self._grpc is not None else None
         self._registrations[name] = registration
         if listener is not None:
             listener.start_serving()
@@ -235,13 +236,17 @@ class IdentityAgent:
         )
         return path
 
-    def _open_listener(self, name: str) -> AttestingListener:
+    def _open_listener(self, name: str, registration: Registration) -> AttestingListener:
+        """A workload only our own uid may use gets a 0700 directory and a 0600 socket, so
+        no other user (no sandbox agent, of any instance) can even reach it; one open to
+        other uids gets a directory nobody can list (0711) and SO_PEERCRED decides."""
         if self._backend is None:
             raise RuntimeError("agent not started")
         path = self.socket_path(name)
-        prepare_socket_dir(path.parent, 0o755, enforce_mode=True)
+        private = registration.uids == frozenset({os.geteuid()})
+        prepare_socket_dir(path.parent, 0o700 if private else 0o711, enforce_mode=True)
         listener = AttestingListener(name, path, self._backend, self._directory)
-        listener.bind(0o666)
+        listener.bind(0o600 if private else 0o666)
         self._listeners[name] = listener
         return listener
 

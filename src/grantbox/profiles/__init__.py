@@ -18,6 +18,14 @@ from .effective import (
 )
 from .headers import FORBIDDEN_HEADERS, header_name_problem
 from .hosts import cleartext_allowed, is_in_cluster_host, is_loopback_host
+from .isolation import (
+    FilesystemPolicy,
+    LandlockMode,
+    LimitsPolicy,
+    filesystem_path_problem,
+    filesystem_problems,
+    limits_problems,
+)
 from .loading import LoadedProfile, LoadResult, load_file, load_paths, load_text, parse_profile
 from .model import (
     JWT_BEARER,
@@ -73,8 +81,11 @@ __all__ = [
     "EffectiveConfig",
     "Endpoint",
     "Enforcement",
+    "FilesystemPolicy",
     "GrantBinding",
     "HostPattern",
+    "LandlockMode",
+    "LimitsPolicy",
     "LoadResult",
     "LoadedProfile",
     "PathPattern",
@@ -97,6 +108,8 @@ __all__ = [
     "expand_bindings",
     "export_data",
     "field_path",
+    "filesystem_path_problem",
+    "filesystem_problems",
     "find_collisions",
     "has_errors",
     "header_name_problem",
@@ -106,6 +119,7 @@ __all__ = [
     "hosts_overlap",
     "is_in_cluster_host",
     "is_loopback_host",
+    "limits_problems",
     "load_file",
     "load_paths",
     "load_text",

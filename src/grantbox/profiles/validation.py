@@ -16,6 +16,7 @@ from .bindings import credential_candidates, resolve_candidates
 from .diagnostics import Diagnostic, Severity
 from .effective import PROVIDER_ENTRY_PREFIX, SandboxPolicy
 from .headers import header_name_problem
+from .isolation import filesystem_problems, limits_problems
 from .model import AuthStyle, Credential, Endpoint, Profile, TlsMode
 from .patterns import (
     PatternError,
@@ -361,4 +362,8 @@ def validate_policy(policy: SandboxPolicy, label: str = "policy") -> list[Diagno
                 )
         for index, endpoint in enumerate(entry.endpoints):
             diagnostics.extend(_check_endpoint(label, f"{base}.endpoints[{index}]", endpoint))
+    for field, reason in filesystem_problems(policy.filesystem):
+        diagnostics.append(Diagnostic(label, f"filesystem.{field}".rstrip("."), reason))
+    for field, reason in limits_problems(policy.limits):
+        diagnostics.append(Diagnostic(label, f"limits.{field}", reason))
     return diagnostics

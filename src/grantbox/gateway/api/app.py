@@ -48,7 +48,9 @@ def build_gateway(settings: GatewaySettings, driver: ComputeDriver | None) -> Ga
     issuer = SupervisorTokenIssuer.load_or_create(
         settings.signing_key_path, settings.token_audience, settings.supervisor_token_ttl
     )
-    sandboxes = SandboxService(store, catalog, feed, settings.heartbeat_stale_after)
+    sandboxes = SandboxService(
+        store, catalog, feed, settings.heartbeat_stale_after, settings.agent_uids
+    )
     metrics = Metrics()
     metrics.registry.register(PhaseCollector(sandboxes.count_by_phase))
     return Gateway(

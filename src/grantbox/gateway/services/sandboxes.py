@@ -19,6 +19,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from grantbox.drivers.protocol import DriverState, DriverStatus
+from grantbox.gateway.agent_ids import UidRange, choose_free
 from grantbox.gateway.catalog import Catalog
 from grantbox.gateway.changes import ChangeFeed
 from grantbox.gateway.consistency import (
@@ -29,7 +30,14 @@ from grantbox.gateway.consistency import (
     refuse_invalid_profiles,
     refuse_messages,
 )
-from grantbox.gateway.errors import AlreadyExists, InvalidRequest, NotFound, StaleVersion
+from grantbox.gateway.errors import (
+    AlreadyExists,
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    StaleVersion,
+    Unavailable,
+)
 from grantbox.gateway.phase import Phase, SandboxFacts, derive_phase
 from grantbox.gateway.storage import (
     AttachmentRow,
@@ -51,6 +59,7 @@ from .config import effective_config
 from .lookup import attached_providers, resolve_profiles, sandbox_by_name
 
 MAX_COMMAND_ARGS = 256
+CREATE_ATTEMPTS = 8
 MAX_LOG_LINES_PER_CALL = 1000
 MAX_LOG_MESSAGE = 16_384
 LOG_RETENTION = 10_000
@@ -71,6 +80,7 @@ class SandboxView:
     resource_version: int
     created_at: float
     updated_at: float
+    agent_uid: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -87,6 +97,7 @@ class SandboxView:
             "resource_version": self.resource_version,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
+            "agent_uid": self.agent_uid,
         }
 
 
@@ -124,9 +135,15 @@ def _keep_newest(
 
 class SandboxService:
     def __init__(
-        self, store: Store, catalog: Catalog, feed: ChangeFeed, stale_after: float
+        self,
+        store: Store,
+        catalog: Catalog,
+        feed: ChangeFeed,
+        stale_after: float,
+        agent_uids: UidRange | None = None,
     ) -> None:
         self._store = store
+        self._agent_uids = agent_uids or UidRange()
         self._catalog = catalog
         self._feed = feed
         self._stale_after = stale_after
@@ -164,6 +181,7 @@ class SandboxService:
             resource_version=row.resource_version,
             created_at=row.created_at,
             updated_at=row.updated_at,
+            agent_uid=row.agent_uid,
         )
 
     def list_all(self) -> list[SandboxView]:
@@ -214,6 +232,23 @@ class SandboxService:
         policy: Mapping[str, Any] | None,
         command: Sequence[str],
     ) -> SandboxView:
+        """Record a sandbox with a uid of its own; a replica racing for the same uid (the
+        unique column refuses one of them) makes the loser pick again, spread out."""
+        for attempt in range(CREATE_ATTEMPTS - 1):
+            try:
+                return self._create(name, providers, policy, command, attempt)
+            except Conflict:
+                continue
+        return self._create(name, providers, policy, command, CREATE_ATTEMPTS - 1)
+
+    def _create(
+        self,
+        name: str,
+        providers: Sequence[str],
+        policy: Mapping[str, Any] | None,
+        command: Sequence[str],
+        attempt: int,
+    ) -> SandboxView:
         check_name("sandbox", name)
         if len(command) > MAX_COMMAND_ARGS:
             raise InvalidRequest(f"a command may have at most {MAX_COMMAND_ARGS} arguments")
@@ -233,6 +268,16 @@ class SandboxService:
             except ValueError as exc:
                 raise InvalidRequest(str(exc)) from None
             refuse_ambiguity("sandbox create", [SandboxAttachments(name, pairs)])
+            taken = session.scalars(
+                select(SandboxRow.agent_uid).where(SandboxRow.agent_uid.is_not(None))
+            ).all()
+            in_use = (uid for uid in taken if uid is not None)
+            agent_uid = choose_free(self._agent_uids, in_use, attempt)
+            if agent_uid is None:
+                raise Unavailable(
+                    f"every agent uid of {self._agent_uids.first}-{self._agent_uids.last} is "
+                    "in use; delete a sandbox or give the gateway a larger --agent-uids range"
+                )
             row = SandboxRow(
                 id=sandbox_id,
                 name=name,
@@ -240,6 +285,7 @@ class SandboxService:
                 command=json.dumps(list(command)),
                 created_at=now,
                 updated_at=now,
+                agent_uid=agent_uid,
             )
             session.add(row)
             session.flush()
