@@ -40,7 +40,10 @@ def issued_at(token: str) -> float | None:
 
 def refused_as_client(reason: str, detail: str) -> bool:
     """The token endpoint rejected the client itself (``invalid_client``), not the request."""
-    return reason == GrantFailure.TOKEN_ENDPOINT_REJECTED and _INVALID_CLIENT.search(detail) is not None
+    return (
+        reason == GrantFailure.TOKEN_ENDPOINT_REJECTED
+        and _INVALID_CLIENT.search(detail) is not None
+    )
 
 
 def worth_fresh_svid(reason: str, detail: str, presented: str, now: float) -> bool:
