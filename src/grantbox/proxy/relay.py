@@ -27,6 +27,7 @@ from .context import ProxyContext
 from .destinations import IPAddress
 from .flow import (
     Arrival,
+    BodyRead,
     Command,
     Dial,
     Dialed,
@@ -35,6 +36,7 @@ from .flow import (
     IdentifyProgram,
     ObtainToken,
     Outcome,
+    ReadBody,
     Refuse,
     Resolve,
     Resolved,
@@ -224,10 +226,47 @@ class HttpRelay:
             return await ctx.obtain(command.binding)
         if isinstance(command, Dial):
             return await self._dial(command)
+        if isinstance(command, ReadBody):
+            return await self._read_body(command.server)
         assert isinstance(command, IdentifyProgram)
         if self._agent.program is None:
             self._agent.program = await ctx.identify(self._agent.sock)
         return self._agent.program
+
+    async def _read_body(self, down: h11.Connection) -> BodyRead:
+        """The request body, read before anything is dialled so the flow can look for
+        credential placeholders in it: all of it up to the limit, else its first part
+        (the rest streams with the request)."""
+        limit = self._ctx.limits.credential_body_max
+        if self._buffer:
+            down.receive_data(bytes(self._buffer))
+            self._buffer.clear()
+        if down.client_is_waiting_for_100_continue:
+            await self._client.send(
+                down.send(h11.InformationalResponse(status_code=100, headers=[])) or b""
+            )
+        body = bytearray()
+        while len(body) <= limit:
+            try:
+                event = down.next_event()
+            except h11.RemoteProtocolError as exc:
+                return BodyRead(error=f"malformed request body: {exc}")
+            if event is h11.NEED_DATA:
+                try:
+                    async with asyncio.timeout(self._ctx.limits.idle_timeout):
+                        data = await self._client.recv()
+                except (TimeoutError, OSError, ConnectionError, ssl.SSLError):
+                    return BodyRead(error="the agent stopped sending the request body")
+                if not data:
+                    return BodyRead(error="the agent closed during the request body")
+                down.receive_data(data)
+            elif isinstance(event, h11.Data):
+                body += event.data
+            elif isinstance(event, h11.EndOfMessage):
+                return BodyRead(bytes(body))
+            else:
+                return BodyRead(error=f"unexpected {type(event).__name__} in the request body")
+        return BodyRead(bytes(body), complete=False)
 
     def _reusable(self, host: str, port: int) -> _Upstream | None:
         """The open upstream connection to this destination, if it can carry a request."""
@@ -273,7 +312,9 @@ class HttpRelay:
         if self._buffer:  # (an empty receive_data would tell h11 the agent hung up)
             down.receive_data(bytes(self._buffer))
             self._buffer.clear()
-        return await self._exchange(down, upstream, outgoing)
+        return await self._exchange(
+            down, upstream, outgoing, outcome.body or b"", outcome.body is not None
+        )
 
     async def _exchange_bodiless(self, outcome: Forward, up: _Upstream) -> bool:
         """A request without a body: send it, then relay the answer in this task (no body
@@ -336,9 +377,23 @@ class HttpRelay:
             self._upstream_dead()
         return outcome.keep_alive
 
-    async def _exchange(self, down: h11.Connection, up: _Upstream, request: h11.Request) -> bool:
+    async def _exchange(
+        self,
+        down: h11.Connection,
+        up: _Upstream,
+        request: h11.Request,
+        first: bytes = b"",
+        read: bool = False,
+    ) -> bool:
+        """Send the request and stream both bodies; ``first`` is body the flow already
+        read (``read``: the flow read the body, all of it when the agent's side is done)."""
         try:
-            await up.stream.send(up.conn.send(request))
+            data = up.conn.send(request)
+            if first:
+                data += up.conn.send(h11.Data(data=first))
+            if read and down.their_state is h11.DONE:
+                data += up.conn.send(h11.EndOfMessage())
+            await up.stream.send(data)
         except (OSError, ConnectionError) as exc:
             await self._close_upstream()
             detail = f"sending the request failed: {exc}"
