@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import jwt
 
-from grantbox.profiles import EffectiveConfig
+from grantbox.profiles import EffectiveConfig, StaticSecrets
 
 from .token_file import read_token, replace_token
 
@@ -141,7 +141,11 @@ class SupervisorClient:
         return response
 
     async def config(self, wait: str | None = None, wait_seconds: float = 30.0) -> EffectiveConfig:
-        """The effective config; with ``wait``, returns once the revision differs (or timeout)."""
+        """The effective config; with ``wait``, returns once the revision differs (or timeout).
+
+        Carries the values of the stored credentials it binds (in ``secrets``, which no
+        ``repr`` shows); the supervisor adds their placeholders.
+        """
         params: dict[str, Any] = {}
         if wait:
             params = {"wait": wait, "timeout": wait_seconds}
@@ -151,7 +155,10 @@ class SupervisorClient:
             params=params,
             seconds=(wait_seconds + self._timeout) if wait else None,
         )
-        return EffectiveConfig.from_dict(response.json())
+        data = response.json()
+        values = data.get("credential_values") or {}
+        secrets = StaticSecrets({str(k): str(v) for k, v in values.items()})
+        return EffectiveConfig.from_dict(data).with_secrets(secrets)
 
     async def heartbeat(self, applied_revision: str = "", error: str = "") -> dict[str, Any]:
         body = {"applied_revision": applied_revision, "error": error}
