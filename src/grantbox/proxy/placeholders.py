@@ -85,10 +85,17 @@ class PlaceholderTable:
     statics: StaticSet = field(default_factory=StaticSet)
     secrets: dict[str, Secret] = field(default_factory=dict, repr=False)  # by placeholder
     by_owner: dict[str, Secret] = field(default_factory=dict, repr=False)
+    # Placeholders handed out earlier whose credential resolves nothing now (its provider
+    # detached, its value removed): placeholder -> owner, so refusals can say whose.
+    retired: dict[str, str] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
-        """Whether any placeholder can resolve (else requests are never scanned)."""
-        return bool(self.secrets)
+        """Whether any placeholder was ever handed out (else requests are never scanned)."""
+        return bool(self.secrets or self.retired)
+
+    def owner_of(self, placeholder: str) -> str | None:
+        secret = self.secrets.get(placeholder)
+        return secret.owner if secret is not None else self.retired.get(placeholder)
 
     def matching(self, host: str, port: int, path: str) -> tuple[StaticBinding, ...]:
         """The bindings of credentials with a value that cover this request."""
@@ -107,14 +114,18 @@ def compile_placeholders(statics: StaticSet, stored: StaticSecrets) -> Placehold
     owners = {b.owner for b in statics}
     by_placeholder: dict[str, Secret] = {}
     by_owner: dict[str, Secret] = {}
+    retired: dict[str, str] = {}
     for owner, placeholder in stored.placeholders.items():
+        if not PLACEHOLDER.fullmatch(placeholder):
+            continue
         value = stored.values.get(owner)
-        if owner not in owners or value is None or not PLACEHOLDER.fullmatch(placeholder):
+        if owner not in owners or value is None:
+            retired[placeholder] = owner
             continue
         secret = Secret(owner, value, credential_value_problem(value))
         by_placeholder[placeholder] = secret
         by_owner[owner] = secret
-    return PlaceholderTable(statics, by_placeholder, by_owner)
+    return PlaceholderTable(statics, by_placeholder, by_owner, retired)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +152,7 @@ def _owners(
     for placeholder in found:
         secret = table.secrets.get(placeholder)
         if secret is None or secret.owner not in allowed:
-            return Mismatch(secret.owner if secret else None, where)
+            return Mismatch(table.owner_of(placeholder), where)
         used.add(secret.owner)
     for owner in used:
         table.value(owner)
@@ -164,6 +175,25 @@ def _replace(
     return new, used
 
 
+def _replace_bytes(
+    data: bytes,
+    table: PlaceholderTable,
+    allowed: frozenset[str],
+    where: str,
+    encode: Encode = _as_is,
+) -> tuple[bytes, set[str]] | Mismatch:
+    """:func:`_replace` over bytes: the rest stays byte for byte, values go in as UTF-8."""
+    found = (m.group().decode("ascii") for m in _PLACEHOLDER_BYTES.finditer(data))
+    used = _owners(found, table, allowed, where)
+    if isinstance(used, Mismatch) or not used:
+        return used if isinstance(used, Mismatch) else (data, used)
+
+    def value(match: re.Match[bytes]) -> bytes:
+        return encode(table.secrets[match.group().decode("ascii")].value).encode("utf-8")
+
+    return _PLACEHOLDER_BYTES.sub(value, data), used
+
+
 def rewrite_target(
     target: str, table: PlaceholderTable, allowed: frozenset[str]
 ) -> Rewritten[str] | Mismatch:
@@ -172,8 +202,7 @@ def rewrite_target(
     percent-encoded itself is refused rather than passed on unread."""
     hidden = PLACEHOLDER.search(unquote(PLACEHOLDER.sub("", target)))
     if hidden is not None:
-        secret = table.secrets.get(hidden.group())
-        return Mismatch(secret.owner if secret else None, "the request target (percent-encoded)")
+        return Mismatch(table.owner_of(hidden.group()), "the request target (percent-encoded)")
     replaced = _replace(target, table, allowed, "the request target", _percent)
     if isinstance(replaced, Mismatch):
         return replaced
@@ -193,36 +222,36 @@ def rewrite_headers(
     used: set[str] = set()
     for name, raw in headers:
         shown = name.decode("latin-1")
-        text = raw.decode("latin-1")
-        basic = _basic_credentials(text)
+        value = raw
+        basic = _basic_credentials(raw)
         if basic is not None:
-            replaced = _replace(basic, table, allowed, f"a Basic credential in {shown}")
+            replaced = _replace_bytes(basic, table, allowed, f"a Basic credential in {shown}")
             if isinstance(replaced, Mismatch):
                 return replaced
             inner, found = replaced
             if found:
                 used |= found
-                scheme = text.split(None, 1)[0]
-                text = f"{scheme} " + base64.b64encode(inner.encode()).decode("ascii")
-        replaced = _replace(text, table, allowed, f"the {shown} header")
+                scheme = raw.split(None, 1)[0]
+                value = scheme + b" " + base64.b64encode(inner)
+        replaced = _replace_bytes(value, table, allowed, f"the {shown} header")
         if isinstance(replaced, Mismatch):
             return replaced
-        text, found = replaced
+        value, found = replaced
         used |= found
-        out.append((name, text.encode("utf-8") if found else raw))
+        out.append((name, value))
     return out, frozenset(used)
 
 
-def _basic_credentials(value: str) -> str | None:
+def _basic_credentials(value: bytes) -> bytes | None:
     """The decoded ``user:password`` of a ``Basic`` value holding a placeholder, or None."""
-    scheme, _, token = value.strip().partition(" ")
-    if scheme.lower() != "basic" or not token:
+    scheme, _, token = value.strip().partition(b" ")
+    if scheme.lower() != b"basic" or not token:
         return None
     try:
-        decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
+        decoded = base64.b64decode(token.strip(), validate=True)
     except (binascii.Error, ValueError):
         return None
-    return decoded if PLACEHOLDER.search(decoded) else None
+    return decoded if _PLACEHOLDER_BYTES.search(decoded) else None
 
 
 def find_in_body(body: bytes, table: PlaceholderTable) -> Mismatch | None:
@@ -231,8 +260,7 @@ def find_in_body(body: bytes, table: PlaceholderTable) -> Mismatch | None:
     for candidate in (body, _form_decoded(body)):
         found = _PLACEHOLDER_BYTES.search(candidate)
         if found is not None:
-            secret = table.secrets.get(found.group().decode("ascii"))
-            return Mismatch(secret.owner if secret else None, "the request body")
+            return Mismatch(table.owner_of(found.group().decode("ascii")), "the request body")
     return None
 
 
@@ -253,17 +281,11 @@ def rewrite_body(
         encode = quote_plus
     elif kind == "application/json" or kind.endswith("+json"):
         encode = _json_escaped
-    found = (m.group().decode("ascii") for m in _PLACEHOLDER_BYTES.finditer(body))
-    used = _owners(found, table, allowed, "the request body")
-    if isinstance(used, Mismatch):
-        return used
-    if not used:
-        return Rewritten(body)
-
-    def value(match: re.Match[bytes]) -> bytes:
-        return encode(table.secrets[match.group().decode("ascii")].value).encode("utf-8")
-
-    return Rewritten(_PLACEHOLDER_BYTES.sub(value, body), frozenset(used))
+    replaced = _replace_bytes(body, table, allowed, "the request body", encode)
+    if isinstance(replaced, Mismatch):
+        return replaced
+    data, used = replaced
+    return Rewritten(data, frozenset(used))
 
 
 def _json_escaped(value: str) -> str:

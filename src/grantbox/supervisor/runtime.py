@@ -140,18 +140,20 @@ class Supervisor:
         for owner in config.secrets.values:
             if owner in bound and owner not in self._placeholders:
                 self._placeholders[owner] = new_placeholder()
-        current = {o: p for o, p in self._placeholders.items() if o in config.secrets.values}
-        return config.with_secrets(config.secrets.with_placeholders(current))
+        # Every placeholder ever handed out goes to the proxy: the ones that resolve
+        # nothing now are refused by name rather than passed on.
+        return config.with_secrets(config.secrets.with_placeholders(self._placeholders))
 
     def _agent_placeholders(self) -> dict[str, str]:
         """Environment variable -> placeholder, for the credentials the config binds now."""
         if self._config is None:
             return {}
         bound = self._config.statics.variables()
+        values = self._config.secrets.values
         return {
             bound[owner]: placeholder
             for owner, placeholder in self._config.secrets.placeholders.items()
-            if owner in bound
+            if owner in bound and owner in values
         }
 
     def _fence(self) -> Fence:
