@@ -485,8 +485,11 @@ def _stored_credentials(
             reason=GrantFailure.GRANT_MISCONFIGURED,
         )
     stored.used = used
+    covering = {b.owner: b for b in (*matching, *decision.placed)}
     for owner in sorted(used):
-        binding = next(b for b in matching if b.owner == owner)
+        binding = covering.get(owner)
+        if binding is None:  # cannot happen: a value only goes where a binding allows it
+            return _mismatch(facts, Mismatch(owner, "this request"), decision)
         refusal = policy.credential_refusal(
             binding, facts.method, target.host, target.port, target.scheme, program
         )
