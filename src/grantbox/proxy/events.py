@@ -144,6 +144,7 @@ def http_activity(
     when: float | None = None,
     binding_ids: tuple[str, ...] = (),
     credentials: tuple[str, ...] = (),
+    websocket: bool = False,
 ) -> dict[str, Any]:
     """The one event of one request (or CONNECT): its decision and, where bindings
     applied, whether their tokens were injected or why not (never a token); and which
@@ -189,6 +190,8 @@ def http_activity(
             extra["reason"] = reason
     if credentials:
         extra["credentials"] = list(credentials)
+    if websocket:
+        extra["upgrade"] = "websocket"  # the opening handshake; frames follow unread
     if not extra:
         event.pop("unmapped")
     return event

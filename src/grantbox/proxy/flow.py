@@ -45,6 +45,7 @@ from .policy import CompiledPolicy, Program
 from .rewrite import upstream_request_headers
 from .targets import RequestTarget, Tunnel, connect_target, request_target
 from .tokens import credential_header
+from .websocket import handshake_key, upgrade_request_headers
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -156,6 +157,7 @@ class Forward:
     body: bytes | None = field(default=None, repr=False)
     body_complete: bool = True
     credentials: tuple[str, ...] = ()  # stored credentials (provider:credential) sent
+    websocket: str | None = None  # an opening handshake: its Sec-WebSocket-Key
 
     @property
     def injected(self) -> bool:
@@ -308,6 +310,7 @@ def _http_flow(policy: CompiledPolicy, head: RequestHead, arrival: Arrival) -> F
         facts = _facts(head, arrival, policy, target)
         return _refuse(facts, ErrorCode.INVALID_REQUEST, "missing Host header")
     method = head.method.decode("ascii")
+    websocket = handshake_key(head)
     program = None
     if policy.needs_program(target.host, target.port, target.target):
         program = yield from _identify()
@@ -401,6 +404,11 @@ def _http_flow(policy: CompiledPolicy, head: RequestHead, arrival: Arrival) -> F
     headers = upstream_request_headers(
         stored.headers, host=target.authority.encode("ascii"), inject=[*stored.add, *inject]
     )
+    if websocket is not None:
+        headers = upgrade_request_headers(headers)
+        if not any(name.lower() == b"sec-websocket-key" for name, _ in headers):
+            detail = "the WebSocket handshake names its own headers in Connection"
+            return _refuse(facts, ErrorCode.INVALID_REQUEST, detail, decision)
     return Forward(
         facts,
         decision,
@@ -409,10 +417,11 @@ def _http_flow(policy: CompiledPolicy, head: RequestHead, arrival: Arrival) -> F
         headers=headers,
         address=dialed.address,
         server=server,
-        keep_alive=b"close" not in head.tokens("connection"),
+        keep_alive=websocket is None and b"close" not in head.tokens("connection"),
         body=stored.body,
         body_complete=stored.body_complete,
         credentials=tuple(sorted(stored.used)),
+        websocket=websocket,
     )
 
 

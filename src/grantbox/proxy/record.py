@@ -65,6 +65,7 @@ class Recorder:
             binding_id=binding_id,
             binding_ids=binding_ids,
             credentials=outcome.credentials,
+            websocket=outcome.websocket is not None,
             when=time.time(),
         )
 

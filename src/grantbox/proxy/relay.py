@@ -56,6 +56,7 @@ from .policy import Program
 from .rewrite import ResponseFraming, UnsafeResponse, downstream_response_headers
 from .streams import READ_SIZE, ByteStream, SocketStream
 from .targets import Tunnel
+from .websocket import serve_websocket
 
 _LEADING_EMPTY_LINES = re.compile(rb"(?:\r\n)+")
 
@@ -304,6 +305,19 @@ class HttpRelay:
         upstream = self._upstream
         down = outcome.server
         assert upstream is not None
+        if outcome.websocket is not None:  # the tunnel takes the upstream and the connection
+            self._upstream, leftover = None, bytes(self._buffer)
+            self._buffer.clear()
+            request = h11.Request(
+                method=outcome.method,
+                target=outcome.target.encode("ascii"),
+                headers=outcome.headers,
+            )
+            await serve_websocket(
+                self._ctx, self._client, upstream.stream, upstream.conn, request,
+                outcome.websocket, leftover,
+            )  # fmt: skip
+            return False
         if down is None:
             return await self._exchange_bodiless(outcome, upstream)
         outgoing = h11.Request(
