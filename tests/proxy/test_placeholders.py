@@ -206,7 +206,7 @@ def test_placed_credentials_add_what_the_request_lacks() -> None:
     assert (add, target, used) == ([], "/search?api_key=mine", frozenset())
 
 
-@pytest.mark.parametrize("bad", ["a\r\nb", "a\nb", "a\x00b", "a\x7fb"])
+@pytest.mark.parametrize("bad", ["a\r\nb", "a\nb", "a\x00b", "a\x7fb", " lead", "trail\t"])
 def test_a_value_with_control_bytes_is_never_used(bad: str) -> None:
     table = compile_placeholders(STATICS, StaticSecrets({"gh:key": bad}, {"gh:key": P_GH}))
     with pytest.raises(Unusable) as refused:
@@ -214,6 +214,11 @@ def test_a_value_with_control_bytes_is_never_used(bad: str) -> None:
     assert bad not in str(refused.value)
     with pytest.raises(Unusable):
         rewrite_target(f"/v1/{P_GH}", table, GH_ONLY)
+    # Even unchecked at compile time, a value that cannot be a header value never is one.
+    raw = compile_placeholders(STATICS, StaticSecrets({"gh:key": "x"}, {"gh:key": P_GH}))
+    object.__setattr__(raw.by_owner["gh:key"], "value", bad)
+    with pytest.raises(Unusable):
+        rewrite_headers([(b"X-Key", P_GH.encode())], raw, GH_ONLY)
 
 
 # ----------------------------------------------------------------------------- properties

@@ -80,6 +80,8 @@ def credential_value_problem(value: str) -> str | None:
         return "must not be empty"
     if _UNSAFE_VALUE.search(value):
         return "must not contain CR, LF, NUL or other control characters"
+    if value != value.strip(" \t"):
+        return "must not start or end with a space or tab (a header value cannot)"
     return None
 
 

@@ -39,6 +39,8 @@ from grantbox.profiles import (
 PLACEHOLDER_PREFIX = "gbxcred_"
 PLACEHOLDER = re.compile(r"gbxcred_[0-9a-f]{32}")
 _PLACEHOLDER_BYTES = re.compile(rb"gbxcred_[0-9a-f]{32}")
+# RFC 9110 field-value (as h11 checks it): visible bytes, inner spaces and tabs only.
+_FIELD_VALUE = re.compile(rb"(?:[\x21-\x7e\x80-\xff]+(?:[ \t]+[\x21-\x7e\x80-\xff]+)*)?")
 
 Headers = list[tuple[bytes, bytes]]
 T = TypeVar("T", str, bytes)
@@ -238,6 +240,9 @@ def rewrite_headers(
             return replaced
         value, found = replaced
         used |= found
+        if value is not raw and not _FIELD_VALUE.fullmatch(value):
+            # (Checked here, not by h11, whose error would quote the value.)
+            raise Unusable(sorted(used)[0], "does not fit in a header value")
         out.append((name, value))
     return out, frozenset(used)
 
@@ -313,7 +318,10 @@ def placements(
         else:
             if binding.header_name.lower().encode() in present:
                 continue
-            add.append((binding.header_name, binding.header_value(table.value(binding.owner))))
+            value = binding.header_value(table.value(binding.owner))
+            if not _FIELD_VALUE.fullmatch(value.encode("utf-8")):
+                raise Unusable(binding.owner, "does not fit in a header value")
+            add.append((binding.header_name, value))
         used.add(binding.owner)
     return add, target, frozenset(used)
 
