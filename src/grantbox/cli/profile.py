@@ -21,7 +21,7 @@ from grantbox.profiles import (
 )
 
 from .client import connect, gateway_option, reports_gateway_errors
-from .output import emit, fail, output_option
+from .output import emit, fail, output_option, say
 
 _DIAGNOSTIC_COLUMNS = (
     ("SEVERITY", "severity"),
@@ -157,7 +157,8 @@ def bindings(
         row["header"] = f"{binding.header_name} ({binding.header_style})"
         rows.append(row)
     if fmt == "table":
-        emit(rows, fmt, _BINDING_COLUMNS, title=f"grant bindings ({binding_set.content_hash[:19]})")
+        say(f"grant bindings ({binding_set.content_hash[:19]})", err=True)
+        emit(rows, fmt, _BINDING_COLUMNS)
     else:
         emit(
             {

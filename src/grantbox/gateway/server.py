@@ -50,9 +50,13 @@ class GatewayServer:
         driver: ComputeDriver | None = None,
         *,
         shutdown_grace: int | None = None,
+        driver_name: str = "",
+        resume_sandboxes: bool = False,
     ) -> None:
         self.settings = settings
-        self.app: FastAPI = create_app(settings, driver)
+        self.app: FastAPI = create_app(
+            settings, driver, driver_name=driver_name, resume_sandboxes=resume_sandboxes
+        )
         self.socket = bind_listen(settings.listen)
         self.url = url_of(self.socket)
         self.gateway.orchestrator.gateway_url = settings.advertise_url or self.url
