@@ -22,7 +22,8 @@ from prometheus_client import CollectorRegistry
 from tests.support.token_endpoint import running_token_endpoint
 
 from grantbox.grants import GrantEngine
-from grantbox.identity import IdentityAgent, WorkloadIdentityClient
+from grantbox.identity import WorkloadIdentityClient
+from grantbox.identity_agent import IdentityAgent
 from grantbox.profiles import JWT_SPIFFE, GrantBinding, derive_svid_audience
 
 HITS = 50_000

@@ -56,7 +56,8 @@ def _proxy_main(queue: Queue[Any], ports: tuple[int, int], upstream_ca: str, ca_
     from tests.support.token_endpoint import running_token_endpoint
 
     from grantbox.grants import GrantEngine
-    from grantbox.identity import IdentityAgent, WorkloadIdentityClient
+    from grantbox.identity import WorkloadIdentityClient
+    from grantbox.identity_agent import IdentityAgent
     from grantbox.profiles import Profile, SandboxPolicy, build_effective_config
     from grantbox.proxy import EgressProxy
 

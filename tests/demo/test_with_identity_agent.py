@@ -23,7 +23,8 @@ from grantbox.demo import (
     proofs_of_life,
     running_workloads,
 )
-from grantbox.identity import IdentityAgent, WorkloadIdentityClient
+from grantbox.identity import WorkloadIdentityClient
+from grantbox.identity_agent import IdentityAgent
 from tests.support.identity_agent import running_agent
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")

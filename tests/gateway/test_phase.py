@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from grantbox.gateway.drivers import DriverState
+from grantbox.drivers import DriverState
 from grantbox.gateway.phase import Phase, SandboxFacts, derive_phase
 
 NOW = 1_000_000.0

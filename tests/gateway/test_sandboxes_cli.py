@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from grantbox.gateway import DriverState, DriverStatus, GatewayServer, SupervisorClient
+from grantbox.drivers import DriverState, DriverStatus
+from grantbox.gateway import GatewayServer
+from grantbox.supervisor import SupervisorClient
 from tests.support.gateway_driver import RecordingDriver
 from tests.support.gateway_server import GatewayCli, gateway_settings, grant_profile, serving
 

@@ -104,7 +104,7 @@ def test_parse_listen_refuses(value: str) -> None:
 
 
 def test_supervisor_client_plans_renewal_from_the_tokens_own_lifetime(tmp_path: Path) -> None:
-    from grantbox.gateway import SupervisorClient
+    from grantbox.supervisor import SupervisorClient
 
     issuer = SupervisorTokenIssuer.load_or_create(tmp_path / "k.pem", "gw", 90)
     issued = time.time()

@@ -7,8 +7,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from grantbox.gateway import DriverError, make_driver, register_driver, running_gateway
-from grantbox.gateway.drivers import driver_names
+from grantbox.drivers import DriverError, driver_names, make_driver, register_driver
+from grantbox.gateway import running_gateway
 from tests.support.gateway_driver import RecordingDriver
 from tests.support.gateway_server import gateway_settings
 

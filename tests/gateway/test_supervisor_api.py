@@ -15,8 +15,10 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from grantbox.gateway import GatewayServer, SandboxSpec, SupervisorClient, SupervisorClientError
+from grantbox.drivers import SandboxSpec
+from grantbox.gateway import GatewayServer
 from grantbox.gateway.auth import SupervisorTokenIssuer
+from grantbox.supervisor import SupervisorClient, SupervisorClientError
 from tests.support.gateway_driver import RecordingDriver
 from tests.support.gateway_server import GatewayCli, gateway_settings, grant_profile, serving
 

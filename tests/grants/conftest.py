@@ -12,7 +12,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from grantbox.grants import GrantEngine, TokenEndpointClient
-from grantbox.identity import IdentityAgent, JwtSvid, WorkloadIdentityClient
+from grantbox.identity import JwtSvid, WorkloadIdentityClient
+from grantbox.identity_agent import IdentityAgent
 from grantbox.profiles import GrantBinding, derive_svid_audience
 from tests.support.token_endpoint import TokenEndpoint, running_token_endpoint
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import httpx
 
-from grantbox.identity import IdentityAgent, WorkloadIdentityClient
+from grantbox.identity import WorkloadIdentityClient
+from grantbox.identity_agent import IdentityAgent
 from tests.support.token_endpoint import JWT_SPIFFE, TokenEndpoint, running_token_endpoint
 
 from .conftest import SANDBOX_ID, TRUST_DOMAIN, CountingSource

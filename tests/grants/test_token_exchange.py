@@ -16,7 +16,8 @@ import trustme
 from prometheus_client import CollectorRegistry
 
 from grantbox.grants import GrantEngine, GrantError, TokenEndpointClient
-from grantbox.identity import IdentityAgent, WorkloadIdentityClient
+from grantbox.identity import WorkloadIdentityClient
+from grantbox.identity_agent import IdentityAgent
 from grantbox.profiles import JWT_BEARER, GrantBinding
 from tests.support.token_endpoint import (
     OMIT,

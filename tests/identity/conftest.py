@@ -12,8 +12,8 @@ import httpx
 import jwt
 import pytest
 
-from grantbox.identity import IdentityAgent
 from grantbox.identity import workload_api as wapi
+from grantbox.identity_agent import IdentityAgent
 from tests.support.identity_agent import running_agent
 
 TRUST_DOMAIN = "example.org"

@@ -14,16 +14,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from grantbox.identity import (
+from grantbox.identity import WorkloadIdentityClient
+from grantbox.identity_agent import (
     AdminError,
     IdentityAgent,
     PeerCredentials,
-    WorkloadIdentityClient,
     add_workload_remote,
     list_workloads_remote,
     remove_workload_remote,
 )
-from grantbox.identity.admin import admin_allowed, handle_request
+from grantbox.identity_agent.admin import admin_allowed, handle_request
 from tests.support.identity_agent import running_agent, short_socket_dir
 
 from .conftest import AUDIENCE

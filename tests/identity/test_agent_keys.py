@@ -13,9 +13,9 @@ import jwt
 import pytest
 from spiffe import WorkloadApiClient
 
-from grantbox.identity import IdentityAgent
 from grantbox.identity import workload_api as wapi
-from grantbox.identity.keystore import KEYRING_FILE, KeystoreError
+from grantbox.identity_agent import IdentityAgent
+from grantbox.identity_agent.keystore import KEYRING_FILE, KeystoreError
 from tests.support.identity_agent import running_agent, short_socket_dir
 
 from .conftest import AUDIENCE, SANDBOX_PATH, fetch_token, oidc_documents, oidc_jwks, verify

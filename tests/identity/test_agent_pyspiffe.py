@@ -15,8 +15,8 @@ from spiffe import JwtSource, TrustDomain, WorkloadApiClient
 from spiffe.svid.jwt_svid import JwtSvid as SpiffeJwtSvid
 from spiffe.workloadapi.errors import ValidateJwtSvidError
 
-from grantbox.identity import IdentityAgent
 from grantbox.identity import workload_api as wapi
+from grantbox.identity_agent import IdentityAgent
 from tests.support.identity_agent import running_agent
 
 from .conftest import (

@@ -14,9 +14,10 @@ from pathlib import Path
 import grpc
 import pytest
 
-from grantbox.identity import IdentityAgent, WorkloadIdentityClient
+from grantbox.identity import WorkloadIdentityClient
 from grantbox.identity import workload_api as wapi
-from grantbox.identity.attestation import MAX_CONNECTIONS_PER_WORKLOAD, connect_unix
+from grantbox.identity_agent import IdentityAgent
+from grantbox.identity_agent.attestation import MAX_CONNECTIONS_PER_WORKLOAD, connect_unix
 from tests.support.identity_agent import running_agent, short_socket_dir
 
 from .conftest import AUDIENCE, SANDBOX_ID, call, fetch_token, status_of

@@ -3,8 +3,8 @@ from __future__ import annotations
 import os
 import socket
 
-from grantbox.identity import PeerCredentials
-from grantbox.identity.attestation import (
+from grantbox.identity_agent import PeerCredentials
+from grantbox.identity_agent.attestation import (
     Caller,
     CallerDirectory,
     autobound_name,

@@ -17,7 +17,8 @@ from click.testing import CliRunner
 
 from grantbox.cli.app import cli
 from grantbox.cli.identity import parse_listen
-from grantbox.identity import WorkloadIdentityClient, add_workload_remote
+from grantbox.identity import WorkloadIdentityClient
+from grantbox.identity_agent import add_workload_remote
 from tests.support.identity_agent import short_socket_dir
 
 from .conftest import AUDIENCE, oidc_jwks, verify

@@ -14,14 +14,9 @@ from typing import Any
 import grpc
 import pytest
 
-from grantbox.identity import (
-    IdentityAgent,
-    IdentityDenied,
-    IdentityUnavailable,
-    JwtSvid,
-    WorkloadIdentityClient,
-)
+from grantbox.identity import IdentityDenied, IdentityUnavailable, JwtSvid, WorkloadIdentityClient
 from grantbox.identity import workload_api as wapi
+from grantbox.identity_agent import IdentityAgent
 from tests.support.identity_agent import running_agent, short_socket_dir
 
 from .conftest import AUDIENCE, SANDBOX_ID, SANDBOX_PATH, oidc_jwks, verify

@@ -14,9 +14,9 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from hypothesis import given
 from hypothesis import strategies as st
 
-from grantbox.identity.jwt_svid import InvalidSvid, check_issuer, mint, svid_claims, validate
-from grantbox.identity.keyring import new_keyring, rotate
-from grantbox.identity.keys import new_signing_key
+from grantbox.identity_agent.jwt_svid import InvalidSvid, check_issuer, mint, svid_claims, validate
+from grantbox.identity_agent.keyring import new_keyring, rotate
+from grantbox.identity_agent.keys import new_signing_key
 
 NOW = 1_800_000_000.0
 TD = "example.org"

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from grantbox.identity.keyring import (
+from grantbox.identity_agent.keyring import (
     Keyring,
     new_keyring,
     next_wake,
@@ -17,7 +17,7 @@ from grantbox.identity.keyring import (
     rotation_due_at,
     with_svid_ttl,
 )
-from grantbox.identity.keys import SigningKey, new_signing_key
+from grantbox.identity_agent.keys import SigningKey, new_signing_key
 
 # Key generation is slow enough to matter under hypothesis: reuse a pool of real keys.
 _POOL = [new_signing_key("ES256", 0.0) for _ in range(4)]

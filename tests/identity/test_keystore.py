@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from grantbox.identity.keyring import new_keyring, rotate
-from grantbox.identity.keys import new_signing_key
-from grantbox.identity.keystore import KEYRING_FILE, KeyStore, KeystoreError
+from grantbox.identity_agent.keyring import new_keyring, rotate
+from grantbox.identity_agent.keys import new_signing_key
+from grantbox.identity_agent.keystore import KEYRING_FILE, KeyStore, KeystoreError
 
 
 @pytest.mark.parametrize("algorithm", ["ES256", "RS256"])

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from grantbox.identity import PeerCredentials, parse_workload_option
-from grantbox.identity.registry import (
+from grantbox.identity_agent import PeerCredentials, parse_workload_option
+from grantbox.identity_agent.registry import (
     caller_allowed,
     check_workload_name,
     make_registration,

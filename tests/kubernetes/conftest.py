@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from kubernetes.aio import client
 
-from grantbox.gateway import SandboxSpec
-from grantbox.gateway.kubernetes_driver import KubernetesDriver, KubernetesDriverConfig
+from grantbox.drivers import SandboxSpec
+from grantbox.drivers.kubernetes import KubernetesDriver, KubernetesDriverConfig
 from tests.support.fake_kube_api import FakeKubeApiServer, running_fake_kube_api
 
 NAMESPACE = "grantbox-sandboxes"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from grantbox.gateway import DriverError, make_driver
-from grantbox.gateway.kubernetes_driver import (
+from grantbox.drivers import DriverError, make_driver
+from grantbox.drivers.kubernetes import (
     KubernetesConfigError,
     KubernetesDriver,
     KubernetesDriverConfig,

@@ -13,8 +13,8 @@ import httpx
 import pytest
 from kubernetes.aio import client
 
-from grantbox.gateway import ComputeDriver, DriverError, DriverState, DriverStatus
-from grantbox.gateway.kubernetes_driver import (
+from grantbox.drivers import ComputeDriver, DriverError, DriverState, DriverStatus
+from grantbox.drivers.kubernetes import (
     KubernetesDriver,
     KubernetesDriverConfig,
     pod_manifest,

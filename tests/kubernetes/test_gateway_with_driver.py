@@ -15,8 +15,9 @@ import pytest
 from kubernetes.aio import client
 
 from grantbox.cli.supervisor import supervisor
-from grantbox.gateway import GatewayServer, SupervisorClient
-from grantbox.gateway.kubernetes_driver import KubernetesDriver, pod_manifest
+from grantbox.drivers.kubernetes import KubernetesDriver, pod_manifest
+from grantbox.gateway import GatewayServer
+from grantbox.supervisor import SupervisorClient
 from tests.support.fake_kube_api import FakeKubeApiServer
 from tests.support.gateway_server import GatewayCli, gateway_settings, serving
 

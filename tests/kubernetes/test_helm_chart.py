@@ -20,8 +20,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from grantbox.gateway.drivers import sandbox_spiffe_path
-from grantbox.gateway.kubernetes_driver import (
+from grantbox.drivers import sandbox_spiffe_path
+from grantbox.drivers.kubernetes import (
     MANAGED_BY_LABEL,
     MANAGED_BY_VALUE,
     SANDBOX_ID_KEY,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from grantbox.gateway.kubernetes_driver import DEFAULT_SOCKET_PATH, TOKEN_DIR
+from grantbox.drivers.kubernetes import DEFAULT_SOCKET_PATH, TOKEN_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGES = ROOT / "deploy" / "images"

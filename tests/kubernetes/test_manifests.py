@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from grantbox.gateway import DriverError
-from grantbox.gateway.kubernetes_driver import (
+from grantbox.drivers import DriverError
+from grantbox.drivers.kubernetes import (
     SANDBOX_CAPABILITIES,
     KubernetesDriverConfig,
     pod_manifest,
@@ -173,7 +173,8 @@ def test_workload_api_socket_comes_from_the_spiffe_csi_driver_read_only() -> Non
     assert mounts["spiffe-workload-api"]["mountPath"] == "/run/spire/sockets"
     assert mounts["spiffe-workload-api"]["readOnly"] is True
     assert container["env"] == [
-        {"name": "SPIFFE_ENDPOINT_SOCKET", "value": "unix:///run/spire/sockets/agent.sock"}
+        {"name": "LANG", "value": "C.UTF-8"},
+        {"name": "SPIFFE_ENDPOINT_SOCKET", "value": "unix:///run/spire/sockets/agent.sock"},
     ]
 
 

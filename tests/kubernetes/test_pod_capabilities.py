@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from grantbox.gateway.kubernetes_driver import SANDBOX_CAPABILITIES
+from grantbox.drivers.kubernetes import SANDBOX_CAPABILITIES
 
 ROOT = Path(__file__).resolve().parents[2]
 SETPRIV = shutil.which("setpriv")

@@ -32,8 +32,8 @@ from typing import Any
 import pytest
 from kubernetes.aio import client
 
-from grantbox.gateway.kubernetes_driver import TOKEN_DIR, KubernetesDriver
-from grantbox.identity.registry import SOCKET_FILE
+from grantbox.drivers.kubernetes import TOKEN_DIR, KubernetesDriver
+from grantbox.identity_agent.registry import SOCKET_FILE
 from tests.support.fake_kube_api import FakeKubeApiServer, running_fake_kube_api
 from tests.support.gateway_server import GatewayCli, gateway_settings, serving
 from tests.support.identity_agent import running_agent

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from grantbox.gateway.kubernetes_driver import pod_manifest
+from grantbox.drivers.kubernetes import pod_manifest
 from tests.support.kube_runc import DEFAULT_SECCOMP, bind, container_config, runc_argv
 
 from .conftest import make_config, make_spec

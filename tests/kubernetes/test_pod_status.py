@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from grantbox.gateway import DriverState, DriverStatus, Phase
-from grantbox.gateway.kubernetes_driver import pod_status, sandbox_id_of
+from grantbox.drivers import DriverState, DriverStatus
+from grantbox.drivers.kubernetes import pod_status, sandbox_id_of
+from grantbox.gateway import Phase
 from grantbox.gateway.phase import SandboxFacts, derive_phase
 
 

@@ -18,7 +18,7 @@ import yaml
 from click.testing import CliRunner
 
 from grantbox.cli.app import cli
-from grantbox.identity import IdentityAgent
+from grantbox.identity_agent import IdentityAgent
 from grantbox.proxy.standalone import StandaloneConfigError, load_standalone_config
 from tests.support.proxy_clients import curl
 from tests.support.proxy_upstream import RecordingUpstream

@@ -8,17 +8,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from grantbox.gateway.drivers import DriverState, SandboxSpec
-from grantbox.sandbox.hiding import HidingRefused
-from grantbox.sandbox.local_driver import (
+from grantbox.drivers import DriverState, SandboxSpec
+from grantbox.drivers.local import (
     LocalDriverSettings,
     exit_status,
     last_error_line,
-    supervisor_argv,
+    supervisor_command,
+    supervisor_invocation,
 )
-from grantbox.sandbox.outbox import Outbox
+from grantbox.sandbox.hiding import HidingRefused
 from grantbox.sandbox.preflight import rootless_blockers
-from grantbox.sandbox.supervisor import Supervisor, SupervisorOptions, backoff
+from grantbox.supervisor.outbox import Outbox
+from grantbox.supervisor.runtime import Supervisor, SupervisorOptions, backoff
 
 
 def test_backoff_grows_then_caps() -> None:
@@ -89,8 +90,12 @@ def test_supervisor_argv_carries_no_secret(tmp_path: Path) -> None:
     settings = LocalDriverSettings(
         state_root=tmp_path, identity_admin_socket=tmp_path / "admin.sock", hide=("/srv/x",)
     )
-    argv = supervisor_argv(settings, spec, tmp_path / "s1" / "token", Path("/run/g/s1/agent.sock"))
+    invocation = supervisor_invocation(
+        settings, spec, tmp_path / "s1" / "token", Path("/run/g/s1/agent.sock")
+    )
+    argv = invocation.argv(supervisor_command())
     assert "super-secret-token" not in " ".join(argv)
+    assert "super-secret-token" not in " ".join(invocation.environment(path="/usr/bin").values())
     assert "super-secret-token" not in repr(spec)
     assert argv[argv.index("--identity-socket") + 1] == "unix:///run/g/s1/agent.sock"
     assert argv[argv.index("--hide") + 1] == "/srv/x"

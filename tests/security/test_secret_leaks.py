@@ -19,7 +19,8 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from grantbox.grants import GrantEngine, GrantError
-from grantbox.identity import IdentityAgent, WorkloadIdentityClient
+from grantbox.identity import WorkloadIdentityClient
+from grantbox.identity_agent import IdentityAgent
 from grantbox.profiles import EffectiveConfig
 from tests.support.identity_agent import running_agent
 from tests.support.proxy_clients import parse_replies, read_all, tunnel

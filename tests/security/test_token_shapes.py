@@ -12,7 +12,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from grantbox.grants import GrantEngine
-from grantbox.identity import IdentityAgent, WorkloadIdentityClient
+from grantbox.identity import WorkloadIdentityClient
+from grantbox.identity_agent import IdentityAgent
 from tests.support.proxy_clients import parse_replies, send_raw
 from tests.support.proxy_harness import endpoint, grant_profile, make_config, running_proxy
 from tests.support.proxy_upstream import RecordingUpstream

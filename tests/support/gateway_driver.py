@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from grantbox.gateway import DriverError, DriverState, DriverStatus, SandboxSpec
+from grantbox.drivers import DriverError, DriverState, DriverStatus, SandboxSpec
 
 
 class RecordingDriver:

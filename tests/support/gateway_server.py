@@ -13,7 +13,8 @@ import yaml
 from click.testing import CliRunner, Result
 
 from grantbox.cli import cli
-from grantbox.gateway import ComputeDriver, GatewayServer, GatewaySettings
+from grantbox.drivers import ComputeDriver
+from grantbox.gateway import GatewayServer, GatewaySettings
 
 
 def gateway_settings(root: Path, db_url: str = "", **overrides: Any) -> GatewaySettings:

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from grantbox.identity import IdentityAgent
+from grantbox.identity_agent import IdentityAgent
 
 
 @contextlib.contextmanager

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from grantbox.drivers import LocalDriver, LocalDriverSettings
 from grantbox.gateway import GatewayServer
-from grantbox.identity import IdentityAgent
-from grantbox.sandbox import LocalDriver, LocalDriverSettings
+from grantbox.identity_agent import IdentityAgent
 from tests.support.gateway_server import GatewayCli, gateway_settings
 from tests.support.identity_agent import running_agent
 from tests.support.proxy_upstream import RecordingUpstream, running_upstream

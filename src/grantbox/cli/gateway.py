@@ -11,7 +11,8 @@ from pathlib import Path
 
 import click
 
-from grantbox.gateway import DriverError, GatewayServer, GatewaySettings, make_driver
+from grantbox.drivers import DriverError, make_driver
+from grantbox.gateway import GatewayServer, GatewaySettings
 from grantbox.gateway.settings import DEFAULT_LISTEN, parse_listen
 
 from .output import fail

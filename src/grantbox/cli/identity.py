@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from grantbox.identity import (
+from grantbox.identity_agent import (
     DEFAULT_ROTATION_INTERVAL,
     DEFAULT_SVID_TTL,
     IdentityAgent,

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import click
 
-from grantbox.sandbox import HidingRefused, SupervisorOptions, run_supervisor
+from grantbox.sandbox import HidingRefused
 from grantbox.sandbox.syscalls import die_with_parent
+from grantbox.supervisor import SupervisorOptions, run_supervisor
 
 from .output import fail
 

@@ -18,10 +18,11 @@ from pathlib import Path
 import click
 import platformdirs
 
+from grantbox.drivers import LocalDriver, LocalDriverSettings
 from grantbox.gateway import GatewayServer, GatewaySettings
 from grantbox.gateway.settings import DEFAULT_LISTEN, parse_listen
-from grantbox.identity import IdentityAgent
-from grantbox.sandbox import LocalDriver, LocalDriverSettings, isolation_problem, shadow_problem
+from grantbox.identity_agent import IdentityAgent
+from grantbox.sandbox import isolation_problem, shadow_problem
 
 from .output import fail
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from grantbox.gateway.drivers import sandbox_spiffe_path
+from grantbox.drivers.protocol import sandbox_spiffe_path
 
 from .checks import Check, check_answer, check_proof_of_life, proofs_of_life, service_claims
 from .operator import CommandFailed, Operator

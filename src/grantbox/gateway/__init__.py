@@ -1,10 +1,11 @@
-"""The control plane: HTTP API, storage, services, supervisor auth and the driver interface.
+"""The control plane: HTTP API, storage, services and supervisor auth.
 
-Public entry points: :func:`create_app`, :class:`GatewayServer`, :func:`running_gateway`,
-the driver interface in :mod:`.drivers`, and :class:`SupervisorClient` for supervisors.
+Public entry points: :func:`create_app`, :class:`GatewayServer`, :func:`running_gateway`.
+Compute drivers live in :mod:`grantbox.drivers`; the supervisor's client of this API lives in
+:mod:`grantbox.supervisor` (nothing below the gateway imports it).
 
-Names are imported on first use, so a supervisor that only needs :class:`SupervisorClient`
-or a CLI command that only reads :mod:`.settings` does not load the web and database stack.
+Names are imported on first use, so a CLI command that only reads :mod:`.settings` does not
+load the web and database stack.
 """
 
 from __future__ import annotations
@@ -14,53 +15,23 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .api import create_app
-    from .drivers import (
-        ComputeDriver,
-        DriverError,
-        DriverState,
-        DriverStatus,
-        SandboxSpec,
-        make_driver,
-        register_driver,
-    )
     from .phase import Phase
     from .server import GatewayServer, running_gateway
     from .settings import GatewaySettings
-    from .supervisor_client import ExecRequestItem, SupervisorClient, SupervisorClientError
 
 _EXPORTS = {
     "create_app": ".api",
-    "ComputeDriver": ".drivers",
-    "DriverError": ".drivers",
-    "DriverState": ".drivers",
-    "DriverStatus": ".drivers",
-    "SandboxSpec": ".drivers",
-    "make_driver": ".drivers",
-    "register_driver": ".drivers",
     "Phase": ".phase",
     "GatewayServer": ".server",
     "running_gateway": ".server",
     "GatewaySettings": ".settings",
-    "ExecRequestItem": ".supervisor_client",
-    "SupervisorClient": ".supervisor_client",
-    "SupervisorClientError": ".supervisor_client",
 }
 
 __all__ = [
-    "ComputeDriver",
-    "DriverError",
-    "DriverState",
-    "DriverStatus",
-    "ExecRequestItem",
     "GatewayServer",
     "GatewaySettings",
     "Phase",
-    "SandboxSpec",
-    "SupervisorClient",
-    "SupervisorClientError",
     "create_app",
-    "make_driver",
-    "register_driver",
     "running_gateway",
 ]
 

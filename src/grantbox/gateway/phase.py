@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from .drivers import DriverState
+from grantbox.drivers.protocol import DriverState
 
 
 class Phase(StrEnum):

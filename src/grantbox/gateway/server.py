@@ -16,8 +16,9 @@ from contextlib import asynccontextmanager
 import uvicorn
 from fastapi import FastAPI
 
+from grantbox.drivers.protocol import ComputeDriver
+
 from .api import Gateway, create_app
-from .drivers import ComputeDriver
 from .secret_files import write_private
 from .settings import GatewaySettings, parse_listen
 

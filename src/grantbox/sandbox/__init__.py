@@ -1,4 +1,4 @@
-"""Sandboxes on one host: the fence (namespaces), the supervisor, and the local driver.
+"""The fence: how one sandboxed process is isolated on this host.
 
 The agent runs in fresh mount, PID and network namespaces (plus a user namespace without
 root). Its network namespace holds only ``lo`` and the proxy's listener, so the proxy is
@@ -6,8 +6,7 @@ its only way out; it sees its own ``/proc``, never the identity socket's or the
 supervisor's directories, runs unprivileged and dies with its supervisor.
 
 Names are imported lazily: the stage and the network helper start as fresh interpreters
-for every sandboxed process and must not pay for importing gRPC, the gateway client, the
-proxy or the grants engine.
+for every sandboxed process and must not pay for importing gRPC or anything heavy.
 """
 
 from __future__ import annotations
@@ -19,11 +18,9 @@ if TYPE_CHECKING:
     from .environment import agent_environment, declared_variable_problem, is_internal_variable
     from .hiding import HidingRefused, hidden_directories, shadow_problem, socket_directory
     from .launcher import launch
-    from .local_driver import LocalDriver, LocalDriverSettings
     from .network import NetworkSetupFailed, SandboxNetwork, create_sandbox_network
     from .preflight import isolation_problem
     from .spec import LaunchSpec
-    from .supervisor import Supervisor, SupervisorOptions, run_supervisor
 
 _WHERE = {
     "agent_environment": "environment",
@@ -34,27 +31,18 @@ _WHERE = {
     "shadow_problem": "hiding",
     "socket_directory": "hiding",
     "launch": "launcher",
-    "LocalDriver": "local_driver",
-    "LocalDriverSettings": "local_driver",
     "NetworkSetupFailed": "network",
     "SandboxNetwork": "network",
     "create_sandbox_network": "network",
     "isolation_problem": "preflight",
     "LaunchSpec": "spec",
-    "Supervisor": "supervisor",
-    "SupervisorOptions": "supervisor",
-    "run_supervisor": "supervisor",
 }
 
 __all__ = [
     "HidingRefused",
     "LaunchSpec",
-    "LocalDriver",
-    "LocalDriverSettings",
     "NetworkSetupFailed",
     "SandboxNetwork",
-    "Supervisor",
-    "SupervisorOptions",
     "agent_environment",
     "create_sandbox_network",
     "declared_variable_problem",
@@ -62,7 +50,6 @@ __all__ = [
     "is_internal_variable",
     "isolation_problem",
     "launch",
-    "run_supervisor",
     "shadow_problem",
     "socket_directory",
 ]

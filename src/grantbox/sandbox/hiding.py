@@ -3,7 +3,9 @@
 The sandbox init mounts an empty read-only tmpfs over each hidden directory. Covering a
 shared system directory would break the agent (and hint at a misconfiguration: a socket or
 state file should live in a dedicated subdirectory), so such paths are refused with a
-reason instead of silently hidden.
+reason instead of silently hidden. This is the one policy for every compute driver: the
+local driver's state and socket directories and the Kubernetes pods' socket directory are
+all checked here.
 """
 
 from __future__ import annotations
@@ -13,8 +15,20 @@ from collections.abc import Iterable
 
 from grantbox.identity import parse_socket_uri
 
-# Shadowing any of these would hide most of the system from the agent.
-SHARED_DIRECTORIES = frozenset({"/", "/run", "/var", "/tmp", "/etc", "/home", "/usr"})  # noqa: S108
+# Directories whose children every program relies on: shadowing one would hide most of the
+# system from the agent.
+_TEMPORARY = ("/tmp", "/var/tmp")  # noqa: S108 (refused, never used)
+SHARED_DIRECTORIES = frozenset(
+    {
+        "/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/media",
+        "/mnt", "/opt", "/proc", "/root", "/run", "/sbin", "/srv", "/sys", "/usr", "/usr/bin",
+        "/usr/lib", "/usr/local", "/usr/local/bin", "/usr/sbin", "/usr/share", "/var",
+        "/var/lib", "/var/log", "/var/run", *_TEMPORARY,
+    }
+)  # fmt: skip
+# Kernel trees: nothing under them is a place for a socket or state, and the fence mounts its
+# own /proc and /dev.
+KERNEL_TREES = ("/proc/", "/sys/", "/dev/")
 
 
 class HidingRefused(ValueError):
@@ -30,7 +44,7 @@ def shadow_problem(path: str) -> str | None:
     normal = os.path.normpath(path)
     if normal.startswith("//"):
         normal = "/" + normal.lstrip("/")
-    if normal in SHARED_DIRECTORIES:
+    if normal in SHARED_DIRECTORIES or (normal + "/").startswith(KERNEL_TREES):
         return (
             f"refusing to hide shared directory {normal}: it holds files every program "
             "needs; keep sockets and state in a dedicated subdirectory"

@@ -15,11 +15,11 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
 
 from grantbox import __version__
+from grantbox.drivers.protocol import ComputeDriver
 from grantbox.gateway.auth import OperatorToken, SupervisorTokenIssuer
 from grantbox.gateway.catalog import Catalog, load_builtins
 from grantbox.gateway.changes import ChangeFeed
 from grantbox.gateway.credentials import CredentialSealer
-from grantbox.gateway.drivers import ComputeDriver
 from grantbox.gateway.errors import GatewayError
 from grantbox.gateway.exec_relay import ExecRelay
 from grantbox.gateway.services import (

@@ -14,14 +14,14 @@ from typing import Any
 
 import anyio
 
-from grantbox.gateway.auth import SupervisorTokenIssuer
-from grantbox.gateway.drivers import (
+from grantbox.drivers.protocol import (
     ComputeDriver,
     DriverState,
     DriverStatus,
     SandboxSpec,
     sandbox_spiffe_path,
 )
+from grantbox.gateway.auth import SupervisorTokenIssuer
 from grantbox.gateway.errors import Unavailable
 from grantbox.gateway.exec_relay import ExecRelay
 

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from grantbox.drivers.protocol import DriverState, DriverStatus
 from grantbox.gateway.catalog import Catalog
 from grantbox.gateway.changes import ChangeFeed
 from grantbox.gateway.consistency import (
@@ -27,7 +28,6 @@ from grantbox.gateway.consistency import (
     refuse_ambiguity,
     refuse_messages,
 )
-from grantbox.gateway.drivers import DriverState, DriverStatus
 from grantbox.gateway.errors import AlreadyExists, InvalidRequest, NotFound, StaleVersion
 from grantbox.gateway.phase import Phase, SandboxFacts, derive_phase
 from grantbox.gateway.storage import (

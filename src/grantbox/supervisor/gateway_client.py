@@ -19,7 +19,7 @@ import jwt
 
 from grantbox.profiles import EffectiveConfig
 
-from .secret_files import write_private
+from .token_file import read_token, replace_token
 
 RENEW_WHEN_LEFT = 1 / 3
 
@@ -81,7 +81,7 @@ class SupervisorClient:
     def from_token_file(
         cls, gateway_url: str, sandbox_id: str, token_file: Path, **kwargs: Any
     ) -> SupervisorClient:
-        token = token_file.read_text(encoding="utf-8").strip()
+        token = read_token(token_file)
         return cls(gateway_url, sandbox_id, token, token_file=token_file, **kwargs)
 
     def __repr__(self) -> str:
@@ -199,7 +199,7 @@ class SupervisorClient:
         self._token = str(data["token"])
         self._issued_at, self._expires_at = token_window(self._token)
         if self._token_file is not None:
-            write_private(self._token_file, (self._token + "\n").encode())
+            replace_token(self._token_file, self._token)
         return self._expires_at
 
     def renewal_due(self, now: float | None = None) -> bool:

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import grpc
 
-from . import workload_api as wapi
+from grantbox.identity import workload_api as wapi
+
 from .admin import AdminServer
 from .attestation import AttestingListener, CallerDirectory, prepare_socket_dir
 from .authority import Authority

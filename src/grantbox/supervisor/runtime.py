@@ -21,20 +21,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from grantbox.gateway import SupervisorClient, SupervisorClientError
-from grantbox.gateway.supervisor_client import ExecRequestItem
 from grantbox.grants import GrantEngine
 from grantbox.identity import WorkloadIdentityClient
 from grantbox.profiles import EffectiveConfig
 from grantbox.proxy import EgressProxy, SystemResolver, parse_overrides
+from grantbox.sandbox.environment import agent_environment
+from grantbox.sandbox.hiding import hidden_directories, socket_directory
+from grantbox.sandbox.launcher import launch
+from grantbox.sandbox.network import DEFAULT_PROXY_PORT, SandboxNetwork, create_sandbox_network
+from grantbox.sandbox.spec import DEFAULT_CA_PATH, NOBODY, LaunchSpec
+from grantbox.sandbox.trust import trust_bundle
 
-from .environment import agent_environment
-from .hiding import hidden_directories, socket_directory
-from .launcher import launch
-from .network import DEFAULT_PROXY_PORT, SandboxNetwork, create_sandbox_network
+from .gateway_client import ExecRequestItem, SupervisorClient, SupervisorClientError
 from .outbox import Outbox
-from .spec import DEFAULT_CA_PATH, NOBODY, LaunchSpec
-from .trust import trust_bundle
 
 log = logging.getLogger("grantbox.supervisor")
 

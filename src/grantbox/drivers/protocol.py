@@ -1,10 +1,10 @@
-"""The compute-driver interface: how the gateway starts and stops sandbox supervisors.
+"""The compute-driver protocol: how the gateway starts and stops sandbox supervisors.
 
 A driver receives a :class:`SandboxSpec` (everything a supervisor needs to find and
 authenticate to the gateway) and reports :class:`DriverStatus` values. The gateway never
 dials into a sandbox; drivers only start, stop and observe supervisors. Concrete drivers
-(local processes, Kubernetes pods) live with the code that knows that compute, and are
-handed to :func:`grantbox.gateway.create_app` or registered by name here.
+(local processes, Kubernetes pods) live beside this module in :mod:`grantbox.drivers`, and
+are handed to :func:`grantbox.gateway.create_app` or registered by name here.
 """
 
 from __future__ import annotations
@@ -64,9 +64,9 @@ DriverFactory = Callable[[], ComputeDriver]
 
 _REGISTRY: dict[str, DriverFactory] = {}
 
-# Drivers shipped inside the gateway package, imported (and so registered) on first use so a
-# plain ``gateway serve`` never loads a cluster client it does not need.
-_BUILT_IN_MODULES = {"kubernetes": "grantbox.gateway.kubernetes_driver"}
+# Drivers shipped with grantbox, imported (and so registered) on first use so a plain
+# ``gateway serve`` never loads a cluster client it does not need.
+_BUILT_IN_MODULES = {"kubernetes": "grantbox.drivers.kubernetes"}
 
 
 def register_driver(name: str, factory: DriverFactory) -> None:

@@ -20,11 +20,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from grantbox.gateway.drivers import DriverError, DriverState, DriverStatus, SandboxSpec
-from grantbox.gateway.secret_files import write_private
-from grantbox.identity import AdminError, add_workload_remote, remove_workload_remote
+from grantbox.drivers.invocation import SupervisorInvocation
+from grantbox.drivers.protocol import DriverError, DriverState, DriverStatus, SandboxSpec
+from grantbox.identity_agent import AdminError, add_workload_remote, remove_workload_remote
 
-log = logging.getLogger("grantbox.sandbox.local_driver")
+log = logging.getLogger("grantbox.drivers.local")
 
 STOP_GRACE = 10.0
 TOKEN_FILE = "supervisor-token"  # noqa: S105 - a file name
@@ -49,23 +49,32 @@ class LocalDriverSettings:
     proxy_port: int = 3128
 
 
-def supervisor_argv(
+def supervisor_invocation(
     settings: LocalDriverSettings, spec: SandboxSpec, token_file: Path, identity_socket: Path
-) -> list[str]:
+) -> SupervisorInvocation:
     """The supervisor's command line (no secrets: the token is in a 0600 file)."""
-    argv = [*supervisor_command(), "supervisor", "run", "--gateway", spec.gateway_url]
-    argv += ["--sandbox-id", spec.sandbox_id, "--token-file", str(token_file)]
-    argv += ["--identity-socket", f"unix://{identity_socket}", "--parent-pid", str(os.getpid())]
-    argv += ["--proxy-port", str(settings.proxy_port)]
-    for directory in settings.hide:
-        argv += ["--hide", directory]
-    for item in settings.resolve:
-        argv += ["--resolve", item]
-    if settings.upstream_ca_file is not None:
-        argv += ["--upstream-ca", str(settings.upstream_ca_file)]
-    if spec.command:
-        argv += ["--", *spec.command]
-    return argv
+    upstream_ca = settings.upstream_ca_file
+    return SupervisorInvocation(
+        gateway_url=spec.gateway_url,
+        sandbox_id=spec.sandbox_id,
+        token_file=str(token_file),
+        identity_socket=str(identity_socket),
+        command=spec.command,
+        proxy_port=settings.proxy_port,
+        parent_pid=os.getpid(),
+        hide=settings.hide,
+        resolve=settings.resolve,
+        upstream_ca_file=None if upstream_ca is None else str(upstream_ca),
+    )
+
+
+def _create_private(path: Path, data: bytes) -> None:
+    """Create a new 0600 file (never follow or reuse an existing one)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
 
 
 def last_error_line(path: Path, limit: int = 16384) -> str:
@@ -102,7 +111,7 @@ class _Sandbox:
 
 
 class LocalDriver:
-    """Implements :class:`grantbox.gateway.ComputeDriver` with local processes."""
+    """Implements :class:`grantbox.drivers.ComputeDriver` with local processes."""
 
     def __init__(self, settings: LocalDriverSettings) -> None:
         self.settings = settings
@@ -145,21 +154,22 @@ class LocalDriver:
         self._sandboxes[spec.sandbox_id] = entry
         try:
             token_file = directory / TOKEN_FILE
-            write_private(token_file, (spec.supervisor_token + "\n").encode())
+            _create_private(token_file, (spec.supervisor_token + "\n").encode())
             socket = await add_workload_remote(
                 self.settings.identity_admin_socket,
                 workload,
                 spec.spiffe_path,
                 uids=[os.geteuid()],
             )
+            invocation = supervisor_invocation(self.settings, spec, token_file, socket)
             log_fd = os.open(directory / LOG_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             try:
                 entry.process = await asyncio.create_subprocess_exec(
-                    *supervisor_argv(self.settings, spec, token_file, socket),
+                    *invocation.argv(supervisor_command()),
                     stdin=asyncio.subprocess.DEVNULL,
                     stdout=log_fd,
                     stderr=log_fd,
-                    env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"},
+                    env=invocation.environment(path=os.environ.get("PATH", "/usr/bin:/bin")),
                     start_new_session=True,
                 )
             finally:

@@ -10,7 +10,8 @@ from typing import Any, NoReturn, TypeAlias
 import grpc
 from google.protobuf import struct_pb2  # type: ignore[import-untyped]
 
-from . import workload_api as wapi
+from grantbox.identity import workload_api as wapi
+
 from .attestation import CallerDirectory
 from .authority import Authority
 from .jwt_svid import InvalidSvid

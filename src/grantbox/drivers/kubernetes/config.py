@@ -1,0 +1,203 @@
+"""The Kubernetes driver's settings: validated on construction, read from the environment.
+
+The Helm chart's ConfigMap sets ``GRANTBOX_K8S_*`` variables; every value is checked before
+the driver starts so a bad setting fails the gateway's start-up with one line naming it.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from grantbox.drivers.protocol import DriverError
+from grantbox.sandbox.hiding import shadow_problem
+
+from .names import (
+    DEFAULT_SOCKET_PATH,
+    MANAGED_BY_LABEL,
+    SANDBOX_ID_KEY,
+    SANDBOX_NAME_KEY,
+    TOKEN_DIR,
+    is_label_value,
+)
+
+MAX_SOCKET_PATH = 107  # sun_path is 108 bytes including the terminating NUL
+
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_PULL_POLICIES = ("Always", "IfNotPresent", "Never")
+_APPARMOR = re.compile(r"Unconfined|RuntimeDefault|Localhost/[A-Za-z0-9._-]{1,200}")
+
+
+class KubernetesConfigError(DriverError):
+    """The driver's configuration is unusable; the message names the setting."""
+
+
+def socket_path_problem(path: str) -> str | None:
+    """Why ``path`` cannot be the sandbox pods' Workload API socket, or None when it can.
+
+    The CSI volume is mounted at the socket's directory and the supervisor hides that
+    directory from the agent, so it must be a dedicated directory, not a shared one.
+    """
+    if not path:
+        return "the Workload API socket path is empty"
+    if path.startswith("unix:"):
+        return f"give the socket as a filesystem path, not a URI ({path!r})"
+    if any(ch.isspace() or not ch.isprintable() for ch in path):
+        return f"socket path {path!r} contains whitespace or control characters"
+    if not path.startswith("/"):
+        return f"socket path {path!r} is not absolute"
+    if posixpath.normpath(path) != path or path.startswith("//"):
+        return f"socket path {path!r} is not normalised (no '.', '..', '//' or trailing '/')"
+    if len(path.encode()) > MAX_SOCKET_PATH:
+        return f"socket path {path!r} is longer than {MAX_SOCKET_PATH} bytes"
+    directory = posixpath.dirname(path)
+    if directory == "/":
+        return (
+            f"socket path {path!r} sits directly under /; put it in a dedicated directory "
+            "such as /spiffe-workload-api/"
+        )
+    if shadow_problem(directory) is not None:
+        # The one hiding policy every driver uses (grantbox.sandbox.hiding).
+        return (
+            f"socket directory {directory} is shared with the rest of the system; the CSI "
+            "volume is mounted over it and hidden from the agent, so use a dedicated "
+            "directory such as /spiffe-workload-api/"
+        )
+    if _overlaps(directory, TOKEN_DIR):
+        return f"socket directory {directory} overlaps the supervisor token directory"
+    return None
+
+
+def _overlaps(a: str, b: str) -> bool:
+    return a == b or a.startswith(b + "/") or b.startswith(a + "/")
+
+
+def _flag(value: str, name: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise KubernetesConfigError(f"{name}={value!r} is not a boolean (true/false)")
+
+
+@dataclass(frozen=True, slots=True)
+class KubernetesDriverConfig:
+    """Where and how sandbox pods run. Validated on construction (driver start)."""
+
+    namespace: str
+    image: str
+    gateway_url: str = ""
+    socket_path: str = DEFAULT_SOCKET_PATH
+    spiffe_csi: bool = True
+    image_pull_policy: str = "IfNotPresent"
+    service_account: str = ""
+    runtime_class: str = ""
+    apparmor_profile: str = "Unconfined"
+    read_only_root: bool = True
+    termination_grace_seconds: int = 10
+    resources: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    extra_labels: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        problem = socket_path_problem(self.socket_path)
+        if problem is not None:
+            raise KubernetesConfigError(problem)
+        if not _DNS_LABEL.fullmatch(self.namespace):
+            raise KubernetesConfigError(f"namespace {self.namespace!r} is not a valid name")
+        if not self.image or any(ch.isspace() for ch in self.image):
+            raise KubernetesConfigError("the sandbox image is empty or contains whitespace")
+        if self.image_pull_policy not in _PULL_POLICIES:
+            raise KubernetesConfigError(
+                f"image pull policy {self.image_pull_policy!r} is not one of "
+                f"{', '.join(_PULL_POLICIES)}"
+            )
+        if not _APPARMOR.fullmatch(self.apparmor_profile):
+            raise KubernetesConfigError(
+                f"AppArmor profile {self.apparmor_profile!r} must be Unconfined, "
+                "RuntimeDefault or Localhost/<profile>"
+            )
+        if self.gateway_url:
+            problem = gateway_url_problem(self.gateway_url)
+            if problem is not None:
+                raise KubernetesConfigError(problem)
+        if not 0 <= self.termination_grace_seconds <= 3600:
+            raise KubernetesConfigError("termination grace must be 0-3600 seconds")
+        for key, value in self.extra_labels.items():
+            if key in (MANAGED_BY_LABEL, SANDBOX_ID_KEY, SANDBOX_NAME_KEY):
+                raise KubernetesConfigError(f"label {key} is set by grantbox")
+            if not is_label_value(value):
+                raise KubernetesConfigError(f"label {key}={value!r} is not a valid label value")
+
+    @property
+    def socket_directory(self) -> str:
+        return posixpath.dirname(self.socket_path)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> KubernetesDriverConfig:
+        """Read ``GRANTBOX_K8S_*`` variables (the Helm chart's ConfigMap sets them)."""
+        env = os.environ if environ is None else environ
+        namespace = env.get("GRANTBOX_K8S_NAMESPACE", "") or _own_namespace()
+        image = env.get("GRANTBOX_K8S_SANDBOX_IMAGE", "")
+        if not image:
+            raise KubernetesConfigError("GRANTBOX_K8S_SANDBOX_IMAGE is not set")
+        try:
+            grace = int(env.get("GRANTBOX_K8S_TERMINATION_GRACE_SECONDS", "10"))
+        except ValueError:
+            raise KubernetesConfigError(
+                "GRANTBOX_K8S_TERMINATION_GRACE_SECONDS is not an integer"
+            ) from None
+        resources: dict[str, dict[str, str]] = {}
+        for kind, prefix in (("requests", "REQUEST"), ("limits", "LIMIT")):
+            for resource in ("cpu", "memory"):
+                value = env.get(f"GRANTBOX_K8S_{resource.upper()}_{prefix}", "")
+                if value:
+                    resources.setdefault(kind, {})[resource] = value
+        return cls(
+            namespace=namespace,
+            image=image,
+            gateway_url=env.get("GRANTBOX_K8S_GATEWAY_URL", ""),
+            socket_path=env.get("GRANTBOX_K8S_WORKLOAD_API_SOCKET", DEFAULT_SOCKET_PATH),
+            spiffe_csi=_flag(env.get("GRANTBOX_K8S_SPIFFE_CSI", "true"), "GRANTBOX_K8S_SPIFFE_CSI"),
+            image_pull_policy=env.get("GRANTBOX_K8S_IMAGE_PULL_POLICY", "IfNotPresent"),
+            service_account=env.get("GRANTBOX_K8S_SERVICE_ACCOUNT", ""),
+            runtime_class=env.get("GRANTBOX_K8S_RUNTIME_CLASS", ""),
+            apparmor_profile=env.get("GRANTBOX_K8S_APPARMOR_PROFILE", "Unconfined"),
+            read_only_root=_flag(
+                env.get("GRANTBOX_K8S_READ_ONLY_ROOT", "true"), "GRANTBOX_K8S_READ_ONLY_ROOT"
+            ),
+            termination_grace_seconds=grace,
+            resources=resources,
+        )
+
+
+_SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+
+def _own_namespace() -> str:
+    try:
+        with open(_SERVICE_ACCOUNT_NAMESPACE, encoding="utf-8") as handle:
+            return handle.read().strip()
+    except OSError:
+        raise KubernetesConfigError(
+            "GRANTBOX_K8S_NAMESPACE is not set and the gateway is not running in a pod"
+        ) from None
+
+
+def gateway_url_problem(url: str) -> str | None:
+    """Why sandbox pods could not reach the gateway at ``url``, or None."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"gateway URL {url!r} must be http(s)://HOST[:PORT]"
+    if parts.hostname in ("0.0.0.0", "::", "localhost") or parts.hostname.startswith("127."):  # noqa: S104
+        return (
+            f"gateway URL {url!r} is the gateway's own listen address, which pods cannot "
+            "reach; set GRANTBOX_K8S_GATEWAY_URL to the gateway Service URL"
+        )
+    if parts.hostname == "::1":
+        return f"gateway URL {url!r} is loopback; set GRANTBOX_K8S_GATEWAY_URL"
+    return None
