@@ -83,7 +83,7 @@ class LazyGroup(click.Group):
             result = super().main(args, prog_name, complete_var, False, **extra)
         except click.UsageError as exc:
             where = exc.ctx.command_path if exc.ctx is not None else "grantbox"
-            fail(f"{exc.format_message()} (see `{where} --help`)", code=2)
+            fail(f"{exc.format_message().rstrip('.')} (see `{where} --help`)", code=2)
         except click.ClickException as exc:
             fail(exc.format_message(), code=exc.exit_code)
         except (click.Abort, KeyboardInterrupt, EOFError):

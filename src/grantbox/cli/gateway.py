@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
 import logging
@@ -16,6 +17,7 @@ from grantbox.gateway import GatewayServer, GatewaySettings
 from grantbox.gateway.settings import DEFAULT_LISTEN, parse_listen
 
 from .output import fail
+from .statelock import StateDirectoryBusy, holding_state_dir
 
 
 class _JsonLines(logging.Formatter):
@@ -106,11 +108,26 @@ def serve(
     settings = GatewaySettings.from_env(
         db_url=db_url, listen=listen, state_dir=state_dir, advertise_url=advertise_url
     )
-    try:
-        driver = make_driver(driver_name) if driver_name else None
-        server = GatewayServer(settings, driver)
-    except (DriverError, OSError, ValueError, RuntimeError) as exc:
-        fail(f"cannot start the gateway: {' '.join(str(exc).split())}")
+    # Two gateways on one SQLite file would silently share it: the default database is
+    # held like `grantbox up` holds it (other databases serve several replicas).
+    lock = (
+        holding_state_dir(settings.state_dir, "grantbox gateway serve")
+        if not settings.db_url
+        else contextlib.nullcontext()
+    )
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(lock)
+            driver = make_driver(driver_name) if driver_name else None
+            server = GatewayServer(settings, driver, driver_name=driver_name or "")
+        except StateDirectoryBusy as exc:
+            fail(str(exc))
+        except (DriverError, OSError, ValueError, RuntimeError) as exc:
+            fail(f"cannot start the gateway: {' '.join(str(exc).split())}")
+        _serve(server, settings, host, driver is None)
+
+
+def _serve(server: GatewayServer, settings: GatewaySettings, host: str, no_driver: bool) -> None:
     server.write_client_config()
     if not _is_loopback(host):
         click.echo(
@@ -123,6 +140,6 @@ def serve(
         f"database: {server.gateway.store.backend})",
         err=True,
     )
-    if driver is None:
+    if no_driver:
         click.echo("no compute driver: sandboxes can be declared but not started", err=True)
     asyncio.run(server.serve())

@@ -2,7 +2,12 @@
 
 Ctrl-C or SIGTERM stops the sandboxes first (each supervisor takes its fenced agent and
 network namespace with it), then the gateway and the identity agent, and removes the runtime
-directory holding the sockets, so nothing is left behind.
+directory holding the sockets, so nothing is left behind. The sandboxes' records stay: the
+next ``grantbox up`` on the same state directory starts them again.
+
+Only one ``up`` runs per state directory (a second is refused, see :mod:`.statelock`). The
+gateway's address is recorded for the CLI only once everything answers, in one atomic
+write, so ``grantbox up & grantbox wait`` is a safe way to script it.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from grantbox.identity_agent import IdentityAgent
 from grantbox.sandbox import isolation_problem, shadow_problem
 
 from .output import fail
+from .statelock import StateDirectoryBusy, holding_state_dir
 
 DEFAULT_TRUST_DOMAIN = "grantbox.local"
 SHUTDOWN_GRACE = 1  # seconds the gateway waits for long-polls of stopped supervisors
@@ -91,8 +97,9 @@ def up(
 
     \b
     Example:
-      grantbox up
-      grantbox sandbox create --name agent -- sleep infinity
+      grantbox up &
+      grantbox wait
+      grantbox sandbox create agent --wait -- sleep infinity
     """
     try:
         parse_listen(listen)
@@ -102,11 +109,15 @@ def up(
     problem = isolation_problem()
     if problem is not None:
         fail(problem)
-    mode = "root" if os.geteuid() == 0 else "rootless (user namespaces)"
-    _step(f"isolation: namespaces available, running as {mode}")
+    settings = GatewaySettings.from_env(listen=listen)
     try:
-        ca = upstream_ca.resolve() if upstream_ca else None
-        asyncio.run(_run(listen, trust_domain, oidc, resolve, ca))
+        with holding_state_dir(settings.state_dir, "grantbox up"):
+            mode = "root" if os.geteuid() == 0 else "rootless (user namespaces)"
+            _step(f"isolation: namespaces available, running as {mode}")
+            ca = upstream_ca.resolve() if upstream_ca else None
+            asyncio.run(_run(settings, trust_domain, oidc, resolve, ca))
+    except StateDirectoryBusy as exc:
+        fail(str(exc))
     except OSError as exc:
         reason = exc.strerror or str(exc)
         fail(f"grantbox up could not start: {reason} (gateway {listen}, OIDC {oidc_listen})")
@@ -114,13 +125,12 @@ def up(
 
 
 async def _run(
-    listen: str,
+    settings: GatewaySettings,
     trust_domain: str,
     oidc: tuple[str, int],
     resolve: tuple[str, ...],
     upstream_ca: Path | None,
 ) -> None:
-    settings = GatewaySettings.from_env(listen=listen)
     runtime = default_runtime_dir()
     runtime.mkdir(parents=True, exist_ok=True, mode=0o755)
     remove_stale_runtime(runtime)
@@ -157,11 +167,22 @@ async def _run(
             )
         )
         # Supervisors' long-polls must not hold the gateway's shutdown for their full length.
-        gateway = GatewayServer(settings, driver, shutdown_grace=SHUTDOWN_GRACE)
+        gateway = GatewayServer(
+            settings,
+            driver,
+            shutdown_grace=SHUTDOWN_GRACE,
+            driver_name="local",
+            resume_sandboxes=True,
+        )
+        identity = {"trust_domain": agent.trust_domain, "oidc_url": agent.oidc_url}
+        gateway.gateway.status_extra["identity"] = identity
+        resuming = len(await asyncio.to_thread(gateway.gateway.sandboxes.to_resume))
         await asyncio.to_thread(gateway.start)
-        gateway.write_client_config()
         _step(f"gateway: {gateway.url} (state in {settings.state_dir})")
         _step(f"local driver: sandbox state in {settings.state_dir / 'sandboxes'}")
+        if resuming:
+            _step(f"sandboxes: starting again the {resuming} that ran before this `up`")
+        gateway.write_client_config({"identity": identity})
         click.echo(f"ready: the CLI finds this gateway via {settings.gateway_file_path}")
         click.echo("press Ctrl-C to stop")
         await stop.wait()
@@ -173,6 +194,7 @@ async def _run(
                 future = asyncio.run_coroutine_threadsafe(driver.aclose(), driver.loop)
                 await asyncio.wrap_future(future)
         if gateway is not None:
+            gateway.forget_client_config()
             _step("stopping the gateway")
             # Cancelling long-polls of supervisors that are gone is expected, not an error.
             logging.getLogger("uvicorn.error").setLevel(logging.CRITICAL)
