@@ -64,6 +64,16 @@ def _reason(data: Mapping[str, Any]) -> str:
     return ": ".join(parts)
 
 
+def is_connection_churn(record: Mapping[str, Any]) -> bool:
+    """A connection opened or closed: not a decision (shown only in ``-o json``)."""
+    data = record.get("data")
+    return (
+        isinstance(data, Mapping)
+        and data.get("class_uid") == NETWORK_ACTIVITY
+        and data.get("activity_id") in (1, 2)
+    )
+
+
 def event_line(record: Mapping[str, Any]) -> str:
     """The human line for one stored event (``{"time", "kind", "data"}``)."""
     data = record.get("data")

@@ -11,6 +11,7 @@ size changes are forwarded, so an interactive shell behaves like one.
 from __future__ import annotations
 
 import base64
+import codecs
 import contextlib
 import os
 import queue
@@ -22,10 +23,11 @@ import tty
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
+from typing import Any, BinaryIO, TextIO
 
 from .client import GatewayCallError, GatewayClient
 from .output import say
+from .terminal import neutralise
 
 DEFAULT_TIMEOUT = 300.0
 INTERACTIVE_TIMEOUT = 86_400.0
@@ -39,6 +41,7 @@ class ExecOptions:
     stdin: bool
     tty: bool
     timeout: float
+    raw: bool = False  # pass output to a terminal unescaped (always so with a tty)
 
     @classmethod
     def decide(
@@ -48,6 +51,7 @@ class ExecOptions:
         interactive: bool,
         tty: bool,
         timeout: float | None,
+        raw: bool = False,
         stdin_is_terminal: bool | None = None,
     ) -> ExecOptions:
         """Piped stdin is forwarded; a terminal's only with ``-i`` (else an exec typed at a
@@ -59,7 +63,7 @@ class ExecOptions:
             tty = False
         forward = interactive or tty or (_stdin_fd() is not None and not stdin_is_terminal)
         limit = timeout or (INTERACTIVE_TIMEOUT if tty else DEFAULT_TIMEOUT)
-        return cls(command, forward, tty, limit)
+        return cls(command, forward, tty, limit, raw)
 
 
 def _stdin_fd() -> int | None:
@@ -68,6 +72,32 @@ def _stdin_fd() -> int | None:
     except OSError:
         return None
     return 0
+
+
+class OutputSink:
+    """Where one output stream goes. Into a pipe or file the bytes pass unchanged; onto a
+    terminal (without ``-t``/``--raw``) control characters are shown escaped, keeping line
+    breaks and tabs: the command is the agent's, and its bytes must not drive the terminal.
+    """
+
+    def __init__(self, binary: BinaryIO, *, escape: bool) -> None:
+        self._binary = binary
+        self._escape = escape
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    @classmethod
+    def for_stream(cls, stream: TextIO, options: ExecOptions) -> OutputSink:
+        try:
+            terminal = stream.isatty()
+        except (OSError, ValueError):
+            terminal = False
+        return cls(stream.buffer, escape=terminal and not options.tty and not options.raw)
+
+    def write(self, data: bytes) -> None:
+        if self._escape:
+            data = neutralise(self._decoder.decode(data), keep="\n\t").encode()
+        self._binary.write(data)
+        self._binary.flush()
 
 
 def exit_status(code: int) -> int:
@@ -161,7 +191,8 @@ def run_exec(client: GatewayClient, name: str, options: ExecOptions) -> int:
         "rows": rows,
         "cols": cols,
     }
-    stdout, stderr = sys.stdout.buffer, sys.stderr.buffer
+    stdout = OutputSink.for_stream(sys.stdout, options)
+    stderr = OutputSink.for_stream(sys.stderr, options)
     previous_winch: Any = None
     with client:
         try:
@@ -181,7 +212,6 @@ def run_exec(client: GatewayClient, name: str, options: ExecOptions) -> int:
                     elif "data" in item:
                         target = stderr if item.get("stream") == "stderr" else stdout
                         target.write(base64.b64decode(item["data"]))
-                        target.flush()
                     elif "exit_code" in item:
                         return exit_status(int(item["exit_code"]))
                     elif "error" in item:

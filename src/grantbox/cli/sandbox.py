@@ -11,7 +11,7 @@ import click
 import yaml
 
 from .client import GatewayCallError, GatewayClient, connect, gateway_option, reports_gateway_errors
-from .events import event_line
+from .events import event_line, is_connection_churn
 from .exec_session import ExecOptions, run_exec
 from .naming import CommandAfterDashes, after_dashes, name_options
 from .output import emit, fail, output_option, say, to_json, to_yaml, usage_error
@@ -22,7 +22,7 @@ _COLUMNS = (
     ("NAME", "name"),
     ("PHASE", "phase"),
     ("PROVIDERS", "providers"),
-    ("COMMAND", "command", lambda v: " ".join(v or ()) or "(idle)"),
+    ("COMMAND", "command", lambda v: _shorten(" ".join(v or ()) or "(idle)")),
     ("CREATED", "created_at"),
     ("REASON", "phase_reason"),
 )
@@ -30,6 +30,10 @@ NO_SANDBOXES = "no sandboxes (create one with `grantbox sandbox create NAME -- C
 DEFAULT_TAIL = 1000
 WAIT_POLL = 0.25
 OMITTED_HEADER = "grantbox-omitted"
+
+
+def _shorten(text: str, width: int = 40) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _load_policy(path: Path) -> dict[str, Any]:
@@ -367,11 +371,13 @@ def events(
 
     \b
     Decisions: allow, deny, audit (allowed; would be denied under enforce), token (a token
-    was injected), no-token (the token grant failed: see reason).
+    was injected), no-token (the token grant failed: see reason), refuse/fail (a
+    connection). Connections opening and closing show only in -o json.
     """
 
     def show(item: dict[str, Any]) -> None:
-        say(event_line(item))
+        if not is_connection_churn(item):
+            say(event_line(item))
 
     _follow_records(name, "events", _params(tail, since, follow), gateway, fmt, show)
 
@@ -393,17 +399,25 @@ def events(
     metavar="SECONDS",
     help="Stop the command after this long (default 300; 86400 with -t).",
 )
+@click.option(
+    "--raw",
+    is_flag=True,
+    help="Pass output to your terminal unescaped (pipes and -t always get it unchanged).",
+)
 @gateway_option
 def exec_(
     name: str,
     interactive: bool,
     tty: bool,
     timeout_seconds: float | None,
+    raw: bool,
     gateway: str | None,
 ) -> None:
     """Run a command in the sandbox; exits with the command's exit status.
 
-    Piped stdin is forwarded; from a terminal, give -i (and -t for a shell).
+    Piped stdin is forwarded; from a terminal, give -i (and -t for a shell). Output into
+    a pipe is byte for byte; onto a terminal its control characters are shown escaped
+    unless -t or --raw (an interactive shell, like ssh, passes them through).
 
     \b
     Examples:
@@ -419,6 +433,7 @@ def exec_(
         interactive=interactive,
         tty=tty,
         timeout=timeout_seconds,
+        raw=raw,
     )
     try:
         code = run_exec(connect(gateway, timeout=60.0), name, options)

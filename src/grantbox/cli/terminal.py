@@ -25,9 +25,10 @@ def _escape(char: str) -> str:
     return f"\\U{code:08x}"
 
 
-def neutralise(text: str) -> str:
+def neutralise(text: str, keep: str = "") -> str:
     """``text`` with every non-printable character (C0, DEL, C1, format and separator
-    characters, unpaired surrogates) replaced by a visible escape; the space is kept."""
+    characters, unpaired surrogates) replaced by a visible escape; the space is kept, and
+    so are the characters in ``keep`` (``"\n\t"`` for multi-line output)."""
     if text.isprintable():
         return text
-    return "".join(char if char.isprintable() else _escape(char) for char in text)
+    return "".join(char if char.isprintable() or char in keep else _escape(char) for char in text)

@@ -12,9 +12,11 @@ its status and the kernel kills whatever else is left in the PID namespace.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import signal
 import sys
+import termios
 
 from . import syscalls as sc
 from .spec import PRIVATE_TMP, PRIVATE_TMP_SIZE, LaunchSpec
@@ -100,6 +102,10 @@ def _become_agent(spec: LaunchSpec) -> None:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
     os.setsid()
+    if os.isatty(0):
+        # `sandbox exec -t`: the terminal becomes the session's, so ^C and job control work.
+        with contextlib.suppress(OSError):
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
     if spec.nested_user_namespace:
         # Init is not dumpable, which makes our /proc/self files root's; the uid map of the
         # new namespace must be writable by us. exec would reset this anyway.
