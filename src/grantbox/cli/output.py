@@ -68,8 +68,9 @@ def to_json(data: Any, *, indent: int | None = 2) -> str:
 
 
 def to_yaml(data: Any) -> str:
-    # PyYAML double-quotes and escapes every non-printable character it meets.
-    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True).rstrip()
+    # ASCII only, like JSON: PyYAML then double-quotes and escapes every control character
+    # and every non-ASCII one (with allow_unicode it would pass bidi overrides through).
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=False).rstrip()
 
 
 def render_table(
