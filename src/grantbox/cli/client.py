@@ -51,7 +51,6 @@ def gateway_option(func: F) -> F:
     return click.option(
         "--gateway",
         "gateway",
-        envvar="GRANTBOX_GATEWAY",
         metavar="URL",
         help="Gateway URL (default: $GRANTBOX_GATEWAY, else the one `grantbox up` recorded).",
     )(func)

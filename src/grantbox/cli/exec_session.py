@@ -16,6 +16,7 @@ import contextlib
 import os
 import queue
 import signal
+import stat
 import sys
 import termios
 import threading
@@ -57,21 +58,27 @@ class ExecOptions:
         """Piped stdin is forwarded; a terminal's only with ``-i`` (else an exec typed at a
         prompt would swallow the keyboard). ``-t`` needs a terminal on stdin."""
         if stdin_is_terminal is None:
-            stdin_is_terminal = _stdin_fd() is not None and os.isatty(0)
+            stdin_is_terminal = _stdin_kind() == "terminal"
         if tty and not stdin_is_terminal:
             say("warning: -t ignored: stdin is not a terminal", err=True)
             tty = False
-        forward = interactive or tty or (_stdin_fd() is not None and not stdin_is_terminal)
+        forward = interactive or tty or _stdin_kind() == "data"
         limit = timeout or (INTERACTIVE_TIMEOUT if tty else DEFAULT_TIMEOUT)
         return cls(command, forward, tty, limit, raw)
 
 
-def _stdin_fd() -> int | None:
+def _stdin_kind() -> str:
+    """``terminal``, ``data`` (a pipe, file or socket: forward it), or ``none`` (closed,
+    or a device such as /dev/null: nothing to forward)."""
     try:
-        os.fstat(0)
+        mode = os.fstat(0).st_mode
     except OSError:
-        return None
-    return 0
+        return "none"
+    if os.isatty(0):
+        return "terminal"
+    if stat.S_ISFIFO(mode) or stat.S_ISREG(mode) or stat.S_ISSOCK(mode):
+        return "data"
+    return "none"
 
 
 class OutputSink:

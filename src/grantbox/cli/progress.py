@@ -33,6 +33,11 @@ class Progress:
             self._write(line + "\n")
         self._last = line
 
+    def clear(self) -> None:
+        """Take the live line away (before an error line says what went wrong)."""
+        if self._live:
+            self._write(_CLEAR_LINE)
+
     def done(self, status: str) -> None:
         elapsed = time.monotonic() - self._started
         line = f"{self.subject}: {neutralise(status)} after {elapsed:.1f} s"

@@ -73,11 +73,11 @@ def wait_until_started(client: GatewayClient, name: str, seconds: float) -> dict
                 progress.done(phase)
                 return view
             if phase in ("error", "deleting"):
-                progress.done(phase)
+                progress.clear()
                 fail(f"sandbox {name} is in phase {phase}: {reason}")
             progress.show(f"{phase}: {reason}" if reason else phase)
             if time.monotonic() > deadline:
-                progress.done("still " + phase)
+                progress.clear()
                 fail(
                     f"sandbox {name} is still {phase} after {seconds:g} s ({reason}); "
                     f"see `grantbox sandbox logs {name}`"

@@ -171,7 +171,7 @@ def wait(gateway: str | None, timeout: float) -> None:
                     return
                 reason = f"{url}: {reason}"
             if time.monotonic() >= deadline:
-                progress.done("not ready")
+                progress.clear()
                 fail(f"no gateway became ready within {timeout:g} s (last: {reason})")
             progress.show(f"waiting ({reason})")
             time.sleep(WAIT_POLL)
