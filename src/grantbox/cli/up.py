@@ -71,7 +71,15 @@ def _step(message: str) -> None:
 
 
 @click.command()
-@click.option("--listen", default=DEFAULT_LISTEN, show_default=True, metavar="HOST:PORT")
+@click.option(
+    "--listen",
+    default=DEFAULT_LISTEN,
+    show_default=True,
+    metavar="HOST:PORT",
+    envvar="GRANTBOX_LISTEN",
+    show_envvar=True,
+    help="Where the gateway listens (port 0: any free port; the CLI finds it anyway).",
+)
 @click.option("--trust-domain", default=DEFAULT_TRUST_DOMAIN, show_default=True)
 @click.option(
     "--oidc-listen",
