@@ -118,21 +118,6 @@ def test_version_and_completion(tmp_path: Path) -> None:
     )
 
 
-def test_demo_with_a_port_taken_says_so_in_one_line(tmp_path: Path) -> None:
-    with socket.socket() as busy:
-        busy.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
-        port = busy.getsockname()[1]
-        gb = Grantbox(env={"GRANTBOX_CONFIG_DIR": str(tmp_path)})
-        error = gb.refused("demo", "--ports", f"{port},0,0")
-    assert error == (
-        f"the demo needs 127.0.0.1 port {port} (token issuer), already in use; stop what "
-        "listens there (`ss -ltnp` shows it) and run `grantbox demo` again"
-    )
-    assert list(tmp_path.iterdir()) == []
-
-
 def test_proxy_run_warns_at_start_when_no_identity_socket_is_there(tmp_path: Path) -> None:
     profile = grant_profile("alpha", host="alpha.example")
     config = {"profiles": [profile], "providers": [{"name": "alpha", "profile": "alpha"}]}

@@ -37,8 +37,8 @@ def _ports(value: str | None) -> DemoPorts:
         issuer, alpha, beta = (int(part) for part in value.split(","))
     except ValueError:
         raise click.BadParameter("expected ISSUER,ALPHA,BETA port numbers") from None
-    if not all(0 <= port < 65536 for port in (issuer, alpha, beta)):
-        raise click.BadParameter("ports must be within 0-65535 (0: any free port)")
+    if not all(0 < port < 65536 for port in (issuer, alpha, beta)):
+        raise click.BadParameter("ports must be within 1-65535")
     return DemoPorts(issuer, alpha, beta)
 
 
