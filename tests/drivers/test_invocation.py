@@ -95,3 +95,20 @@ def test_both_drivers_build_the_same_command_line(tmp_path: Path) -> None:
     assert local_argv == pod_argv
     env = {item["name"]: item["value"] for item in container["env"]}
     assert env == local.environment()
+
+
+def test_gateway_serve_with_the_local_driver_is_refused_with_one_line(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from grantbox.cli.app import cli
+
+    result = CliRunner().invoke(
+        cli,
+        ["gateway", "serve", "--driver", "local", "--state-dir", str(tmp_path), "--listen",
+         "127.0.0.1:0"],
+    )  # fmt: skip
+    assert result.exit_code != 0
+    lines = result.output.strip().splitlines()
+    assert lines[-1].startswith("error: cannot start the gateway: the local driver runs inside")
+    assert "grantbox up" in lines[-1]
+    assert "Traceback" not in result.output

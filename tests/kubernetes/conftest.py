@@ -63,7 +63,8 @@ async def driver(
     """The driver over the real ``kubernetes`` asyncio client, pointed at the fake API."""
     api_config = client.Configuration(host=fake_api.url)
     kube = KubernetesDriver(config, api_config)
-    kube.RETRY_DELAYS = (0.05, 0.1)
+    kube.WAIT_INITIAL = 0.05
+    kube.WAIT_MAX = 0.1
     try:
         yield kube
     finally:

@@ -18,12 +18,8 @@ from grantbox.drivers.local import (
 )
 from grantbox.sandbox.hiding import HidingRefused
 from grantbox.sandbox.preflight import rootless_blockers
+from grantbox.supervisor.launch import SupervisorOptions, agent_launch_spec
 from grantbox.supervisor.outbox import Outbox
-from grantbox.supervisor.runtime import Supervisor, SupervisorOptions, backoff
-
-
-def test_backoff_grows_then_caps() -> None:
-    assert [backoff(n) for n in range(7)] == [0.5, 1.0, 2.0, 4.0, 5.0, 5.0, 5.0]
 
 
 @given(st.lists(st.integers(), max_size=50), st.integers(1, 10))
@@ -130,9 +126,7 @@ def test_rootless_blockers_name_each_setting() -> None:
 
 @pytest.mark.parametrize("rootless", [False, True])
 def test_launch_spec_is_fenced_and_scrubbed(tmp_path: Path, rootless: bool) -> None:
-    token = tmp_path / "state" / "token"
-    token.parent.mkdir()
-    token.write_text("supervisor-token-value\n")
+    token = tmp_path / "state" / "token"  # never created: the launch spec is pure
     options = SupervisorOptions(
         gateway_url="http://127.0.0.1:1",
         sandbox_id="s1",
@@ -142,12 +136,12 @@ def test_launch_spec_is_fenced_and_scrubbed(tmp_path: Path, rootless: bool) -> N
         rootless=rootless,
         declared_env={"MODEL": "m"},
     )
-    spec = Supervisor(options).launch_spec(["curl", "http://alpha.localhost/"])
+    spec = agent_launch_spec(options, ["curl", "http://alpha.localhost/"], ca_pem="PEM")
     assert spec.argv == ("curl", "http://alpha.localhost/")
     assert set(spec.hidden) == {"/run/gbx/workloads/s1", str(tmp_path / "state")}
     assert spec.env["HTTPS_PROXY"] == "http://127.0.0.1:3130"
     assert spec.env["MODEL"] == "m"
-    assert "supervisor-token-value" not in spec.to_bytes().decode()
+    assert not token.exists() and spec.ca_pem == "PEM"
     assert (spec.uid, spec.gid, spec.nested_user_namespace) == (
         (None, None, True) if rootless else (65534, 65534, False)
     )

@@ -33,6 +33,7 @@ class Stack:
     upstream: RecordingUpstream
     socket_dir: Path
     workdir: Path
+    server: GatewayServer
 
     @property
     def alpha_url(self) -> str:
@@ -88,7 +89,7 @@ async def running_stack(tmp_path: Path) -> AsyncIterator[Stack]:
             server.start()
             try:
                 gw = GatewayCli(server.url, server.operator_token, tmp_path)
-                stack = Stack(gw, driver, agent, issuer, upstream, socket_dir, tmp_path)
+                stack = Stack(gw, driver, agent, issuer, upstream, socket_dir, tmp_path, server)
                 yield stack
             finally:
                 for sandbox_id in driver.sandbox_ids():

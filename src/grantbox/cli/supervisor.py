@@ -65,6 +65,8 @@ def run(
     )
     # One line per long-poll and per exec chunk would drown what matters.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # Each retry is logged once by our own loops, with the reason; stamina's line adds none.
+    logging.getLogger("stamina").setLevel(logging.ERROR)
     env: dict[str, str] = {}
     for item in declared:
         name, sep, value = item.partition("=")

@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from grantbox.identity.socket_uri import ENDPOINT_ENV
 
 SUBCOMMAND = ("supervisor", "run")
+ORPHANED_EXIT_CODE = 75
+"""How ``supervisor run`` exits when the gateway no longer knows its sandbox (deleted,
+token revoked or expired): the driver then removes what it kept for the sandbox."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,13 @@ For each sandbox it makes a private state directory (0700) holding the superviso
 (0600) and the supervisor's log, registers the sandbox's identity with the local identity
 agent (``spiffe://<td>/grantbox/sandbox/<id>``, usable only by the supervisor's uid), starts
 ``grantbox supervisor run`` and reports its state to the gateway. Delete stops the
-supervisor (which takes its agent down), unregisters the identity and removes the directory.
+supervisor (which takes its agent down), unregisters the identity and removes the directory,
+and returns only once the supervisor process is gone.
+
+A supervisor that exits because the gateway no longer knows its sandbox is cleaned up the
+same way. Directories left by an earlier run (whose supervisors should have died with it)
+are reaped when the driver starts watching and every :data:`REAP_INTERVAL` seconds: a
+supervisor still running there is killed.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import logging.handlers
 import os
 import shutil
 import signal
@@ -19,8 +26,9 @@ import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from grantbox.drivers.invocation import SupervisorInvocation
+from grantbox.drivers.invocation import ORPHANED_EXIT_CODE, SupervisorInvocation
 from grantbox.drivers.protocol import DriverError, DriverState, DriverStatus, SandboxSpec
 from grantbox.identity_agent import AdminError, add_workload_remote, remove_workload_remote
 
@@ -29,6 +37,11 @@ log = logging.getLogger("grantbox.drivers.local")
 STOP_GRACE = 10.0
 TOKEN_FILE = "supervisor-token"  # noqa: S105 - a file name
 LOG_FILE = "supervisor.log"
+LOG_MAX_BYTES = 2 * 1024 * 1024
+LOG_BACKUPS = 1
+LOG_LINE_MAX = 16 * 1024
+PID_FILE = "supervisor.pid"
+REAP_INTERVAL = 10.0
 
 
 def supervisor_command() -> list[str]:
@@ -77,6 +90,85 @@ def _create_private(path: Path, data: bytes) -> None:
         os.close(fd)
 
 
+class _PrivateRotatingFile(logging.handlers.RotatingFileHandler):
+    """A size-capped log file created 0600 (the supervisor's log names sandboxes)."""
+
+    def _open(self) -> Any:
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        return os.fdopen(fd, "a", encoding="utf-8", errors="replace")
+
+
+async def copy_capped(
+    stream: asyncio.StreamReader,
+    path: Path,
+    max_bytes: int = LOG_MAX_BYTES,
+    backups: int = LOG_BACKUPS,
+) -> None:
+    """Copy a supervisor's output into ``path``, rotated at ``max_bytes`` with ``backups``
+    old files kept, so a flood (say, accept errors) cannot fill the host's disk."""
+    handler = _PrivateRotatingFile(path, maxBytes=max_bytes, backupCount=backups, delay=True)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    try:
+        while True:
+            try:
+                line = await stream.readline()
+            except ValueError:
+                line = await stream.read(LOG_LINE_MAX)
+            if not line:
+                return
+            text = line[:LOG_LINE_MAX].decode(errors="replace").rstrip("\n")
+            handler.emit(logging.makeLogRecord({"msg": text, "levelno": logging.INFO}))
+    finally:
+        handler.close()
+
+
+def _recorded_pid(path: Path) -> int | None:
+    try:
+        text = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def _is_supervisor_of(pid: int, sandbox_id: str) -> bool:
+    """Whether ``pid`` is still a ``supervisor run`` for ``sandbox_id`` (not a reused pid)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    words = [word.decode(errors="replace") for word in argv]
+    for at in range(len(words) - 1):
+        if words[at : at + 2] == ["supervisor", "run"]:
+            options = words[at + 2 :]
+            return any(
+                options[i : i + 2] == ["--sandbox-id", sandbox_id] for i in range(len(options))
+            )
+    return False
+
+
+def _process_gone(pid: int) -> bool:
+    """No such process, or a zombie (dead; only its parent's wait is missing)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+async def _until_gone(pid: int, seconds: float) -> bool:
+    """Wait (bounded) for a process that is not our child to disappear."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not _process_gone(pid):
+        if asyncio.get_running_loop().time() > deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True
+
+
+def _own_directory(root: Path, directory: Path) -> bool:
+    return directory.is_dir() and directory.resolve().parent == root.resolve()
+
+
 def last_error_line(path: Path, limit: int = 16384) -> str:
     """The last warning or error the supervisor logged (its log's tail only)."""
     try:
@@ -96,6 +188,10 @@ def exit_status(code: int, log_path: Path) -> DriverStatus:
     """How a supervisor's exit reads to an operator."""
     if code == 0:
         return DriverStatus(DriverState.EXITED, "exited with 0")
+    if code == ORPHANED_EXIT_CODE:
+        return DriverStatus(
+            DriverState.EXITED, "the gateway no longer knows this sandbox; it was torn down"
+        )
     how = f"killed by signal {-code}" if code < 0 else f"exited with {code}"
     detail = last_error_line(log_path)
     return DriverStatus(DriverState.FAILED, f"supervisor {how}" + (f": {detail}" if detail else ""))
@@ -107,6 +203,8 @@ class _Sandbox:
     workload: str
     process: asyncio.subprocess.Process | None = None
     waiter: asyncio.Task[None] | None = None
+    log_copier: asyncio.Task[None] | None = None
+    teardown: asyncio.Future[None] | None = None
     status: DriverStatus = field(default_factory=lambda: DriverStatus(DriverState.PENDING))
 
 
@@ -162,18 +260,19 @@ class LocalDriver:
                 uids=[os.geteuid()],
             )
             invocation = supervisor_invocation(self.settings, spec, token_file, socket)
-            log_fd = os.open(directory / LOG_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            try:
-                entry.process = await asyncio.create_subprocess_exec(
-                    *invocation.argv(supervisor_command()),
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=log_fd,
-                    stderr=log_fd,
-                    env=invocation.environment(path=os.environ.get("PATH", "/usr/bin:/bin")),
-                    start_new_session=True,
-                )
-            finally:
-                os.close(log_fd)
+            entry.process = await asyncio.create_subprocess_exec(
+                *invocation.argv(supervisor_command()),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                env=invocation.environment(path=os.environ.get("PATH", "/usr/bin:/bin")),
+                start_new_session=True,
+            )
+            assert entry.process.stdout is not None
+            entry.log_copier = asyncio.create_task(
+                copy_capped(entry.process.stdout, directory / LOG_FILE)
+            )
+            _create_private(directory / PID_FILE, f"{entry.process.pid}\n".encode())
         except (OSError, AdminError, ValueError) as exc:
             await self._remove(spec.sandbox_id)
             raise DriverError(f"cannot start the supervisor: {exc}") from None
@@ -186,15 +285,60 @@ class LocalDriver:
     async def _wait(self, sandbox_id: str, entry: _Sandbox) -> None:
         assert entry.process is not None
         code = await entry.process.wait()
+        if entry.log_copier is not None:
+            await asyncio.gather(entry.log_copier, return_exceptions=True)
         self._report(sandbox_id, exit_status(code, entry.directory / LOG_FILE))
+        if code == ORPHANED_EXIT_CODE and self._sandboxes.get(sandbox_id) is entry:
+            # Nobody will ask to delete a sandbox the gateway forgot: clean up now.
+            await self._remove(sandbox_id)
 
     async def delete(self, sandbox_id: str) -> None:
+        """Stop the sandbox; returns once its supervisor process is gone."""
         if sandbox_id not in self._sandboxes:
+            await self._reap_directory(self.settings.state_root / sandbox_id)
             return
         await self._remove(sandbox_id)
 
+    async def reap(self) -> list[str]:
+        """Remove sandbox directories this driver does not run (left by an earlier run),
+        killing any supervisor still running in one. Returns the reaped sandbox ids."""
+        root = self.settings.state_root
+        try:
+            children = sorted(os.listdir(root))
+        except FileNotFoundError:
+            return []
+        reaped = []
+        for name in children:
+            directory = root / name
+            if name not in self._sandboxes and _own_directory(root, directory):
+                await self._reap_directory(directory)
+                reaped.append(name)
+        return reaped
+
+    async def _reap_directory(self, directory: Path) -> None:
+        if not _own_directory(self.settings.state_root, directory):
+            return
+        pid = _recorded_pid(directory / PID_FILE)
+        if pid is not None and _is_supervisor_of(pid, directory.name):
+            log.warning("sandbox %s: killing a leftover supervisor (pid %s)", directory.name, pid)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            await _until_gone(pid, STOP_GRACE)
+        with contextlib.suppress(AdminError, OSError):
+            await remove_workload_remote(self.settings.identity_admin_socket, directory.name)
+        shutil.rmtree(directory, ignore_errors=True)
+
     async def _remove(self, sandbox_id: str) -> None:
-        entry = self._sandboxes[sandbox_id]
+        """Tear one sandbox down; concurrent callers (a delete racing the supervisor's own
+        exit as orphaned) share one teardown."""
+        entry = self._sandboxes.get(sandbox_id)
+        if entry is None:
+            return
+        if entry.teardown is None:
+            entry.teardown = asyncio.ensure_future(self._teardown(sandbox_id, entry))
+        await asyncio.shield(entry.teardown)
+
+    async def _teardown(self, sandbox_id: str, entry: _Sandbox) -> None:
         process = entry.process
         if process is not None and process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
@@ -205,13 +349,13 @@ class LocalDriver:
                 with contextlib.suppress(ProcessLookupError):
                     process.kill()
                 await process.wait()
-        if entry.waiter is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await entry.waiter
-        with contextlib.suppress(AdminError):
+        if entry.log_copier is not None:
+            await asyncio.gather(entry.log_copier, return_exceptions=True)
+        with contextlib.suppress(AdminError, OSError):
             await remove_workload_remote(self.settings.identity_admin_socket, entry.workload)
         shutil.rmtree(entry.directory, ignore_errors=True)
-        del self._sandboxes[sandbox_id]
+        if self._sandboxes.get(sandbox_id) is entry:
+            del self._sandboxes[sandbox_id]
 
     async def status(self, sandbox_id: str) -> DriverStatus:
         entry = self._sandboxes.get(sandbox_id)
@@ -220,9 +364,20 @@ class LocalDriver:
         return entry.status
 
     async def watch(self) -> AsyncIterator[tuple[str, DriverStatus]]:
+        """Status changes; reaps leftovers when it starts and every REAP_INTERVAL seconds."""
         self._loop = asyncio.get_running_loop()
+        await self._reap_quietly()
         while True:
-            yield await self._updates.get()
+            try:
+                yield await asyncio.wait_for(self._updates.get(), REAP_INTERVAL)
+            except TimeoutError:
+                await self._reap_quietly()
+
+    async def _reap_quietly(self) -> None:
+        try:
+            await self.reap()
+        except Exception:
+            log.exception("reaping leftover sandboxes failed")
 
     def sandbox_ids(self) -> list[str]:
         return sorted(self._sandboxes)

@@ -78,7 +78,18 @@ def driver_names() -> list[str]:
     return sorted(set(_REGISTRY) | set(_BUILT_IN_MODULES))
 
 
+# Drivers that only run inside a command that also starts what they depend on.
+_NOT_STANDALONE = {
+    "local": (
+        "the local driver runs inside `grantbox up`, which also starts the identity agent "
+        "its sandboxes need; run `grantbox up` instead of `gateway serve --driver local`"
+    ),
+}
+
+
 def make_driver(name: str) -> ComputeDriver:
+    if name in _NOT_STANDALONE:
+        raise DriverError(_NOT_STANDALONE[name])
     if name not in _REGISTRY and name in _BUILT_IN_MODULES:
         importlib.import_module(_BUILT_IN_MODULES[name])
     try:

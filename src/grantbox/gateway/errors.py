@@ -6,6 +6,7 @@
     ├── Forbidden               403 forbidden
     │   └── ReadOnly            403 read_only          (built-in profiles)
     ├── NotFound                404 not_found
+    │   └── SandboxGone         404 sandbox_gone       (supervisor API: stop and tear down)
     ├── Conflict                409 conflict
     │   ├── AlreadyExists       409 already_exists
     │   ├── StaleVersion        409 stale_version      (optimistic concurrency)
@@ -65,6 +66,12 @@ class ReadOnly(Forbidden):
 class NotFound(GatewayError):
     status = 404
     code = "not_found"
+
+
+class SandboxGone(NotFound):
+    """Told to a supervisor whose sandbox is deleted or being deleted: it must stop."""
+
+    code = "sandbox_gone"
 
 
 class Conflict(GatewayError):

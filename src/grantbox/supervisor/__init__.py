@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .gateway_client import ExecRequestItem, SupervisorClient, SupervisorClientError
+    from .launch import SupervisorOptions, agent_launch_spec
     from .outbox import Outbox
-    from .runtime import Supervisor, SupervisorOptions, run_supervisor
+    from .runtime import Supervisor, run_supervisor
 
 _EXPORTS = {
     "ExecRequestItem": ".gateway_client",
@@ -24,7 +25,8 @@ _EXPORTS = {
     "SupervisorClientError": ".gateway_client",
     "Outbox": ".outbox",
     "Supervisor": ".runtime",
-    "SupervisorOptions": ".runtime",
+    "SupervisorOptions": ".launch",
+    "agent_launch_spec": ".launch",
     "run_supervisor": ".runtime",
 }
 
@@ -35,6 +37,7 @@ __all__ = [
     "SupervisorClient",
     "SupervisorClientError",
     "SupervisorOptions",
+    "agent_launch_spec",
     "run_supervisor",
 ]
 

@@ -22,6 +22,7 @@ from grantbox.profiles import EffectiveConfig
 from .token_file import read_token, replace_token
 
 RENEW_WHEN_LEFT = 1 / 3
+SANDBOX_GONE = "sandbox_gone"  # the gateway's error code for a deleted sandbox
 
 
 class SupervisorClientError(RuntimeError):
@@ -31,6 +32,12 @@ class SupervisorClientError(RuntimeError):
         super().__init__(message)
         self.status = status
         self.code = code
+
+    @property
+    def sandbox_gone(self) -> bool:
+        """The gateway no longer knows this sandbox (deleted) or refuses our token (revoked
+        or expired): the supervisor must stop injecting and tear the sandbox down."""
+        return self.status == 401 or (self.status == 404 and self.code == SANDBOX_GONE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +235,11 @@ class SupervisorClient:
         if self._token_file is not None:
             replace_token(self._token_file, self._token)
         return self._expires_at
+
+    def token_expired(self, now: float | None = None) -> bool:
+        """True once the token can no longer authenticate (or its expiry is unreadable)."""
+        current = time.time() if now is None else now
+        return self._expires_at <= 0 or current >= self._expires_at
 
     def renewal_due(self, now: float | None = None) -> bool:
         """True once less than a third of the token's lifetime is left (or it is unreadable)."""

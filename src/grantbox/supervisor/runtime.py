@@ -12,29 +12,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-import os
 import signal
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
+from grantbox.drivers.invocation import ORPHANED_EXIT_CODE
 from grantbox.grants import GrantEngine
 from grantbox.identity import WorkloadIdentityClient
-from grantbox.profiles import EffectiveConfig
+from grantbox.profiles import EffectiveConfig, build_effective_config
 from grantbox.proxy import EgressProxy, SystemResolver, parse_overrides
-from grantbox.sandbox.environment import agent_environment
-from grantbox.sandbox.hiding import hidden_directories, socket_directory
 from grantbox.sandbox.launcher import launch
-from grantbox.sandbox.network import DEFAULT_PROXY_PORT, SandboxNetwork, create_sandbox_network
-from grantbox.sandbox.spec import DEFAULT_CA_PATH, NOBODY, LaunchSpec
+from grantbox.sandbox.network import SandboxNetwork, create_sandbox_network
+from grantbox.sandbox.spec import LaunchSpec
 from grantbox.sandbox.trust import trust_bundle
 
 from .exec_session import run_exec
 from .gateway_client import ExecRequestItem, SupervisorClient, SupervisorClientError
+from .launch import SupervisorOptions, agent_launch_spec
 from .outbox import Outbox
+from .retry import retrying, transient
+from .shipping import batches, bounded_message, flatten, halves
 
 log = logging.getLogger("grantbox.supervisor")
 
@@ -44,50 +44,31 @@ SHIP_INTERVAL = 0.5
 LONG_POLL_SECONDS = 25.0
 STOP_GRACE = 5.0
 MAX_LINE = 16 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class SupervisorOptions:
-    gateway_url: str
-    sandbox_id: str
-    token_file: Path
-    identity_socket: str
-    command: tuple[str, ...] = ()
-    hide: tuple[str, ...] = ()
-    proxy_port: int = DEFAULT_PROXY_PORT
-    resolve: tuple[str, ...] = ()
-    upstream_ca_file: Path | None = None
-    rootless: bool | None = None
-    declared_env: dict[str, str] = field(default_factory=dict)
-
-    def hidden(self) -> tuple[str, ...]:
-        """The identity socket's directory, the token's directory, and any extra ones."""
-        token_dir = str(self.token_file.resolve().parent)
-        return hidden_directories([socket_directory(self.identity_socket), token_dir, *self.hide])
-
-
-def backoff(attempt: int) -> float:
-    """Seconds to wait before retrying the gateway: 0.5, 1, 2, 4, then 5."""
-    return float(min(5.0, 0.5 * 2 ** min(attempt, 4)))
+OUTBOX_CAPACITY = 10_000
+SHIP_TAKE = 2_000
+BACKLOG_WARNING = OUTBOX_CAPACITY // 2
 
 
 class Supervisor:
     def __init__(self, options: SupervisorOptions) -> None:
         self.options = options
-        self.rootless = os.geteuid() != 0 if options.rootless is None else options.rootless
+        self.rootless = options.is_rootless()
         self._hidden = options.hidden()
         self._client = SupervisorClient.from_token_file(
             options.gateway_url, options.sandbox_id, options.token_file
         )
         self._identity = WorkloadIdentityClient(options.identity_socket)
         self._engine = GrantEngine(self._identity)
-        self._logs: Outbox[dict[str, Any]] = Outbox(10_000)
-        self._events: Outbox[dict[str, Any]] = Outbox(10_000)
+        self._logs: Outbox[Mapping[str, Any]] = Outbox(OUTBOX_CAPACITY)
+        self._events: Outbox[Mapping[str, Any]] = Outbox(OUTBOX_CAPACITY)
         self._proxy: EgressProxy | None = None
         self._network: SandboxNetwork | None = None
         self._ca_pem = ""
         self._config: EffectiveConfig | None = None
         self._stopping = asyncio.Event()
+        self._orphaned = ""
+        self._refused: dict[str, int] = {}
+        self._noted: dict[str, int] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._execs: set[asyncio.Task[None]] = set()
         self._fence_error = ""
@@ -97,20 +78,7 @@ class Supervisor:
 
     # -- the agent's view -------------------------------------------------------------
     def launch_spec(self, argv: Sequence[str]) -> LaunchSpec:
-        env = agent_environment(
-            proxy_port=self.options.proxy_port,
-            ca_bundle=DEFAULT_CA_PATH,
-            declared=self.options.declared_env,
-        )
-        return LaunchSpec(
-            argv=tuple(argv),
-            env=env,
-            hidden=self._hidden,
-            ca_pem=self._ca_pem,
-            uid=None if self.rootless else NOBODY,
-            gid=None if self.rootless else NOBODY,
-            nested_user_namespace=self.rootless,
-        )
+        return agent_launch_spec(self.options, argv, ca_pem=self._ca_pem)
 
     # -- lifecycle ----------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -129,7 +97,13 @@ class Supervisor:
             await self._shutdown()
 
     async def _run(self) -> int:
-        config = await self._first_config()
+        try:
+            config = await self._first_config()
+        except SupervisorClientError as exc:
+            if not exc.sandbox_gone:
+                raise
+            await self._orphan(str(exc))
+            return ORPHANED_EXIT_CODE
         if config is None:
             return 0
         self._config = config
@@ -174,7 +148,7 @@ class Supervisor:
             return code
         await _terminate(agent, waiter)
         await asyncio.gather(*pumps, return_exceptions=True)
-        return 0
+        return ORPHANED_EXIT_CODE if self._orphaned else 0
 
     async def _shutdown(self) -> None:
         for task in list(self._execs):
@@ -193,16 +167,42 @@ class Supervisor:
         await self._client.aclose()
 
     async def _keep_running(self, job: Callable[[], Awaitable[None]]) -> None:
-        """Restart a background job after an unexpected error instead of losing it."""
-        attempt = 0
-        while not self._stopping.is_set():
-            try:
-                await job()
-                return
-            except Exception:
-                log.exception("%s failed; restarting it", job.__name__)
-                await self._pause(backoff(attempt))
-                attempt += 1
+        """Restart a background job after an unexpected error instead of losing it; a
+        gateway answer that the sandbox is gone ends the sandbox instead."""
+        try:
+            await retrying(job, what=job.__name__, retry_on=_not_gone, traceback=True)
+        except SupervisorClientError as exc:
+            if not exc.sandbox_gone:
+                raise
+            await self._orphan(str(exc))
+
+    # -- orphaned: the gateway no longer knows this sandbox -----------------------------
+    @property
+    def orphaned(self) -> str:
+        """Why the sandbox was torn down as unknown to the gateway ("" while it is not)."""
+        return self._orphaned
+
+    async def _orphan(self, why: str) -> None:
+        """Stop injecting at once, drop every cached token, then tear the sandbox down.
+
+        The proxy is switched to a config with no endpoints and no bindings (every request
+        is refused from now on), the grant engine forgets its tokens and is closed (any
+        grant still asked for fails as token_grant_failed without reaching the identity
+        agent or the token endpoint), and the stop takes the agent down.
+        """
+        if self._orphaned:
+            return
+        self._orphaned = why or "the gateway no longer knows this sandbox"
+        if self._proxy is not None:
+            self._proxy.update(build_effective_config(self.options.sandbox_id, None, ()))
+        self._engine.replace_bindings(())
+        await self._engine.aclose()
+        log.error(
+            "sandbox %s: %s; refusing all traffic and tearing the sandbox down",
+            self.options.sandbox_id,
+            self._orphaned,
+        )
+        self.request_stop()
 
     def _spawn(self, work: Awaitable[Any]) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(work)
@@ -212,17 +212,16 @@ class Supervisor:
 
     # -- gateway ------------------------------------------------------------------------
     async def _first_config(self) -> EffectiveConfig | None:
-        attempt = 0
-        while not self._stopping.is_set():
-            try:
-                return await self._client.config()
-            except SupervisorClientError as exc:
-                if exc.status in (401, 403, 404):
-                    raise
-                log.warning("gateway not ready (%s); retrying", exc)
-            await self._pause(backoff(attempt))
-            attempt += 1
-        return None
+        """The first config, or None when a stop comes first (4xx answers propagate)."""
+        fetch = asyncio.ensure_future(retrying(self._client.config, what="first config fetch"))
+        stop = asyncio.ensure_future(self._stopping.wait())
+        await asyncio.wait({fetch, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if not fetch.done():
+            fetch.cancel()
+            await asyncio.gather(fetch, return_exceptions=True)
+            return None
+        return fetch.result()
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -232,33 +231,43 @@ class Supervisor:
         try:
             await self._client.heartbeat(revision, error)
         except SupervisorClientError as exc:
+            if exc.sandbox_gone:
+                await self._orphan(str(exc))
+                return
             log.warning("heartbeat failed: %s", exc)
 
     async def _heartbeats(self) -> None:
         while not self._stopping.is_set():
             await self._pause(HEARTBEAT_INTERVAL)
-            if self._client.renewal_due():
-                try:
-                    await self._client.renew_token()
-                except (SupervisorClientError, OSError) as exc:
-                    log.warning("token renewal failed: %s", exc)
-            if self._config is not None:
-                await self._heartbeat(self._config.revision)
+            await self._renew_token()
+            if self._config is not None and not self._orphaned:
+                await self._heartbeat(self._config.revision, self.shipping_condition())
+
+    async def _renew_token(self) -> None:
+        """Renew before expiry; a token that expired unrenewed ends the sandbox."""
+        if self._client.renewal_due():
+            try:
+                await self._client.renew_token()
+            except SupervisorClientError as exc:
+                if exc.sandbox_gone:
+                    await self._orphan(str(exc))
+                    return
+                log.warning("token renewal failed: %s", exc)
+            except OSError as exc:
+                log.warning("renewed token not written to its file: %s", exc)
+        if self._client.token_expired():
+            await self._orphan("the supervisor token expired before it could be renewed")
 
     async def _follow_config(self) -> None:
-        attempt = 0
         while not self._stopping.is_set():
             assert self._config is not None and self._proxy is not None
-            try:
-                config = await self._client.config(
-                    wait=self._config.revision, wait_seconds=LONG_POLL_SECONDS
-                )
-                attempt = 0
-            except SupervisorClientError as exc:
-                log.warning("config watch failed: %s", exc)
-                await self._pause(backoff(attempt))
-                attempt += 1
-                continue
+            revision = self._config.revision
+            config = await retrying(
+                functools.partial(
+                    self._client.config, wait=revision, wait_seconds=LONG_POLL_SECONDS
+                ),
+                what="config watch",
+            )
             if config.revision == self._config.revision:
                 continue
             self._proxy.update(config)
@@ -279,25 +288,83 @@ class Supervisor:
                 line = await stream.read(MAX_LINE)
             if not line:
                 return
-            text = line.decode(errors="replace").rstrip("\n")
+            text, _ = bounded_message(line.decode(errors="replace").rstrip("\n"))
             if name == "stderr" and text.startswith("sandbox: "):
                 self._fence_error = text  # why the fence could not run the command
             self._logs.put({"message": text, "stream": name, "ts": time.time()})
 
     async def _ship_once(self) -> None:
-        for outbox, send in (
-            (self._logs, self._client.ship_logs),
-            (self._events, self._client.ship_events),
+        """Events first, then logs; a refusal of one never holds up the other."""
+        for outbox, send, what in (
+            (self._events, self._client.ship_events, "events"),
+            (self._logs, self._client.ship_logs, "log lines"),
         ):
-            batch = outbox.take(1000)
-            if not batch:
-                continue
-            try:
-                await send(batch)
-            except SupervisorClientError as exc:
-                outbox.give_back(batch)
-                log.warning("shipping failed: %s", exc)
+            if self._orphaned:
                 return
+            items = outbox.take(SHIP_TAKE)
+            if not items:
+                continue
+            pending = batches(items)
+            while pending:
+                if not await self._deliver(pending[0], send, what):
+                    outbox.give_back(flatten(pending))
+                    break
+                pending.pop(0)
+        self._note_losses()
+
+    async def _deliver(
+        self,
+        batch: list[Mapping[str, Any]],
+        send: Callable[[list[Mapping[str, Any]]], Awaitable[int]],
+        what: str,
+    ) -> bool:
+        """Ship ``batch``; False when the gateway could not take it now (try again later).
+
+        A batch the gateway refuses (413 or another 4xx) is split; a single item it refuses
+        is dropped and counted, so nothing is retried unchanged forever.
+        """
+        try:
+            await send(batch)
+            return True
+        except SupervisorClientError as exc:
+            if exc.sandbox_gone:
+                await self._orphan(str(exc))
+                return True
+            if transient(exc):
+                log.warning("shipping %s failed: %s", what, exc)
+                return False
+            if len(batch) == 1:
+                self._refused[what] = self._refused.get(what, 0) + 1
+                log.warning("the gateway refused one of the %s (%s); dropped it", what, exc)
+                return True
+            first, second = halves(batch)
+            return await self._deliver(first, send, what) and await self._deliver(
+                second, send, what
+            )
+
+    def _note_losses(self) -> None:
+        """Say in the record itself when the record lost something."""
+        lost = {
+            "events dropped (outbox full)": self._events.dropped,
+            "log lines dropped (outbox full)": self._logs.dropped,
+            **{f"{what} refused by the gateway": n for what, n in self._refused.items()},
+        }
+        for what, count in lost.items():
+            noted = self._noted.get(what, 0)
+            if count > noted:
+                self._noted[what] = count
+                message = f"grantbox: {count - noted} {what} (total {count})"
+                self._logs.put({"message": message, "stream": "supervisor", "ts": time.time()})
+
+    def shipping_condition(self) -> str:
+        """Non-empty while the operator's record is behind (shown by the gateway)."""
+        waiting = len(self._events) + len(self._logs)
+        if waiting < BACKLOG_WARNING:
+            return ""
+        return (
+            f"shipping backlog: {len(self._events)} events and {len(self._logs)} log lines "
+            "waiting for the gateway"
+        )
 
     async def _ship(self) -> None:
         while not self._stopping.is_set():
@@ -306,16 +373,10 @@ class Supervisor:
 
     # -- exec ---------------------------------------------------------------------------
     async def _serve_exec(self) -> None:
-        attempt = 0
         while not self._stopping.is_set():
-            try:
-                item = await self._client.next_exec(LONG_POLL_SECONDS)
-                attempt = 0
-            except SupervisorClientError as exc:
-                log.warning("exec channel failed: %s", exc)
-                await self._pause(backoff(attempt))
-                attempt += 1
-                continue
+            item = await retrying(
+                lambda: self._client.next_exec(LONG_POLL_SECONDS), what="exec channel"
+            )
             if item is not None:
                 task = asyncio.create_task(self._run_exec(item))
                 self._execs.add(task)
@@ -339,6 +400,10 @@ class Supervisor:
             await asyncio.wait_for(self._client.report_exit(code, reason), 5.0)
         except (SupervisorClientError, TimeoutError) as exc:
             log.warning("could not report the command's exit to the gateway: %s", exc)
+
+
+def _not_gone(exc: Exception) -> bool:
+    return not (isinstance(exc, SupervisorClientError) and exc.sandbox_gone)
 
 
 async def _terminate(process: asyncio.subprocess.Process, waiter: asyncio.Task[int]) -> None:

@@ -15,6 +15,8 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+import stamina
+
 from grantbox.drivers.protocol import DriverError, DriverState, DriverStatus, SandboxSpec
 
 from .config import KubernetesDriverConfig
@@ -51,7 +53,8 @@ class KubernetesDriver:
 
     WATCH_TIMEOUT = 240
     MIN_QUIET_WATCH = 1.0
-    RETRY_DELAYS: tuple[float, ...] = (0.5, 1.0, 2.0, 5.0)
+    WAIT_INITIAL = 0.5
+    WAIT_MAX = 5.0
 
     def __init__(
         self, config: KubernetesDriverConfig, api_config: Configuration | None = None
@@ -230,21 +233,40 @@ class KubernetesDriver:
             await self.aclose()
 
     async def _follow(self) -> AsyncIterator[tuple[str, DriverStatus]]:
-        attempt = 0
+        """List, then watch from the list's version; reconnect through one retry schedule.
+
+        Connecting (and listing when the version expired) is retried by stamina with growing
+        waits. A watch that failed or ended at once without delivering anything makes the
+        next connection wait first, so a server that ends every watch is not polled in a loop.
+        """
         version = ""
+        pace = False
         while True:
+            listed: list[Mapping[str, Any]] = []
+            async for attempt in stamina.retry_context(
+                on=self._retry_watch,
+                attempts=None,
+                timeout=None,
+                wait_initial=self.WAIT_INITIAL,
+                wait_max=self.WAIT_MAX,
+                wait_jitter=self.WAIT_INITIAL,
+            ):
+                with attempt:
+                    if pace:
+                        pace = False
+                        raise _QuietWatch
+                    core = await self._core()
+                    if not version:
+                        version, listed = await self._list(core)
+            for pod in listed:
+                found = self._event_status("ADDED", pod)
+                if found is not None:
+                    yield found
+            started = time.monotonic()
+            delivered = False
             try:
-                core = await self._core()
-                if not version:
-                    version, pods = await self._list(core)
-                    for pod in pods:
-                        found = self._event_status("ADDED", pod)
-                        if found is not None:
-                            yield found
-                started = time.monotonic()
-                delivered = False
                 async for kind, obj in self._watch_once(core, version):
-                    attempt, delivered = 0, True
+                    delivered = True
                     rv = (obj.get("metadata") or {}).get("resourceVersion")
                     if rv:
                         version = str(rv)
@@ -252,28 +274,30 @@ class KubernetesDriver:
                         found = self._event_status(kind, obj)
                         if found is not None:
                             yield found
-                if not delivered and time.monotonic() - started < self.MIN_QUIET_WATCH:
-                    # A server that ends every watch at once must not be polled in a loop.
-                    await asyncio.sleep(self._next_delay(attempt))
-                    attempt += 1
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 if _status_code(exc) == 410:
                     log.info("pod watch expired; listing sandbox pods again")
                     version = ""
-                    if attempt:
-                        await asyncio.sleep(self._next_delay(attempt))
-                    attempt += 1
-                    continue
-                delay = self._next_delay(attempt)
-                attempt += 1
-                problem = _api_failure("watch pods", exc)
-                log.warning("pod watch failed (%s); retrying in %s s", problem, delay)
-                await asyncio.sleep(delay)
+                else:
+                    log.warning(
+                        "pod watch failed (%s); reconnecting", _api_failure("watch pods", exc)
+                    )
+                pace = not delivered
+                continue
+            pace = not delivered and time.monotonic() - started < self.MIN_QUIET_WATCH
 
-    def _next_delay(self, attempt: int) -> float:
-        return self.RETRY_DELAYS[min(attempt, len(self.RETRY_DELAYS) - 1)]
+    def _retry_watch(self, exc: Exception) -> bool:
+        if not isinstance(exc, Exception):
+            return False  # cancellation: never retried
+        if not isinstance(exc, _QuietWatch):
+            log.warning("pod watch failed (%s); retrying", _api_failure("watch pods", exc))
+        return True
+
+
+class _QuietWatch(Exception):
+    """The last watch delivered nothing: wait before the next one."""
 
 
 class _ApiStatus(Exception):

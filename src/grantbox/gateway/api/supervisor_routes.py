@@ -2,26 +2,40 @@
 
 The ``Supervisor`` dependency refuses a token bound to another sandbox before the request
 body is even parsed, and every handler compares the ids again before it reads or writes.
+A sandbox that is deleted or being deleted is answered ``sandbox_gone`` (404) on every
+sandbox-scoped route, so its supervisor stops injecting and tears the sandbox down; a
+missing exec id stays a plain ``not_found``.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from anyio import to_thread
 from fastapi import APIRouter, Query, Request, Response
 
-from grantbox.gateway.errors import Busy, NotFound
+from grantbox.gateway.errors import Busy, NotFound, SandboxGone
 from grantbox.gateway.exec_relay import Delivery
 
 from .auth_deps import Supervisor, own_sandbox
 from .schemas import EventBatch, ExecExit, ExecOutput, Heartbeat, LogBatch, SandboxExit
 from .state import gateway_of
 
+T = TypeVar("T")
+
 router = APIRouter(prefix="/api/v1/supervisor", tags=["supervisor"])
 
 RECHECK_SECONDS = 0.5
+
+
+async def _for_live_sandbox(call: Callable[..., T], *args: Any) -> T:
+    """Run a sandbox service call in a thread; a missing sandbox becomes ``sandbox_gone``."""
+    try:
+        return await to_thread.run_sync(call, *args)
+    except NotFound as exc:
+        raise SandboxGone(f"{exc.message}; stop the supervisor") from None
 
 
 @router.get("/sandboxes/{sandbox_id}/config")
@@ -39,7 +53,7 @@ async def supervisor_config(
     deadline = loop.time() + min(wait_seconds, gateway.settings.longpoll_max)
     while True:
         ticket = gateway.feed.ticket()
-        config = await to_thread.run_sync(gateway.sandboxes.config, sandbox_id)
+        config = await _for_live_sandbox(gateway.sandboxes.config, sandbox_id)
         remaining = deadline - loop.time()
         if not wait or config.revision != wait or remaining <= 0:
             return config.to_dict()
@@ -55,10 +69,10 @@ async def supervisor_heartbeat(
 ) -> dict[str, Any]:
     own_sandbox(claims, sandbox_id)
     gateway = gateway_of(request)
-    await to_thread.run_sync(
+    await _for_live_sandbox(
         gateway.sandboxes.heartbeat, sandbox_id, body.applied_revision, body.error
     )
-    view = await to_thread.run_sync(gateway.sandboxes.get_by_id, sandbox_id)
+    view = await _for_live_sandbox(gateway.sandboxes.get_by_id, sandbox_id)
     return {
         "revision": view.revision,
         "phase": view.phase.value,
@@ -72,7 +86,7 @@ async def supervisor_logs(
 ) -> dict[str, int]:
     own_sandbox(claims, sandbox_id)
     lines = [line.model_dump() for line in body.lines]
-    count = await to_thread.run_sync(gateway_of(request).sandboxes.append_logs, sandbox_id, lines)
+    count = await _for_live_sandbox(gateway_of(request).sandboxes.append_logs, sandbox_id, lines)
     return {"accepted": count}
 
 
@@ -81,7 +95,7 @@ async def supervisor_events(
     request: Request, sandbox_id: str, claims: Supervisor, body: EventBatch
 ) -> dict[str, int]:
     own_sandbox(claims, sandbox_id)
-    count = await to_thread.run_sync(
+    count = await _for_live_sandbox(
         gateway_of(request).sandboxes.append_events, sandbox_id, body.events
     )
     return {"accepted": count}
@@ -101,7 +115,7 @@ async def supervisor_next_exec(
     """Long-poll for the next exec request of this sandbox; 204 when none arrives."""
     own_sandbox(claims, sandbox_id)
     gateway = gateway_of(request)
-    await to_thread.run_sync(gateway.sandboxes.config, sandbox_id)  # 404 once deleted
+    await _for_live_sandbox(gateway.sandboxes.config, sandbox_id)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(wait_seconds, gateway.settings.longpoll_max)
     # Wait in short slices so a poller that went away stops here instead of taking (and
@@ -171,7 +185,7 @@ async def supervisor_sandbox_exit(
     (``sandbox get`` shows ``exited`` for 0 and ``error`` with this reason otherwise)."""
     own_sandbox(claims, sandbox_id)
     gateway = gateway_of(request)
-    await to_thread.run_sync(gateway.sandboxes.record_exit, sandbox_id, body.exit_code, body.reason)
+    await _for_live_sandbox(gateway.sandboxes.record_exit, sandbox_id, body.exit_code, body.reason)
     return {"ok": True}
 
 
@@ -182,7 +196,7 @@ async def supervisor_renew_token(
     """A fresh token for the same sandbox, while the sandbox exists and is not deleting."""
     own_sandbox(claims, sandbox_id)
     gateway = gateway_of(request)
-    await to_thread.run_sync(gateway.sandboxes.config, sandbox_id)
+    await _for_live_sandbox(gateway.sandboxes.config, sandbox_id)
     token = gateway.issuer.mint(sandbox_id)
     verified = gateway.issuer.verify(token)
     return {"token": token, "expires_at": verified.expires_at}

@@ -1,0 +1,62 @@
+"""What the supervisor asks the fence for: its options and the agent's launch spec (pure).
+
+Everything here is plain data in, plain data out: no token file is read, no socket opened,
+so the agent's view (hidden directories, environment, identity) is tested on its own.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from grantbox.sandbox.environment import agent_environment
+from grantbox.sandbox.hiding import hidden_directories, socket_directory
+from grantbox.sandbox.network import DEFAULT_PROXY_PORT
+from grantbox.sandbox.spec import DEFAULT_CA_PATH, NOBODY, LaunchSpec
+
+
+@dataclass(frozen=True, slots=True)
+class SupervisorOptions:
+    gateway_url: str
+    sandbox_id: str
+    token_file: Path
+    identity_socket: str
+    command: tuple[str, ...] = ()
+    hide: tuple[str, ...] = ()
+    proxy_port: int = DEFAULT_PROXY_PORT
+    resolve: tuple[str, ...] = ()
+    upstream_ca_file: Path | None = None
+    rootless: bool | None = None
+    declared_env: dict[str, str] = field(default_factory=dict)
+
+    def hidden(self) -> tuple[str, ...]:
+        """The identity socket's directory, the token's directory, and any extra ones."""
+        # Resolved: a symlinked directory must be checked (and hidden) where it really is.
+        token_dir = str(self.token_file.resolve().parent)
+        return hidden_directories([socket_directory(self.identity_socket), token_dir, *self.hide])
+
+    def is_rootless(self) -> bool:
+        return os.geteuid() != 0 if self.rootless is None else self.rootless
+
+
+def agent_launch_spec(
+    options: SupervisorOptions, argv: Sequence[str], *, ca_pem: str = ""
+) -> LaunchSpec:
+    """The fence's instructions for one agent (or exec) process of this sandbox."""
+    rootless = options.is_rootless()
+    env = agent_environment(
+        proxy_port=options.proxy_port,
+        ca_bundle=DEFAULT_CA_PATH,
+        declared=options.declared_env,
+    )
+    return LaunchSpec(
+        argv=tuple(argv),
+        env=env,
+        hidden=options.hidden(),
+        ca_pem=ca_pem,
+        uid=None if rootless else NOBODY,
+        gid=None if rootless else NOBODY,
+        nested_user_namespace=rootless,
+    )

@@ -1,0 +1,110 @@
+"""The bounds on what the supervisor ships (pure), and the control-byte flood end to end."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from grantbox.supervisor.shipping import (
+    MAX_BATCH_BYTES,
+    MAX_MESSAGE_BYTES,
+    batches,
+    bounded_message,
+    encoded_size,
+    flatten,
+    halves,
+)
+from tests.support.sandbox_stack import Stack, running_stack
+
+_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=20_000)
+
+
+@given(_text)
+def test_a_message_fits_its_bound_and_says_when_it_was_cut(text: str) -> None:
+    message, truncated = bounded_message(text, 2048)
+    assert encoded_size(message) <= 2048
+    assert truncated == (message != text)
+    if truncated:
+        assert "line truncated" in message
+        assert text.startswith(message[: message.index(" [grantbox: line truncated")])
+
+
+def test_sixty_thousand_control_bytes_are_cut_to_the_bound() -> None:
+    message, truncated = bounded_message("\x01" * 60_000)
+    assert truncated and encoded_size(message) <= MAX_MESSAGE_BYTES
+    assert "60000 bytes in all" in message
+
+
+@given(st.lists(st.dictionaries(st.text(max_size=3), _text, max_size=3), max_size=60))
+def test_batches_keep_order_and_bounds(items: list[dict[str, str]]) -> None:
+    grouped = batches(items, max_bytes=8192, max_items=7)
+    assert flatten(grouped) == items
+    for group in grouped:
+        assert 1 <= len(group) <= 7
+        assert len(group) == 1 or sum(encoded_size(i) + 1 for i in group) <= 8192
+    first, second = halves(items)
+    assert first + second == items
+
+
+async def until(predicate: Callable[[], bool], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {seconds} s")
+        await asyncio.sleep(0.2)
+
+
+@pytest.fixture
+async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
+    async with running_stack(tmp_path) as running:
+        yield running
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+async def test_a_control_byte_flood_cannot_keep_events_from_the_operator(stack: Stack) -> None:
+    stack.gw.ok("profile", "import", "-f", stack.gw.write("alpha.yaml", stack.profile()))
+    stack.gw.ok("provider", "create", "--name", "pa", "--type", "alpha", "--runtime-credentials")
+    flood = "i=0; while [ $i -lt 12 ]; do head -c 60000 /dev/zero | tr '\\000' '\\001'; echo; i=$((i+1)); done"  # noqa: E501
+    requests = (
+        "i=0; while [ $i -lt 15 ]; do"
+        f" curl -s -o /dev/null {stack.alpha_url}/granted-$i;"
+        " curl -s -o /dev/null http://denied.invalid/refused-$i; i=$((i+1)); done;"
+        " echo flood-done; sleep 600"
+    )
+    await asyncio.to_thread(
+        stack.gw.json, "sandbox", "create", "--name", "loud", "--provider", "pa",
+        "--", "sh", "-c", f"{flood}; {requests}",
+    )  # fmt: skip
+
+    def events() -> list[dict[str, Any]]:
+        out = stack.gw.run("sandbox", "events", "loud", "-o", "json").stdout.strip()
+        if out.startswith("["):
+            parsed: list[dict[str, Any]] = json.loads(out)
+            return parsed
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+    def mentions(marker: str) -> int:
+        return sum(marker in str(event) for event in events())
+
+    await until(
+        lambda: mentions("/granted-") >= 15 and mentions("denied.invalid") >= 15,
+        60,
+        "every OCSF event of the 30 requests in `sandbox events`",
+    )
+    tokens = [r for r in stack.upstream.requests if r.target.startswith("/granted-")]
+    assert len(tokens) == 15 and all(r.header("authorization") for r in tokens)
+    await until(lambda: "flood-done" in stack.gw.run("sandbox", "logs", "loud").stdout, 30, "logs")
+    logs = stack.gw.run("sandbox", "logs", "loud", "-o", "json").stdout
+    assert logs.count("line truncated, 60000 bytes in all") == 12
+    assert max(len(line) for line in logs.splitlines()) < 4 * MAX_MESSAGE_BYTES
+    assert stack.server.gateway.settings.max_body_bytes // 8 > MAX_BATCH_BYTES
