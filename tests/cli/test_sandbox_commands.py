@@ -10,6 +10,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +18,7 @@ from grantbox.drivers import DriverState, DriverStatus, SandboxSpec
 from grantbox.gateway import GatewayServer
 from tests.support.exec_peer import ExecPeer, exec_peer
 from tests.support.gateway_driver import RecordingDriver
+from tests.support.gateway_server import GatewayCli
 from tests.support.grantbox_command import Grantbox
 
 
@@ -92,6 +94,16 @@ def test_exec_forwards_piped_stdin_and_exits_with_the_commands_status(
     failed = gb.run("sandbox", "exec", "box", "--", "sh", "-c", "echo oops >&2; exit 7")
     assert (failed.returncode, failed.stderr) == (7, "oops\n")
     assert [item.stdin for item in peer.received] == [True, True, False]  # /dev/null: no
+
+
+def test_in_process_exec_reads_the_runners_stdin_not_the_test_processes(
+    server: GatewayServer, box: SandboxSpec, peer: ExecPeer, tmp_path: Path
+) -> None:
+    gw = GatewayCli(server.url, server.operator_token, tmp_path)
+    assert gw.run("sandbox", "exec", "box", "--", "cat", input="from the runner").stdout == (
+        "from the runner"
+    )
+    assert gw.run("sandbox", "exec", "box", "--", "cat").stdout == ""  # empty: EOF at once
 
 
 def test_exec_in_a_sandbox_that_stopped_fails_at_once_and_says_why(

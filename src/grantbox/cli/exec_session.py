@@ -67,18 +67,40 @@ class ExecOptions:
         return cls(command, forward, tty, limit, raw)
 
 
+def _stdin_fd() -> int | None:
+    """The descriptor behind ``sys.stdin`` (None when it has none, e.g. in-process)."""
+    try:
+        return sys.stdin.fileno()
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def _stdin_kind() -> str:
     """``terminal``, ``data`` (a pipe, file or socket: forward it), or ``none`` (closed,
     or a device such as /dev/null: nothing to forward)."""
+    if sys.stdin is None:
+        return "none"
+    fd = _stdin_fd()
+    if fd is None:
+        return "data"  # an in-memory stdin (click's test runner): forward what it holds
     try:
-        mode = os.fstat(0).st_mode
+        mode = os.fstat(fd).st_mode
     except OSError:
         return "none"
-    if os.isatty(0):
+    if os.isatty(fd):
         return "terminal"
     if stat.S_ISFIFO(mode) or stat.S_ISREG(mode) or stat.S_ISSOCK(mode):
         return "data"
     return "none"
+
+
+def _read_stdin() -> bytes:
+    fd = _stdin_fd()
+    if fd is not None:
+        return os.read(fd, READ_CHUNK)  # unbuffered: a raw terminal's keys go at once
+    reader = getattr(sys.stdin.buffer, "read1", sys.stdin.buffer.read)
+    data: bytes = reader(READ_CHUNK)
+    return data
 
 
 class OutputSink:
@@ -140,8 +162,8 @@ class _InputPump:
     def pump_stdin(self) -> None:
         while True:
             try:
-                chunk = os.read(0, READ_CHUNK)
-            except OSError:
+                chunk = _read_stdin()
+            except (OSError, ValueError):
                 chunk = b""
             if not chunk:
                 self._post({"eof": True})

@@ -158,6 +158,10 @@ class Profile(_Strict):
         """A provider of this profile may be created with no stored secret: every required
         credential is obtained at run time. A profile with no credentials at all (a
         network-only provider: endpoints and policy, nothing to inject) qualifies too."""
+        if not self.credentials:
+            return True
+        if not any(c.is_runtime_resolvable for c in self.credentials):
+            return False
         return all(c.is_runtime_resolvable for c in self.credentials if c.required)
 
     @property
