@@ -199,6 +199,9 @@ async def _run(
         if driver is not None and driver.loop is not None and not driver.loop.is_closed():
             _step("stopping sandboxes")
             with contextlib.suppress(Exception):
+                if gateway is not None:  # no sandbox may start while they are stopped
+                    quiet = gateway.gateway.orchestrator.quiesce()
+                    await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(quiet, driver.loop))
                 future = asyncio.run_coroutine_threadsafe(driver.aclose(), driver.loop)
                 await asyncio.wrap_future(future)
         if gateway is not None:

@@ -93,7 +93,7 @@ def create_app(
         gateway.sandboxes.records.bind(asyncio.get_running_loop())
         tasks: list[asyncio.Task[Any]] = [asyncio.create_task(gateway.orchestrator.follow_driver())]
         if resume_sandboxes:
-            tasks.append(asyncio.create_task(gateway.orchestrator.resume_all()))
+            tasks.append(gateway.orchestrator.start_resuming())
         try:
             yield
         finally:

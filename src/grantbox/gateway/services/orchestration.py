@@ -7,6 +7,7 @@ after the driver confirmed the delete, so a crash in between leaves a visible re
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Mapping, Sequence
@@ -47,6 +48,8 @@ class SandboxOrchestrator:
         # Sandboxes being restarted: a late "exited" from the previous supervisor must not
         # land on the new run. Cleared by the first pending/running status after the restart.
         self._restarting: set[str] = set()
+        self._resuming: asyncio.Task[int] | None = None
+        self._quiet = False
 
     def _require_driver(self) -> ComputeDriver:
         if self.driver is None:
@@ -107,6 +110,19 @@ class SandboxOrchestrator:
         await self._start(driver, view)
         return await anyio.to_thread.run_sync(self.sandboxes.get_by_id, sandbox_id)
 
+    def start_resuming(self) -> asyncio.Task[int]:
+        """Run :meth:`resume_all` in the background (on the serving loop)."""
+        self._resuming = asyncio.get_running_loop().create_task(self.resume_all())
+        return self._resuming
+
+    async def quiesce(self) -> None:
+        """Start nothing more and let a start in flight finish, so that stopping the driver
+        afterwards stops everything (``grantbox up`` calls this before it stops sandboxes)."""
+        self._quiet = True
+        if self._resuming is not None and not self._resuming.done():
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._resuming)
+
     async def resume_all(self) -> int:
         """After the control plane itself restarted (``grantbox up``), start every sandbox
         that was running again and finish deletes that were interrupted."""
@@ -118,6 +134,8 @@ class SandboxOrchestrator:
                 await anyio.to_thread.run_sync(self.sandboxes.remove, sandbox_id)
         views = await anyio.to_thread.run_sync(self.sandboxes.to_resume)
         for view in views:
+            if self._quiet:
+                break
             try:
                 await self.restart(view.name)
             except Exception as exc:
