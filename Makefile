@@ -4,11 +4,11 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: all setup test lint typecheck pytest demo bench clean
+.PHONY: all setup test lint typecheck pytest demo bench clean lock
 
 all: test
 
-$(STAMP): pyproject.toml scripts/bootstrap.sh
+$(STAMP): pyproject.toml constraints.txt scripts/bootstrap.sh
 	PYTHON=$(PYTHON) VENV=$(VENV) ./scripts/bootstrap.sh
 	@touch $(STAMP)
 
@@ -32,6 +32,19 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	@for b in bench/[!_]*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+# Pins every dependency (all extras, with hashes) in constraints.txt, and the images' subsets
+# in deploy/images/*.lock, from the ranges in pyproject.toml. Run after editing dependencies;
+# `make lock UPGRADE=1` moves the pins to the newest versions the ranges allow.
+LOCK := $(BIN)/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes \
+	--no-emit-package grantbox --custom-compile-command "make lock" $(if $(UPGRADE),--upgrade)
+lock:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet "$$(grep -m1 '^uv==' constraints.txt | cut -d' ' -f1)"
+	$(LOCK) pyproject.toml --extra dev -o constraints.txt
+	$(LOCK) pyproject.toml --extra kubernetes --extra postgresql -c constraints.txt \
+		-o deploy/images/gateway.lock
+	$(LOCK) deploy/images/sandbox.in -c constraints.txt -o deploy/images/sandbox.lock
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

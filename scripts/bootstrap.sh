@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Prepares a fresh Debian machine for `make test` / `make demo`: the system tools the
-# sandbox and its tests drive, then a virtual environment with grantbox and its pinned
+# sandbox and its tests drive, then a virtual environment with grantbox and its locked
 # development dependencies. Safe to run again; it only adds what is missing.
 set -euo pipefail
 
@@ -8,10 +8,11 @@ PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 
 # Debian packages the sandbox and its tests use (curl runs inside sandboxes; util-linux's
-# setpriv/unshare and iproute2's ip drive and inspect the namespaces; PostgreSQL backs the
-# store tests). Installed only when missing and only when we are root; otherwise we say what
-# is missing and let the tests that need them skip.
-packages=(curl iproute2 util-linux ca-certificates postgresql)
+# setpriv/unshare and iproute2's ip drive and inspect the namespaces; libseccomp2 builds the
+# agent's seccomp filter; uidmap's newuidmap/newgidmap give rootless agents a subordinate
+# uid; PostgreSQL backs the store tests). Installed only when missing and only when we are
+# root; otherwise we say what is missing and let the tests that need them skip.
+packages=(curl iproute2 util-linux ca-certificates libseccomp2 uidmap postgresql)
 command -v kubectl >/dev/null || packages+=(kubernetes-client)  # `kubectl kustomize` in tests
 missing=()
 for pkg in "${packages[@]}"; do
@@ -31,10 +32,20 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
+pip=("$VENV/bin/python" -m pip --quiet --disable-pip-version-check)
 if [ ! -x "$VENV/bin/python" ]; then
   echo "bootstrap: creating $VENV"
   "$PYTHON" -m venv "$VENV"
+  "${pip[@]}" install --upgrade pip
 fi
-"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
-echo "bootstrap: installing grantbox and its pinned dependencies into $VENV"
-"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+# The exact, hash-checked versions of every dependency (all extras: the tests drive the
+# Kubernetes driver and PostgreSQL) come from constraints.txt (`make lock` writes it); then
+# grantbox itself, editable and without resolving anything, and a check that the two agree.
+echo "bootstrap: installing grantbox and its locked dependencies into $VENV"
+"${pip[@]}" install --require-hashes --no-deps -r constraints.txt
+"${pip[@]}" install --no-deps -e .
+if ! "${pip[@]}" check >/dev/null; then
+  "${pip[@]}" check >&2 || true
+  echo "bootstrap: constraints.txt does not satisfy pyproject.toml; run 'make lock'" >&2
+  exit 1
+fi

@@ -12,6 +12,7 @@ import pytest
 
 from grantbox.gateway import GatewayServer
 from grantbox.gateway.api.observability import request_record
+from grantbox.logformat import JsonFormatter
 from tests.support.gateway_server import GatewayCli, grant_profile
 
 
@@ -61,12 +62,20 @@ def test_request_logs_are_structured_and_carry_no_token(
     expected = {("/api/v1/profiles", 200), ("/api/v1/profiles/{profile_id}", 404)}
     deadline = time.monotonic() + 10
     while True:  # a record is written just after its response is sent
-        records = [json.loads(r.getMessage()) for r in caplog.records if r.name.endswith("access")]
+        records = [
+            json.loads(JsonFormatter().format(r))
+            for r in caplog.records
+            if r.name.endswith("access")
+        ]
         if {(r["route"], r["status"]) for r in records} >= expected:
             break
         assert time.monotonic() < deadline, records
         time.sleep(0.05)
-    assert all(r["event"] == "http_request" for r in records)
+    # The one log format: time, level, logger and message, then the request's fields.
+    assert all(r["event"] == "http_request" and r["message"] == "request" for r in records)
+    assert all(
+        r["logger"] == "grantbox.gateway.access" and r["time"].endswith("Z") for r in records
+    )
     assert server.operator_token not in caplog.text
     assert "Bearer" not in caplog.text
 

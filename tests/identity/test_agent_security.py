@@ -47,12 +47,6 @@ async def test_request_without_security_header_is_invalid_argument(
     )
 
 
-@pytest.mark.parametrize("rpc", ["FetchX509SVID", "FetchX509Bundles"])
-async def test_x509_rpcs_are_unimplemented(agent: IdentityAgent, rpc: str) -> None:
-    status = await status_of(agent.socket_path("s1"), rpc, REQUESTS[rpc]())
-    assert status == grpc.StatusCode.UNIMPLEMENTED
-
-
 async def test_empty_audience_is_invalid_argument(agent: IdentityAgent) -> None:
     socket = agent.socket_path("s1")
     status = await status_of(socket, "FetchJWTSVID", wapi.JWTSVIDRequest())
@@ -77,7 +71,7 @@ async def test_each_socket_hands_out_only_its_own_identity(agent: IdentityAgent)
     ].spiffe_id == SANDBOX_ID
 
 
-@pytest.mark.parametrize("rpc", ["FetchJWTSVID", "FetchJWTBundles", "ValidateJWTSVID"])
+@pytest.mark.parametrize("rpc", sorted(REQUESTS))
 async def test_uid_outside_the_allow_list_is_denied(agent: IdentityAgent, rpc: str) -> None:
     socket = agent.add_workload("locked", "grantbox/locked", uids=[NOBODY])  # we are not nobody
     assert os.geteuid() != NOBODY
@@ -125,8 +119,13 @@ async def test_socket_and_directory_modes(agent: IdentityAgent) -> None:
     socket = agent.socket_path("s1")
     assert stat.S_ISSOCK(socket.stat().st_mode)
     assert stat.S_IMODE(socket.stat().st_mode) == 0o666  # reach is decided by SO_PEERCRED
-    assert stat.S_IMODE(socket.parent.stat().st_mode) == 0o755
-    assert stat.S_IMODE(agent.socket_dir.stat().st_mode) == 0o755
+    assert stat.S_IMODE(socket.parent.stat().st_mode) == 0o711  # nobody can list it
+    assert stat.S_IMODE(agent.socket_dir.stat().st_mode) == 0o711
+    # A workload only our own uid may use (every local sandbox's supervisor) is out of
+    # every other user's reach: its directory cannot even be traversed.
+    private = agent.add_workload("own", "own", uids=[os.geteuid()])
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600
+    assert stat.S_IMODE(private.parent.stat().st_mode) == 0o700
 
 
 async def test_stop_removes_every_socket(tmp_path: Path) -> None:
@@ -169,16 +168,19 @@ print(json.dumps({"uid": os.getuid(), "results": [attempt(p) for p in sys.argv[1
 @pytest.mark.root
 @pytest.mark.usefixtures("needs_root")
 async def test_kernel_uid_decides_in_a_dropped_privilege_process(agent: IdentityAgent) -> None:
-    """A real process running as nobody: allowed where nobody is listed, denied elsewhere."""
+    """A real process running as nobody: allowed where nobody is listed, denied elsewhere;
+    a socket only root may use is not even reachable (its directory is root's, 0700)."""
     for_nobody = agent.add_workload("nobody", "grantbox/nobody", uids=[NOBODY])
+    for_others = agent.add_workload("others", "grantbox/others", uids=[0, 4242])
     for_root = agent.add_workload("rootonly", "grantbox/rootonly", uids=[0])
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
         _CHILD,
         str(for_nobody),
-        str(for_root),
+        str(for_others),
         str(agent.socket_path("s1")),
+        str(for_root),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
@@ -190,6 +192,7 @@ async def test_kernel_uid_decides_in_a_dropped_privilege_process(agent: Identity
         {"code": "OK", "spiffe_id": "spiffe://example.org/grantbox/nobody"},
         {"code": "PERMISSION_DENIED"},
         {"code": "OK", "spiffe_id": SANDBOX_ID},  # no allow-list: whoever reaches the socket
+        {"code": "UNAVAILABLE"},  # connect() itself refused: EACCES on the directory
     ]
 
 
@@ -224,7 +227,7 @@ async def test_an_existing_socket_dir_keeps_its_mode(tmp_path: Path) -> None:
         async with running_agent(tmp_path, socket_dir=base, workloads={"s1": "a"}) as agent:
             assert agent.socket_dir == existing
             assert stat.S_IMODE(existing.stat().st_mode) == 0o711
-            assert stat.S_IMODE(agent.socket_path("s1").parent.stat().st_mode) == 0o755
+            assert stat.S_IMODE(agent.socket_path("s1").parent.stat().st_mode) == 0o711
         assert existing.is_dir()
 
 

@@ -92,9 +92,9 @@ async def test_serve_runs_and_shuts_down_cleanly(tmp_path: Path, stop_signal: in
 
     # Logs are JSON lines and never carry an SVID or key material.
     records = [json.loads(line) for line in err.decode().splitlines() if line.strip()]
-    messages = {r["msg"] for r in records}
+    messages = {r["message"] for r in records}
     assert {"identity agent started", "jwt-svid issued", "identity agent stopped"} <= messages
-    issued = [r for r in records if r["msg"] == "jwt-svid issued"]
+    issued = [r for r in records if r["message"] == "jwt-svid issued"]
     assert issued[0]["spiffe_id"] == svid.spiffe_id
     text = err.decode() + out.decode()
     assert svid.token not in text and late.token not in text

@@ -150,7 +150,7 @@ def test_config_from_environment() -> None:
                 "GRANTBOX_K8S_SANDBOX_IMAGE": "i",
                 "GRANTBOX_K8S_SPIFFE_CSI": "maybe",
             },
-            "not a boolean",
+            "GRANTBOX_K8S_SPIFFE_CSI: Input should be a valid boolean",
         ),
         (
             {
@@ -159,6 +159,14 @@ def test_config_from_environment() -> None:
                 "GRANTBOX_K8S_WORKLOAD_API_SOCKET": "/tmp/agent.sock",
             },
             "shared",
+        ),
+        (
+            {
+                "GRANTBOX_K8S_NAMESPACE": "ns",
+                "GRANTBOX_K8S_SANDBOX_IMAGE": "i",
+                "GRANTBOX_K8S_TERMINATION_GRACE_SECONDS": "ten",
+            },
+            "GRANTBOX_K8S_TERMINATION_GRACE_SECONDS: Input should be a valid integer",
         ),
     ],
 )

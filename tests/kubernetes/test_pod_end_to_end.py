@@ -53,13 +53,17 @@ ALPHA = "alpha.localhost"  # a loopback name: cleartext grants are allowed to it
 WORKLOAD = "sandbox-pod"
 
 
-# The agent reports what it can see of the supervisor's secrets in each request's query.
+# The agent reports what it can see of the supervisor's secrets in each request's query,
+# and whether the fence the supervisor builds inside the pod holds there too: its seccomp
+# filter, and a root with no /run (or anything else of the image beyond the system).
 AGENT = f"""
 token=$(ls -A {TOKEN_DIR}/..data/ 2>/dev/null | wc -l)
 socket=$(ls -A {SOCKET_DIR}/ 2>/dev/null | wc -l)
 env=$(env | grep -c -e SPIFFE_ -e GRANTBOX_)
+seccomp=$(grep -c '^Seccomp:.2' /proc/self/status)
+run=$(ls -d /run /opt /srv 2>/dev/null | wc -l)
 while :; do
-  curl -s -o /dev/null "URL?token=$token&socket=$socket&env=$env"
+  curl -s -o /dev/null "URL?token=$token&socket=$socket&env=$env&seccomp=$seccomp&run=$run"
   sleep 0.2
 done
 """
@@ -217,8 +221,9 @@ async def _run(
                 raise AssertionError(output.decode(errors="replace")) from None
             first = next(r for r in upstream.requests if r.header("authorization"))
             # Nothing of the Secret volume's files, the socket directory or the
-            # supervisor's environment is visible to the agent.
-            assert first.target == "/from-the-pod?token=0&socket=0&env=0"
+            # supervisor's environment is visible to the agent; seccomp, the minimal root
+            # (and Landlock and limits, applied by the same launch code) hold in the pod.
+            assert first.target == "/from-the-pod?token=0&socket=0&env=0&seccomp=1&run=0"
             assert first.header("authorization") == [f"Bearer {issuer.issued[-1]}"]
             assert issuer.subjects[-1] == f"spiffe://example.org/grantbox/sandbox/{sandbox_id}"
             await until(

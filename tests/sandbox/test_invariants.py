@@ -50,22 +50,28 @@ async def identity_socket(tmp_path: Path, run_dir: Path) -> AsyncIterator[Path]:
         yield socket
 
 
+@pytest.mark.parametrize("shown", [False, True], ids=["absent", "parent-shown"])
 @pytest.mark.parametrize("as_root", [False, True], ids=["nobody", "namespace-root"])
 async def test_identity_socket_cannot_be_read_or_listed(
-    runner: SandboxRunner, identity_socket: Path, as_root: bool
+    runner: SandboxRunner, identity_socket: Path, as_root: bool, shown: bool, run_dir: Path
 ) -> None:
+    """Absent: the agent's root holds nothing of /run. Parent shown: a view that does
+    include the socket's parent still covers the socket's directory with an empty tmpfs."""
     assert identity_socket.exists()
     hidden = socket_directory(f"unix://{identity_socket}")
+    view = {"read_only": (str(run_dir),)} if shown else {}
     script = (
         f"ls -la {hidden}; ls {identity_socket} && exit 10; cat {identity_socket} && exit 11;"
         f" ls {hidden}/*/ 2>/dev/null && exit 12;"
         f" curl -s --unix-socket {identity_socket} http://x/ && exit 13;"
         f" touch {hidden}/x && exit 14; exit 0"
     )
-    result = await runner.sh(script, hidden=[hidden], root=as_root)
+    result = await runner.sh(script, hidden=[hidden], root=as_root, **view)
     assert result.code == 0, result
     assert identity_socket.name not in result.out
     assert "No such file" in result.err
+    if shown:  # the directory is there, and empty: only "." and ".."
+        assert [line.split()[-1] for line in result.out.splitlines()[1:]] == [".", ".."]
 
 
 async def test_environment_shows_no_internal_variable(

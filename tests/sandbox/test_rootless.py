@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 import shutil
@@ -16,6 +18,7 @@ import pytest
 
 from tests.support.sandbox_residue import pids_mentioning
 from tests.support.sandbox_rootless import NOBODY, as_nobody, system_python, unprivileged_python
+from tests.support.subordinate_ids import have_helpers, subordinate_ids
 
 pytestmark = [
     pytest.mark.root,
@@ -37,8 +40,43 @@ def home() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+@pytest.fixture
+def repos() -> Iterator[Path]:
+    """Two operator-owned repositories outside $HOME, as the review's planted hook used."""
+    base = Path(tempfile.mkdtemp(prefix="gbx-repos-", dir="/srv"))
+    os.chmod(base, 0o755)  # noqa: S103 - the operator's repositories, readable as usual
+    for name in ("listed", "unlisted"):
+        hooks = base / name / ".git" / "hooks"
+        hooks.mkdir(parents=True)
+        for path in (base / name, base / name / ".git", hooks):
+            os.chown(path, NOBODY, NOBODY)
+    try:
+        yield base
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
 @pytest.mark.timeout(600)
-def test_rootless_up_runs_a_fenced_sandbox_and_stops_clean(home: Path) -> None:
+@pytest.mark.parametrize(
+    "subids",
+    [
+        False,
+        pytest.param(
+            True, marks=pytest.mark.skipif(not have_helpers(), reason="no newuidmap (uidmap)")
+        ),
+    ],
+    ids=["operator-uid", "subordinate-uid"],
+)
+def test_rootless_up_runs_a_fenced_sandbox_and_stops_clean(
+    home: Path, repos: Path, subids: bool
+) -> None:
+    with contextlib.ExitStack() as stack:
+        if subids:
+            stack.enter_context(subordinate_ids("nobody", 4_000_000))
+        _rootless_up(home, repos, subids)
+
+
+def _rootless_up(home: Path, repos: Path, subids: bool) -> None:
     python = unprivileged_python(home / "py")
     user_dir = home / "user"
     user_dir.mkdir()
@@ -68,6 +106,8 @@ def test_rootless_up_runs_a_fenced_sandbox_and_stops_clean(home: Path) -> None:
                 break
         text = "".join(lines)
         assert "rootless (user namespaces)" in text, text
+        said = "subordinate ids of yours" if subids else "agents run as your uid"
+        assert said in text, text
         port = re.search(r"gateway: http://127.0.0.1:(\d+)", text)
         assert port is not None, text
 
@@ -81,7 +121,12 @@ def test_rootless_up_runs_a_fenced_sandbox_and_stops_clean(home: Path) -> None:
                 cwd="/",
             )
 
-        created = cli("sandbox", "create", "--name", "r1", "--", "sleep", "600")
+        policy = user_dir / "policy.json"
+        policy.write_text(json.dumps({"filesystem": {"read_write": [str(repos / "listed")]}}))
+        os.chmod(policy, 0o644)
+        created = cli(
+            "sandbox", "create", "--name", "r1", "--policy", str(policy), "--", "sleep", "600"
+        )
         assert created.returncode == 0, created.stderr
         deadline = time.monotonic() + 60
         while "ready" not in cli("sandbox", "get", "r1").stdout:
@@ -97,9 +142,19 @@ def test_rootless_up_runs_a_fenced_sandbox_and_stops_clean(home: Path) -> None:
         result = cli("sandbox", "exec", "--name", "r1", "--", "sh", "-c", script)
         assert result.returncode == 0, (result.stdout, result.stderr)
         uid, links, processes = result.stdout.split()
-        assert uid == "0" and links == "1"
+        assert uid == ("1" if subids else "0") and links == "1"
         assert int(processes) <= 4
         assert "Couldn't connect" in result.stderr or "Failed to connect" in result.stderr
+        plant = " ".join(
+            f"echo 'cp $GRANTBOX_TOKEN /tmp' > {repos / name}/.git/hooks/post-commit;"
+            for name in ("listed", "unlisted")
+        )
+        cli("sandbox", "exec", "--name", "r1", "--", "sh", "-c", plant)
+        assert not (repos / "unlisted" / ".git" / "hooks" / "post-commit").exists()
+        # As a subordinate uid the agent cannot write even where the policy shows the
+        # operator's repository; as the operator's uid it can, where the policy says so.
+        planted = (repos / "listed" / ".git" / "hooks" / "post-commit").exists()
+        assert planted is (not subids)
     finally:
         up.send_signal(signal.SIGTERM)
         out, _ = up.communicate(timeout=60)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,9 +17,11 @@ from grantbox.drivers.local import (
     supervisor_command,
     supervisor_invocation,
 )
+from grantbox.profiles import SandboxPolicy
 from grantbox.sandbox.hiding import HidingRefused
 from grantbox.sandbox.preflight import rootless_blockers
-from grantbox.supervisor.launch import SupervisorOptions, agent_launch_spec
+from grantbox.sandbox.spec import LaunchSpec
+from grantbox.supervisor.launch import Fence, SupervisorOptions, agent_launch_spec
 from grantbox.supervisor.outbox import Outbox
 
 
@@ -145,3 +148,51 @@ def test_launch_spec_is_fenced_and_scrubbed(tmp_path: Path, rootless: bool) -> N
     assert (spec.uid, spec.gid, spec.nested_user_namespace) == (
         (None, None, True) if rootless else (65534, 65534, False)
     )
+
+
+@pytest.mark.parametrize(
+    ("rootless", "fence", "expected"),
+    [
+        # root: the gateway's uid; no cgroup, so the limits become rlimits
+        (False, Fence(agent_uid=1_900_000_004), (1_900_000_004, 512, 1024 * 1024 * 1024)),
+        # root with a cgroup: no rlimits
+        (
+            False,
+            Fence(agent_uid=1_900_000_004, cgroup_procs=("/cg/p",)),
+            (1_900_000_004, None, None),
+        ),
+        # rootless with subordinate ids mapped: uid 1 inside the namespace
+        (True, Fence(agent_uid=1_900_000_004, namespace_agent=1), (1, 512, 1024 * 1024 * 1024)),
+        # rootless without: the namespace's own user
+        (True, Fence(agent_uid=1_900_000_004), (None, 512, 1024 * 1024 * 1024)),
+    ],
+)
+def test_launch_spec_carries_the_fence(
+    tmp_path: Path, rootless: bool, fence: Fence, expected: tuple[int | None, ...]
+) -> None:
+    options = SupervisorOptions(
+        gateway_url="http://127.0.0.1:1",
+        sandbox_id="s1",
+        token_file=tmp_path / "token",
+        identity_socket="unix:///run/gbx/workloads/s1/agent.sock",
+        rootless=rootless,
+    )
+    policy = SandboxPolicy.model_validate(
+        {
+            "filesystem": {
+                "read_only": ["/srv/m"],
+                "read_write": ["/srv/w"],
+                "landlock": "hard_requirement",
+            }
+        }
+    )
+    spec = agent_launch_spec(options, ["true"], fence=replace(fence, policy=policy))
+    assert (spec.uid, spec.max_processes, spec.max_memory_bytes) == expected
+    assert spec.gid == spec.uid
+    assert (spec.read_only, spec.read_write, spec.landlock) == (
+        ("/srv/m",),
+        ("/srv/w",),
+        "hard_requirement",
+    )
+    assert spec.cgroup_procs == fence.cgroup_procs
+    assert LaunchSpec.from_bytes(spec.to_bytes()) == spec

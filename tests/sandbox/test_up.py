@@ -24,6 +24,7 @@ from tests.support.sandbox_residue import (
     net_namespace,
     new_mounts_of_ours,
     pids_mentioning,
+    seconds_since_boot,
     snapshot,
 )
 
@@ -37,9 +38,9 @@ STOP_BOUND = 30.0
 
 
 class Up:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, runtime: Path | None = None) -> None:
         self.root = root
-        self.runtime = Path("/run") / f"gbx-up-{uuid.uuid4().hex[:8]}"
+        self.runtime = runtime or Path("/run") / f"gbx-up-{uuid.uuid4().hex[:8]}"
         env = {
             "PATH": os.environ["PATH"],
             "GRANTBOX_STATE_DIR": str(root / "state"),
@@ -140,9 +141,10 @@ def test_up_ten_times_leaves_nothing_behind(tmp_path: Path) -> None:
         assert "stopped; nothing left running" in output
         assert not _listening(up.gateway_port) and not _listening(up.oidc_port)
         assert not up.runtime.exists()
+    stopped = seconds_since_boot()
     after = snapshot(watched)
     assert [pid for pid in sandbox_pids if Path(f"/proc/{pid}").exists()] == []
-    assert namespace_holders(namespaces) == set()
+    assert namespace_holders(namespaces, born_before=stopped) == set()
     assert after.unix_sockets == before.unix_sockets == frozenset()
     assert new_mounts_of_ours(before, after, watched) == []
     assert after.links == before.links

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,11 +46,31 @@ def net_namespace(pid: int) -> str | None:
     return None
 
 
-def namespace_holders(namespaces: Iterable[str]) -> set[str]:
-    """Which of ``namespaces`` (``net:[inode]``) any process still uses or holds an fd to."""
+def seconds_since_boot() -> float:
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+def started_at(pid: int) -> float | None:
+    """When ``pid`` started, in seconds since boot (``/proc/PID/stat`` field 22)."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        ticks = int(stat.rpartition(")")[2].split()[19])
+        return ticks / os.sysconf("SC_CLK_TCK")
+    return None
+
+
+def namespace_holders(namespaces: Iterable[str], *, born_before: float | None = None) -> set[str]:
+    """Which of ``namespaces`` (``net:[inode]``) any process still uses or holds an fd to.
+
+    The kernel reuses a freed namespace's inode number, so on a busy host another program's
+    fresh namespace can carry a number we saw; ``born_before`` (seconds since boot) counts
+    only processes that already existed then, which every leftover of ours did.
+    """
     wanted = set(namespaces)
     held: set[str] = set()
     for pid in _pids():
+        if born_before is not None and (started_at(pid) or 0.0) > born_before:
+            continue
         ns = net_namespace(pid)
         if ns in wanted:
             held.add(ns)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from grantbox.sandbox.environment import agent_environment
 from grantbox.sandbox.launcher import launch
@@ -33,8 +34,12 @@ class SandboxRunner:
         hidden: Sequence[str] = (),
         declared: Mapping[str, str] | None = None,
         root: bool = False,
+        uid: int | None = None,
+        **fence: Any,
     ) -> LaunchSpec:
-        """``root`` runs as uid 0; a rootless network runs as the namespace's own user."""
+        """``root`` runs as uid 0, ``uid`` as that uid (and gid), else nobody; a rootless
+        network runs as the namespace's own user. ``fence`` are further LaunchSpec fields
+        (read_only, read_write, landlock, cgroup_procs, max_processes, ...)."""
         env = agent_environment(
             proxy_port=self.network.port, ca_bundle=DEFAULT_CA_PATH, declared=declared
         )
@@ -43,9 +48,10 @@ class SandboxRunner:
             env=env,
             hidden=tuple(hidden),
             ca_pem=TEST_CA,
-            uid=None if self.rootless else 0 if root else 65534,
-            gid=None if self.rootless else 0 if root else 65534,
+            uid=self.network.agent_in_namespace if self.rootless else 0 if root else uid or 65534,
+            gid=self.network.agent_in_namespace if self.rootless else 0 if root else uid or 65534,
             nested_user_namespace=self.rootless,
+            **fence,
         )
 
     async def run(self, argv: Sequence[str], *, timeout: float = 30.0, **kw: object) -> Finished:

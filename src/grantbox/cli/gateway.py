@@ -5,9 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import json
-import logging
-import sys
 from pathlib import Path
 
 import click
@@ -15,21 +12,10 @@ import click
 from grantbox.drivers import DriverError, make_driver
 from grantbox.gateway import GatewayServer, GatewaySettings
 from grantbox.gateway.settings import DEFAULT_LISTEN, parse_listen
+from grantbox.logformat import json_logging
 
 from .output import fail
 from .statelock import StateDirectoryBusy, holding_state_dir
-
-
-class _JsonLines(logging.Formatter):
-    """Log records as JSON lines; access records are already JSON."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        message = record.getMessage()
-        if message.startswith("{"):
-            return message
-        return json.dumps(
-            {"level": record.levelname.lower(), "logger": record.name, "message": message}
-        )
 
 
 def _is_loopback(host: str) -> bool:
@@ -84,12 +70,20 @@ def gateway() -> None:
     show_envvar=True,
     help="URL supervisors dial, when not the listen address (e.g. a Service name).",
 )
+@click.option(
+    "--agent-uids",
+    metavar="FIRST:COUNT",
+    envvar="GRANTBOX_AGENT_UIDS",
+    show_envvar=True,
+    help="Kernel uids for sandbox agents, one per sandbox (default 1900000000:65536).",
+)
 def serve(
     db_url: str | None,
     listen: str,
     state_dir: Path | None,
     driver_name: str | None,
     advertise_url: str | None,
+    agent_uids: str | None,
 ) -> None:
     """Serve the gateway API until interrupted.
 
@@ -101,13 +95,17 @@ def serve(
         host, _ = parse_listen(listen)
     except ValueError as exc:
         fail(str(exc))
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_JsonLines())
-    logging.getLogger("grantbox").addHandler(handler)
-    logging.getLogger("grantbox").setLevel(logging.INFO)
-    settings = GatewaySettings.from_env(
-        db_url=db_url, listen=listen, state_dir=state_dir, advertise_url=advertise_url
-    )
+    click.get_current_context().with_resource(json_logging("info"))
+    try:
+        settings = GatewaySettings.from_env(
+            db_url=db_url,
+            listen=listen,
+            state_dir=state_dir,
+            advertise_url=advertise_url,
+            agent_uids=agent_uids,
+        )
+    except (OSError, ValueError, RuntimeError) as exc:
+        fail(f"cannot start the gateway: {' '.join(str(exc).split())}")
     # Two gateways on one SQLite file would silently share it: the default database is
     # held like `grantbox up` holds it (other databases serve several replicas).
     lock = (

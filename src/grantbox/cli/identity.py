@@ -3,44 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
-import logging
 import signal
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import click
 
 from grantbox.identity_agent import (
     DEFAULT_ROTATION_INTERVAL,
     DEFAULT_SVID_TTL,
+    DEFAULT_X509_SVID_TTL,
     IdentityAgent,
     KeystoreError,
     parse_workload_option,
 )
+from grantbox.logformat import json_logging
 
 from .output import fail
-
-
-class JsonLineFormatter(logging.Formatter):
-    """One JSON object per record. Identity code logs structured ``fields``, never secrets."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        line: dict[str, Any] = {
-            "ts": round(record.created, 3),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        fields = getattr(record, "fields", None)
-        if isinstance(fields, dict):
-            line.update({k: v for k, v in fields.items() if k not in line})
-        if record.exc_info and record.exc_info[0] is not None:
-            line["error"] = record.exc_info[0].__name__
-        return json.dumps(line, default=str)
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -54,22 +33,6 @@ def parse_listen(value: str) -> tuple[str, int]:
     if port > 65535:
         raise ValueError(f"port out of range in {value!r}")
     return host, port
-
-
-@contextlib.contextmanager
-def json_logging(level: str) -> Iterator[None]:
-    """JSON lines on stderr for grantbox loggers while the command runs, then as before."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonLineFormatter())
-    logger = logging.getLogger("grantbox")
-    saved = (logger.handlers[:], logger.level, logger.propagate)
-    logger.handlers[:] = [handler]
-    logger.setLevel(level.upper())
-    logger.propagate = False
-    try:
-        yield
-    finally:
-        logger.handlers[:], logger.level, logger.propagate = saved
 
 
 @click.group("identity")
@@ -119,6 +82,13 @@ def identity() -> None:
     help="JWT-SVID lifetime in seconds.",
 )
 @click.option(
+    "--x509-svid-ttl",
+    type=click.FloatRange(min=2.0),
+    default=DEFAULT_X509_SVID_TTL,
+    show_default=True,
+    help="X.509-SVID lifetime in seconds (rotated at half-life).",
+)
+@click.option(
     "--rotation-interval",
     type=click.FloatRange(min=1.0),
     default=DEFAULT_ROTATION_INTERVAL,
@@ -141,10 +111,12 @@ def serve(
     admin_socket: Path | None,
     algorithm: str,
     svid_ttl: float,
+    x509_svid_ttl: float,
     rotation_interval: float,
     log_level: str,
 ) -> None:
-    """Serve the SPIFFE Workload API (JWT-SVIDs) in the foreground until SIGINT/SIGTERM."""
+    """Serve the SPIFFE Workload API (JWT- and X.509-SVIDs) in the foreground until
+    SIGINT/SIGTERM."""
     click.get_current_context().with_resource(json_logging(log_level))
     try:
         listen = parse_listen(oidc_listen) if oidc_listen else None
@@ -158,6 +130,7 @@ def serve(
             svid_ttl=svid_ttl,
             rotation_interval=rotation_interval,
             admin_socket=admin_socket,
+            x509_svid_ttl=x509_svid_ttl,
         )
         for option in workloads:
             name, path, uids = parse_workload_option(option)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import os
 import signal
 import stat
@@ -16,13 +15,14 @@ from typing import Any
 
 import click
 
-from grantbox.grants import GrantEngine
+from grantbox.grants import GrantEngine, TokenEndpointClient
 from grantbox.identity import WorkloadIdentityClient
 from grantbox.identity.socket_uri import (
     ENDPOINT_ENV,
     parse_socket_uri,
     socket_from_environment,
 )
+from grantbox.logformat import json_logging
 from grantbox.profiles import EffectiveConfig
 from grantbox.proxy import (
     EgressProxy,
@@ -93,7 +93,8 @@ def proxy() -> None:
 @click.option(
     "--upstream-ca",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Extra CA bundle to trust for upstream TLS (besides the system roots).",
+    help="Extra CA bundle to trust for upstream TLS and token endpoints (besides the system "
+    "roots).",
 )
 def run(
     config_file: Path,
@@ -119,7 +120,7 @@ def run(
     warning = identity_socket_warning(identity_socket, has_grants=bool(config.bindings))
     if warning:
         click.echo(f"warning: {warning}", err=True)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
+    click.get_current_context().with_resource(json_logging("info"))
     resolver = SystemResolver(overrides)
     asyncio.run(_serve(config, address, unix_path, identity_socket, ca_out, resolver, upstream_ca))
 
@@ -164,7 +165,10 @@ async def _serve(
     upstream_ca: Path | None,
 ) -> None:
     identity = WorkloadIdentityClient(identity_socket)
-    engine = GrantEngine(identity)
+    extra_ca = ""
+    if upstream_ca is not None:
+        extra_ca = await asyncio.to_thread(upstream_ca.read_text, "ascii", "ignore")
+    engine = GrantEngine(identity, client=TokenEndpointClient(extra_ca_pem=extra_ca))
     proxy = EgressProxy(
         config, engine, resolver=resolver, upstream_ca_file=upstream_ca, events=_print_event
     )

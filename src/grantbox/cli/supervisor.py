@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from grantbox.logformat import json_logging
 from grantbox.sandbox import HidingRefused
 from grantbox.sandbox.syscalls import die_with_parent
 from grantbox.supervisor import SupervisorOptions, run_supervisor
@@ -58,11 +59,7 @@ def run(
     """Run one sandbox: proxy, fence and agent, driven by the gateway."""
     if parent_pid is not None:
         die_with_parent(parent_pid)
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    click.get_current_context().with_resource(json_logging("info"))
     # One line per long-poll and per exec chunk would drown what matters.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     # Each retry is logged once by our own loops, with the reason; stamina's line adds none.

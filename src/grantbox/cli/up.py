@@ -26,8 +26,9 @@ import platformdirs
 from grantbox.drivers import LocalDriver, LocalDriverSettings
 from grantbox.gateway import GatewayServer, GatewaySettings
 from grantbox.gateway.settings import DEFAULT_LISTEN, parse_listen
+from grantbox.gateway.state_dir import StateDirError, secure_tree
 from grantbox.identity_agent import IdentityAgent
-from grantbox.sandbox import isolation_problem, shadow_problem
+from grantbox.sandbox import isolation_problem, shadow_problem, subids
 
 from .output import fail
 from .statelock import StateDirectoryBusy, holding_state_dir
@@ -112,16 +113,26 @@ def up(
     try:
         parse_listen(listen)
         oidc = parse_listen(oidc_listen)
-    except ValueError as exc:
+        settings = GatewaySettings.from_env(listen=listen)
+        # Private before anything (the identity agent first) writes into it.
+        secure_tree(settings.state_dir)
+    except (ValueError, StateDirError) as exc:
         fail(str(exc))
     problem = isolation_problem()
     if problem is not None:
         fail(problem)
-    settings = GatewaySettings.from_env(listen=listen)
     try:
         with holding_state_dir(settings.state_dir, "grantbox up"):
             mode = "root" if os.geteuid() == 0 else "rootless (user namespaces)"
             _step(f"isolation: namespaces available, running as {mode}")
+            if os.geteuid() != 0:
+                if subids.for_operator(0) is not None:
+                    _step("agents run as subordinate ids of yours (/etc/subuid), never as you")
+                else:
+                    _step(
+                        f"agents run as your uid ({subids.why_not()}), in a root where nothing "
+                        "of yours is shown but the paths a sandbox policy lists"
+                    )
             ca = upstream_ca.resolve() if upstream_ca else None
             asyncio.run(_run(settings, trust_domain, oidc, resolve, ca))
     except StateDirectoryBusy as exc:
@@ -140,10 +151,14 @@ async def _run(
     upstream_ca: Path | None,
 ) -> None:
     runtime = default_runtime_dir()
-    runtime.mkdir(parents=True, exist_ok=True, mode=0o755)
+    # Nobody but us may list or traverse an instance's sockets (sandboxes of any instance
+    # run as other users): the shared parent is 0711, each instance's directory 0700.
+    runtime.mkdir(parents=True, exist_ok=True, mode=0o711)
+    if runtime.stat().st_uid == os.geteuid():
+        runtime.chmod(0o711)
     remove_stale_runtime(runtime)
     owned = runtime / f"up-{os.getpid()}"
-    owned.mkdir(mode=0o755)
+    owned.mkdir(mode=0o700)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):

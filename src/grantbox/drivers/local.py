@@ -31,6 +31,7 @@ from typing import Any
 from grantbox.drivers.invocation import ORPHANED_EXIT_CODE, SupervisorInvocation
 from grantbox.drivers.protocol import DriverError, DriverState, DriverStatus, SandboxSpec
 from grantbox.identity_agent import AdminError, add_workload_remote, remove_workload_remote
+from grantbox.logformat import parse_line
 
 log = logging.getLogger("grantbox.drivers.local")
 
@@ -170,7 +171,8 @@ def _own_directory(root: Path, directory: Path) -> bool:
 
 
 def last_error_line(path: Path, limit: int = 16384) -> str:
-    """The last warning or error the supervisor logged (its log's tail only)."""
+    """The last warning or error the supervisor logged (its log's tail only): the message of
+    a JSON log record (grantbox.logformat), or a plain line such as ``error: …``."""
     try:
         with path.open("rb") as handle:
             handle.seek(0, os.SEEK_END)
@@ -179,7 +181,11 @@ def last_error_line(path: Path, limit: int = 16384) -> str:
     except OSError:
         return ""
     for line in reversed(lines):
-        if " ERROR " in line or " WARNING " in line or line.startswith("error:"):
+        record = parse_line(line)
+        if record is not None:
+            if record["level"] in ("warning", "error", "critical"):
+                return str(record["message"])
+        elif " ERROR " in line or " WARNING " in line or line.startswith("error:"):
             return line
     return ""
 

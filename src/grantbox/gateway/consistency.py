@@ -10,16 +10,23 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from grantbox.profiles import GrantBinding, Profile, expand_bindings, find_collisions
+from grantbox.profiles import (
+    GrantBinding,
+    Profile,
+    Severity,
+    expand_bindings,
+    find_collisions,
+    validate_profile,
+)
 
 from .errors import AmbiguousGrants, InvalidRequest
 
-NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 
 
 def check_name(kind: str, name: str) -> None:
     """Provider and sandbox names are DNS labels: they end up in paths, labels and ids."""
-    if not NAME.match(name):
+    if not NAME.fullmatch(name):
         raise InvalidRequest(
             f"{kind} name {name!r} must be 1-63 lowercase letters, digits or '-', "
             "starting and ending with a letter or digit"
@@ -109,3 +116,17 @@ def refuse_messages(action: str, messages: Sequence[str]) -> None:
 def refuse_ambiguity(action: str, candidates: Sequence[SandboxAttachments]) -> None:
     """Raise :class:`AmbiguousGrants` when the write would make any sandbox ambiguous."""
     refuse_messages(action, ambiguity_messages(candidates))
+
+
+def refuse_invalid_profiles(action: str, attachments: Iterable[tuple[str, Profile]]) -> None:
+    """Re-validate attached profiles: one stored before a rule existed (or a built-in edited
+    on disk) must not reach a sandbox. Raises :class:`InvalidRequest` naming provider,
+    profile, field path and reason."""
+    for provider, profile in attachments:
+        for diagnostic in validate_profile(profile):
+            if diagnostic.severity is Severity.ERROR:
+                raise InvalidRequest(
+                    f"{action} refused: provider '{provider}' uses profile '{profile.id}', "
+                    f"which is invalid: {diagnostic.field}: {diagnostic.message}; update the "
+                    "profile (grantbox profile update)"
+                )

@@ -11,6 +11,8 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
+from .state_dir import make_private_dir
+
 
 class SecretFileError(RuntimeError):
     """A secret file exists but cannot be trusted or read."""
@@ -26,7 +28,7 @@ def _check_mode(path: Path) -> None:
 
 def read_or_create(path: Path, make: Callable[[], bytes]) -> bytes:
     """Return the file's bytes, creating it with ``make()`` and mode 0600 if absent."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_private_dir(path.parent)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
@@ -46,7 +48,7 @@ def read_or_create(path: Path, make: Callable[[], bytes]) -> bytes:
 
 def write_private(path: Path, data: bytes) -> None:
     """Replace a file atomically with mode 0600 content."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_private_dir(path.parent)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:

@@ -66,6 +66,8 @@ class GatewayServer:
         self.gateway.orchestrator.gateway_url = settings.advertise_url or self.url
         config = uvicorn.Config(
             self.app,
+            # uvicorn's records go to the root logger, in the process's one log format.
+            log_config=None,
             log_level="warning",
             access_log=False,
             lifespan="on",

@@ -34,6 +34,11 @@ class GrantError(Exception):
     def __str__(self) -> str:
         return f"{self.reason}: {self.detail}"
 
+    # What the token endpoint's answer said, when there was one: its HTTP status and the
+    # seconds its Retry-After asked for. Backoff reads them; callers see only the reason.
+    status: int | None = None
+    retry_after: float | None = None
+
 
 class WorkloadIdentityUnavailable(GrantError):
     reason = "workload_identity_unavailable"

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict
 
 from .bindings import BindingSet, expand_bindings
 from .canonical import content_hash
+from .isolation import FilesystemPolicy, LimitsPolicy
 from .model import Endpoint, Profile
 
 PROVIDER_ENTRY_PREFIX = "_provider_"
@@ -34,11 +35,14 @@ class PolicyEntry(BaseModel):
 
 
 class SandboxPolicy(BaseModel):
-    """The ``--policy FILE`` document: ``network: [{name, endpoints: [...]}, ...]``."""
+    """The ``--policy FILE`` document: ``network: [{name, endpoints: [...]}, ...]``, and
+    the agent's ``filesystem`` view and ``limits``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     network: tuple[PolicyEntry, ...] = ()
+    filesystem: FilesystemPolicy = FilesystemPolicy()
+    limits: LimitsPolicy = LimitsPolicy()
 
     def canonical_json(self) -> str:
         data = self.model_dump(mode="json", exclude_defaults=True)
@@ -53,6 +57,9 @@ class EffectiveConfig:
     revision: str
     policy: SandboxPolicy
     bindings: BindingSet
+    # The kernel uid/gid the gateway reserved for this sandbox's agent (None: the
+    # supervisor's own choice, e.g. for the standalone proxy).
+    agent_uid: int | None = None
 
     def endpoints(self) -> Iterable[tuple[str, Endpoint]]:
         """Every ``(entry name, endpoint)`` pair, sandbox entries first."""
@@ -67,6 +74,7 @@ class EffectiveConfig:
             "policy": self.policy.model_dump(mode="json", exclude_defaults=True),
             "bindings": self.bindings.to_list(),
             "bindings_hash": self.bindings.content_hash,
+            "agent_uid": self.agent_uid,
         }
 
     @classmethod
@@ -76,7 +84,16 @@ class EffectiveConfig:
             revision=str(data["revision"]),
             policy=SandboxPolicy.model_validate(data.get("policy", {})),
             bindings=BindingSet.from_list(data.get("bindings", ()), data.get("bindings_hash", "")),
+            agent_uid=_optional_uid(data.get("agent_uid")),
         )
+
+
+def _optional_uid(value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**32 - 1:
+        raise ValueError(f"agent_uid {value!r} is not a uid")
+    return value
 
 
 def provider_entry_name(provider: str) -> str:
@@ -87,6 +104,8 @@ def build_effective_config(
     sandbox_id: str,
     policy: SandboxPolicy | None,
     attachments: Iterable[tuple[str, Profile]],
+    *,
+    agent_uid: int | None = None,
 ) -> EffectiveConfig:
     """Combine a sandbox policy and attached ``(provider name, profile)`` pairs.
 
@@ -110,7 +129,7 @@ def build_effective_config(
                 binaries=profile.binaries,
             )
         )
-    combined = SandboxPolicy(network=tuple(entries))
+    combined = SandboxPolicy(network=tuple(entries), filesystem=base.filesystem, limits=base.limits)
     bindings = expand_bindings(pairs)
     inputs = {
         "sandbox": sandbox_id,
@@ -118,4 +137,4 @@ def build_effective_config(
         "providers": [[provider, content_hash(profile)] for provider, profile in pairs],
     }
     digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
-    return EffectiveConfig(sandbox_id, f"sha256:{digest}", combined, bindings)
+    return EffectiveConfig(sandbox_id, f"sha256:{digest}", combined, bindings, agent_uid)

@@ -26,10 +26,10 @@ ONE = "*"
 MANY = "**"
 
 # A DNS-ish label: letters, digits, hyphen and underscore (seen in service names).
-_LABEL = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$")
+_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
 # Characters a path segment may hold in a pattern (RFC 3986 pchar without percent
 # escapes being decoded; '*' only as a whole segment).
-_SEGMENT = re.compile(r"^[A-Za-z0-9\-._~!$&'()+,;=:@%]*$")
+_SEGMENT = re.compile(r"[A-Za-z0-9\-._~!$&'()+,;=:@%]*")
 
 # Ranks used in specificity keys: a literal is more specific than '*', which is more
 # specific than '**', which is more specific than nothing at that position.
@@ -117,7 +117,7 @@ def parse_host_pattern(text: str) -> HostPattern:
             raise PatternError(
                 f"wildcards must be whole labels ('*' or a leading '**'), not part of '{label}'"
             )
-        if not _LABEL.match(label):
+        if not _LABEL.fullmatch(label):
             raise PatternError(f"'{label}' is not a valid host label")
     is_ip = False
     if all(label.isdigit() for label in labels) and len(labels) == 4:
@@ -312,7 +312,7 @@ def parse_path_pattern(text: str) -> PathPattern:
                 "wildcards must be whole segments ('*' or a trailing '**'), "
                 f"not part of '{segment}'"
             )
-        if not _SEGMENT.match(segment):
+        if not _SEGMENT.fullmatch(segment):
             raise PatternError(f"path segment '{segment}' contains characters a URL path cannot")
         if segment in (".", ".."):
             raise PatternError(f"path pattern '{text}' contains a dot segment")

@@ -15,7 +15,9 @@ from .ambiguity import find_collisions
 from .bindings import credential_candidates, resolve_candidates
 from .diagnostics import Diagnostic, Severity
 from .effective import PROVIDER_ENTRY_PREFIX, SandboxPolicy
+from .grant_kinds import grant_kind_problems
 from .headers import header_name_problem
+from .isolation import filesystem_problems, limits_problems
 from .model import AuthStyle, Credential, Endpoint, Profile, TlsMode
 from .patterns import (
     PatternError,
@@ -24,11 +26,11 @@ from .patterns import (
     parse_path_pattern,
     path_intersection,
 )
-from .token_endpoint import token_endpoint_problem
+from .token_endpoint import svid_audience_problem, token_endpoint_problem
 
-PROFILE_ID = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
-CREDENTIAL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-HTTP_METHOD = re.compile(r"^(?:\*|[!#$%&'*+\-.^_`|~0-9A-Z]+)$")
+PROFILE_ID = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
+CREDENTIAL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+HTTP_METHOD = re.compile(r"\*|[!#$%&'*+\-.^_`|~0-9A-Z]+")
 MAX_ID_LENGTH = 63
 
 
@@ -41,7 +43,7 @@ def _warning(profile: Profile, field: str, message: str) -> Diagnostic:
 
 
 def _check_identity(profile: Profile) -> Iterator[Diagnostic]:
-    if not PROFILE_ID.match(profile.id) or len(profile.id) > MAX_ID_LENGTH:
+    if not PROFILE_ID.fullmatch(profile.id) or len(profile.id) > MAX_ID_LENGTH:
         yield _error(
             profile,
             "id",
@@ -108,6 +110,10 @@ def _check_grant(profile: Profile, index: int, credential: Credential) -> Iterat
         yield _error(
             profile, f"{base}.jwt_svid_audience", "jwt_svid_audience must not contain whitespace"
         )
+    elif not problem:
+        mismatch = svid_audience_problem(grant.jwt_svid_audience, grant.token_endpoint)
+        if mismatch:
+            yield _error(profile, f"{base}.jwt_svid_audience", mismatch)
     if any(ch.isspace() for ch in grant.audience):
         yield _error(profile, f"{base}.audience", "audience must not contain whitespace")
     yield from _check_scopes(profile, f"{base}.scopes", grant.scopes)
@@ -131,9 +137,11 @@ def _check_grant(profile: Profile, index: int, credential: Credential) -> Iterat
         if any(ch.isspace() for ch in override.audience):
             yield _error(profile, f"{field}.audience", "audience must not contain whitespace")
         yield from _check_scopes(profile, f"{field}.scopes", override.scopes)
-        if not override.audience and not override.scopes:
+        if not override.audience and not override.scopes and not override.resource:
             yield _warning(
-                profile, field, "override sets neither audience nor scopes, so it changes nothing"
+                profile,
+                field,
+                "override sets neither audience, scopes nor resource, so it changes nothing",
             )
         if not _override_applies(profile.endpoints, host, override.port, path):
             yield _error(
@@ -192,7 +200,7 @@ def _check_endpoint(
             "tls: skip is a raw tunnel the proxy cannot read, so protocol: rest cannot apply",
         )
     for r_index, rule in enumerate(endpoint.rules):
-        if not HTTP_METHOD.match(rule.method):
+        if not HTTP_METHOD.fullmatch(rule.method):
             yield Diagnostic(
                 label, f"{base}.rules[{r_index}].method", f"'{rule.method}' is not an HTTP method"
             )
@@ -227,7 +235,7 @@ def _check_endpoint(
 def _check_credentials(profile: Profile) -> Iterator[Diagnostic]:
     first_index: dict[str, int] = {}
     for index, credential in enumerate(profile.credentials):
-        if not CREDENTIAL_NAME.match(credential.name):
+        if not CREDENTIAL_NAME.fullmatch(credential.name):
             yield _error(
                 profile,
                 f"credentials[{index}].name",
@@ -244,6 +252,7 @@ def _check_credentials(profile: Profile) -> Iterator[Diagnostic]:
         first_index.setdefault(credential.name, index)
         yield from _check_placement(profile, index, credential)
         yield from _check_grant(profile, index, credential)
+        yield from grant_kind_problems(profile, index, credential)
 
 
 def _patterns_valid(profile: Profile) -> bool:
@@ -357,4 +366,8 @@ def validate_policy(policy: SandboxPolicy, label: str = "policy") -> list[Diagno
                 )
         for index, endpoint in enumerate(entry.endpoints):
             diagnostics.extend(_check_endpoint(label, f"{base}.endpoints[{index}]", endpoint))
+    for field, reason in filesystem_problems(policy.filesystem):
+        diagnostics.append(Diagnostic(label, f"filesystem.{field}".rstrip("."), reason))
+    for field, reason in limits_problems(policy.limits):
+        diagnostics.append(Diagnostic(label, f"limits.{field}", reason))
     return diagnostics

@@ -19,13 +19,13 @@ from dataclasses import dataclass
 # Largest request head (request line + headers) the proxy reads; larger → 431.
 MAX_HEAD_BYTES = 64 * 1024
 
-_TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _METHOD = _TOKEN
-_VERSION = re.compile(rb"^HTTP/1\.[01]$")
+_VERSION = re.compile(rb"HTTP/1\.[01]")
 # A field value may hold visible ASCII, space, tab and obs-text; no other control bytes.
 _BAD_VALUE_BYTE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 # Request targets: visible ASCII only.
-_TARGET = re.compile(rb"^[\x21-\x7e]+$")
+_TARGET = re.compile(rb"[\x21-\x7e]+")
 
 
 class FramingError(ValueError):
@@ -87,7 +87,7 @@ def _parse_field(line: bytes) -> Field:
     if not colon:
         raise FramingError("header line without a colon")
     stripped = name.rstrip(b" \t")
-    if not _TOKEN.match(stripped):
+    if not _TOKEN.fullmatch(stripped):
         raise FramingError("invalid header name")
     value = value.strip(b" \t")
     if _BAD_VALUE_BYTE.search(value):
@@ -125,11 +125,11 @@ def parse_head(raw: bytes) -> RequestHead:
     if len(parts) != 3:
         raise FramingError("malformed request line")
     method, target, version = parts
-    if not _METHOD.match(method):
+    if not _METHOD.fullmatch(method):
         raise FramingError("invalid method")
-    if not _TARGET.match(target):
+    if not _TARGET.fullmatch(target):
         raise FramingError("invalid request target")
-    if not _VERSION.match(version):
+    if not _VERSION.fullmatch(version):
         raise FramingError("unsupported HTTP version")
     fields = tuple(_parse_field(line) for line in lines[1:])
     _check_framing(fields, version)

@@ -15,7 +15,7 @@ from grantbox.profiles import BindingSet, GrantBinding, header_name_problem
 from .answers import GRANT_FAILURE_REASONS
 
 # RFC 6750 token68: what a bearer token may look like, and therefore all a header may get.
-_TOKEN68 = re.compile(r"^[A-Za-z0-9._~+/-]+=*$")
+_TOKEN68 = re.compile(r"[A-Za-z0-9._~+/-]+=*")
 
 
 class AccessTokenLike(Protocol):
@@ -53,7 +53,7 @@ def credential_header(binding: GrantBinding, token: str) -> tuple[str, str]:
     Checked again here, whatever the engine did: a token that is not token68 could carry
     CR/LF into the request, and a framing header name could smuggle one.
     """
-    if not _TOKEN68.match(token):
+    if not _TOKEN68.fullmatch(token):
         raise InjectionError("token_malformed", "access token is not token68")
     problem = header_name_problem(binding.header_name)
     if problem is not None:

@@ -1,12 +1,13 @@
 """PID 1 of a sandbox: builds the agent's view of the system, then runs and reaps it.
 
 Runs inside fresh mount and PID namespaces (and the sandbox network namespace) as the
-namespace's root. It makes every mount private (nothing propagates back to the host),
-mounts a fresh ``/proc`` (so no host process is visible), private ``/tmp``, ``/var/tmp``
-and ``/dev/shm``, its own ``/sys``, and covers the hidden directories with empty read-only
-tmpfs. Then it forks the agent, which drops to an unprivileged user with ``no_new_privs``
-before exec. When the agent exits, init exits with
-its status and the kernel kills whatever else is left in the PID namespace.
+namespace's root. It builds the agent a root of its own (see :mod:`.filesystem`: system
+directories read-only, the policy's paths, private ``/tmp``, ``/dev`` and ``/proc``, and
+nothing else of the host) and gives the sandbox a fresh session keyring. Then it forks the
+agent, which drops to its unprivileged uid with ``no_new_privs``, takes its rlimits (where
+no cgroup bounds it), Landlock and the seccomp filter, and execs. When the agent exits,
+init exits with its status and the kernel kills whatever else is left in the PID
+namespace.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import resource
 import signal
 import sys
 import termios
 
+from . import filesystem, landlock, seccomp
 from . import syscalls as sc
 from .spec import PRIVATE_TMP, PRIVATE_TMP_SIZE, LaunchSpec
 
@@ -29,8 +32,6 @@ FORWARDED_SIGNALS = (
     signal.SIGUSR1,
     signal.SIGUSR2,
 )
-SHARED_WRITABLE = ("/dev/shm", "/var/tmp")  # noqa: S108 - covered by private tmpfs
-_RO_FLAGS = sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC
 
 
 class SetupFailed(RuntimeError):
@@ -44,42 +45,27 @@ def exit_status(wait_status: int) -> int:
     return os.waitstatus_to_exitcode(wait_status)
 
 
-def uncovered_hidden(hidden: tuple[str, ...]) -> tuple[str, ...]:
-    """Hidden directories not already covered by the private ``/tmp``."""
-    return tuple(p for p in hidden if p != PRIVATE_TMP and not p.startswith(PRIVATE_TMP + "/"))
-
-
 def prepare_filesystem(spec: LaunchSpec) -> None:
-    """Mount the agent's view; fails closed if any hidden directory cannot be covered."""
-    sc.mount("none", "/", None, sc.MS_REC | sc.MS_PRIVATE, None)
-    sc.mount("proc", "/proc", "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC, None)
-    # Hide first: a hidden directory may sit below /tmp's siblings but never below /tmp
-    # itself, which the private tmpfs covers anyway.
-    for path in uncovered_hidden(spec.hidden):
+    """Build the agent's root and pivot into it; fails closed on anything unexpected."""
+    for path in spec.hidden:
         if not os.path.isdir(path):
             raise SetupFailed(f"hidden directory {path} does not exist; refusing to start")
-        sc.mount("tmpfs", path, "tmpfs", _RO_FLAGS, "size=4k,mode=0555")
-    sc.mount(
-        "tmpfs",
-        PRIVATE_TMP,
-        "tmpfs",
-        sc.MS_NOSUID | sc.MS_NODEV,
-        f"size={PRIVATE_TMP_SIZE},mode=1777",
-    )
-    # Other world-writable places would let sandboxes (and host processes) pass files.
-    for path in SHARED_WRITABLE:
-        if os.path.isdir(path) and not os.path.islink(path):
-            sc.mount("tmpfs", path, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "size=64m,mode=1777")
-    # A sysfs of our own shows only the sandbox's interfaces; where the kernel refuses it
-    # (some rootless setups), the host's read-only view stays, which reveals no secret.
-    with contextlib.suppress(OSError):
-        sc.mount("sysfs", "/sys", "sysfs", _RO_FLAGS, None)
-    if spec.ca_pem:
-        parent = os.path.dirname(spec.ca_path)
-        os.makedirs(parent, mode=0o755, exist_ok=True)
-        fd = os.open(spec.ca_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o444)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(spec.ca_pem)
+    uid = os.geteuid() if spec.uid is None else spec.uid
+    gid = os.getegid() if spec.gid is None else spec.gid
+    try:
+        warnings = filesystem.build_root(
+            read_only=spec.read_only,
+            read_write=spec.read_write,
+            hidden=spec.hidden,
+            tmp_size=PRIVATE_TMP_SIZE,
+            uid=uid,
+            gid=gid,
+            files=[(spec.ca_path[len(PRIVATE_TMP) + 1 :], spec.ca_pem)] if spec.ca_pem else [],
+        )
+    except filesystem.ViewRefused as exc:
+        raise SetupFailed(str(exc)) from None
+    for line in warnings:
+        sys.stderr.write(f"sandbox: {line}\n")
 
 
 def _enter_nested_user_namespace() -> None:
@@ -106,22 +92,32 @@ def _become_agent(spec: LaunchSpec) -> None:
         # `sandbox exec -t`: the terminal becomes the session's, so ^C and job control work.
         with contextlib.suppress(OSError):
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-    if spec.nested_user_namespace:
-        # Init is not dumpable, which makes our /proc/self files root's; the uid map of the
-        # new namespace must be writable by us. exec would reset this anyway.
-        sc.prctl(sc.PR_SET_DUMPABLE, 1)
-        _enter_nested_user_namespace()
     if spec.gid is not None:
         os.setgroups([])
         os.setresgid(spec.gid, spec.gid, spec.gid)
     if spec.uid is not None:
         os.setresuid(spec.uid, spec.uid, spec.uid)
+    if spec.nested_user_namespace:
+        # Init is not dumpable (and changing uid resets it), which makes our /proc/self
+        # files root's; the uid map of the new namespace must be writable by us. exec
+        # resets this anyway.
+        sc.prctl(sc.PR_SET_DUMPABLE, 1)
+        _enter_nested_user_namespace()
+    if spec.max_processes is not None:
+        resource.setrlimit(resource.RLIMIT_NPROC, (spec.max_processes, spec.max_processes))
+    if spec.max_memory_bytes is not None:
+        limit = spec.max_memory_bytes
+        # DATA, not AS: runtimes reserve far more address space than they ever touch.
+        resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
     sc.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
     try:
         os.chdir(spec.cwd)
     except OSError:
         os.chdir("/")
+    landlock.restrict(landlock.plan(spec.read_write), spec.landlock)
     os.closerange(3, 65536)
+    # Last: from here on the agent cannot mount, trace, make namespaces or load BPF.
+    seccomp.install()
 
 
 def _exec_agent(spec: LaunchSpec) -> None:
@@ -189,6 +185,8 @@ def run_init(spec: LaunchSpec, relay: SignalRelay) -> int:
     # read its /proc entries; its own exec resets this for the agent's processes.
     sc.prctl(sc.PR_SET_DUMPABLE, 0)
     prepare_filesystem(spec)
+    # A session keyring of its own: nothing the host or another sandbox keeps in theirs.
+    sc.join_new_session_keyring()
     agent = relay.fork()
     if agent == 0:
         _exec_agent(spec)
@@ -206,7 +204,7 @@ def main_in_child(spec: LaunchSpec, relay: SignalRelay) -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
     try:
         code = run_init(spec, relay)
-    except (OSError, SetupFailed) as exc:
+    except (OSError, SetupFailed, landlock.LandlockUnavailable) as exc:
         sys.stderr.write(f"sandbox: setup failed: {exc}\n")
         sys.stderr.flush()
         code = 125

@@ -1,7 +1,8 @@
 """The bridge process between the supervisor and a sandbox's PID 1.
 
 ``python -m grantbox.sandbox.stage`` is started by the supervisor with the sandbox's
-namespace descriptors. It is single-threaded, so it may join a user namespace. It arranges
+namespace descriptors. It is single-threaded, so it may join a user namespace. It joins the
+sandbox's cgroup (so everything it starts is bounded from the first fork), arranges
 to die with the supervisor (``PR_SET_PDEATHSIG``), joins the sandbox's user (rootless) and
 network namespaces, unshares mount, PID and IPC namespaces, and forks the sandbox init, which is
 PID 1 there and in turn dies with this stage: kill the supervisor and the whole PID
@@ -15,6 +16,7 @@ import os
 import signal
 import sys
 
+from . import limits
 from . import syscalls as sc
 from .init import SignalRelay, exit_status, main_in_child
 from .spec import MAX_SPEC_BYTES, LaunchSpec
@@ -42,6 +44,8 @@ def _parent_still_alive(alive_fd: int) -> bool:
 
 
 def run_stage(spec: LaunchSpec, net_fd: int, user_fd: int | None) -> int:
+    # Into the sandbox's cgroup before anything forks, while still the host's user.
+    limits.join(spec.cgroup_procs)
     if user_fd is not None:
         sc.setns(user_fd, sc.CLONE_NEWUSER)
         os.close(user_fd)

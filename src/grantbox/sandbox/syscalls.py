@@ -1,4 +1,5 @@
-"""Thin ctypes wrappers for the Linux calls Python 3.11 lacks (unshare, setns, mount, prctl).
+"""Thin ctypes wrappers for the Linux calls Python 3.11 lacks (unshare, setns, mount, prctl,
+pivot_root, keyctl).
 
 Each wrapper raises ``OSError`` with the real errno, so callers can say exactly what the
 kernel refused. Nothing here decides anything; it only makes the call.
@@ -10,6 +11,7 @@ import ctypes
 import ctypes.util
 import fcntl
 import os
+import platform
 import socket
 import struct
 
@@ -24,9 +26,12 @@ MS_NOSUID = 0x2
 MS_NODEV = 0x4
 MS_NOEXEC = 0x8
 MS_REMOUNT = 0x20
+MS_NOATIME = 0x400
+MS_NODIRATIME = 0x800
 MS_BIND = 0x1000
 MS_REC = 0x4000
 MS_PRIVATE = 1 << 18
+MS_RELATIME = 1 << 21
 
 MNT_DETACH = 0x2
 
@@ -34,6 +39,14 @@ PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
 PR_SET_NO_NEW_PRIVS = 38
 PR_SET_CHILD_SUBREAPER = 36
+
+KEYCTL_JOIN_SESSION_KEYRING = 1
+
+# Calls glibc has no wrapper for, by architecture.
+_SYSCALL_NUMBERS = {
+    "x86_64": {"pivot_root": 155, "keyctl": 250},
+    "aarch64": {"pivot_root": 41, "keyctl": 219},
+}
 
 _SIOCGIFFLAGS = 0x8913
 _SIOCSIFFLAGS = 0x8914
@@ -84,6 +97,32 @@ def mount(source: str, target: str, fstype: str | None, flags: int, data: str | 
         ),
         f"mount {target}",
     )
+
+
+def _number(name: str) -> int:
+    table = _SYSCALL_NUMBERS.get(platform.machine())
+    if table is None:
+        raise OSError(38, f"{name}: no system call number known for {platform.machine()}")
+    return table[name]
+
+
+def pivot_root(new_root: str, put_old: str) -> None:
+    result = _libc.syscall(
+        ctypes.c_long(_number("pivot_root")), new_root.encode(), put_old.encode()
+    )
+    _check(result, "pivot_root")
+
+
+def join_new_session_keyring() -> None:
+    """Give the caller a fresh, anonymous session keyring (shared with nobody)."""
+    result = _libc.syscall(
+        ctypes.c_long(_number("keyctl")),
+        ctypes.c_long(KEYCTL_JOIN_SESSION_KEYRING),
+        ctypes.c_void_p(None),
+    )
+    if result < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"keyctl: {os.strerror(err)}")
 
 
 def umount(target: str, flags: int = 0) -> None:

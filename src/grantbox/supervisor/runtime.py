@@ -20,18 +20,20 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from grantbox.drivers.invocation import ORPHANED_EXIT_CODE
-from grantbox.grants import GrantEngine
+from grantbox.grants import GrantEngine, TokenEndpointClient
 from grantbox.identity import WorkloadIdentityClient
-from grantbox.profiles import EffectiveConfig, build_effective_config
+from grantbox.profiles import EffectiveConfig, SandboxPolicy, build_effective_config
 from grantbox.proxy import EgressProxy, SystemResolver, parse_overrides
 from grantbox.sandbox.launcher import launch
+from grantbox.sandbox.limits import CgroupUnavailable, Limits, SandboxCgroup, resolve
 from grantbox.sandbox.network import SandboxNetwork, create_sandbox_network
 from grantbox.sandbox.spec import LaunchSpec
+from grantbox.sandbox.subids import for_operator, why_not
 from grantbox.sandbox.trust import trust_bundle
 
 from .exec_session import run_exec
 from .gateway_client import ExecRequestItem, SupervisorClient, SupervisorClientError
-from .launch import SupervisorOptions, agent_launch_spec
+from .launch import Fence, SupervisorOptions, agent_launch_spec
 from .outbox import Outbox
 from .retry import retrying, transient
 from .shipping import batches, bounded_message, flatten, halves
@@ -49,6 +51,12 @@ SHIP_TAKE = 2_000
 BACKLOG_WARNING = OUTBOX_CAPACITY // 2
 
 
+def _read_ca(options: SupervisorOptions) -> str:
+    """The ``--upstream-ca`` bundle, trusted by token requests as by the proxy's upstreams."""
+    path = options.upstream_ca_file
+    return "" if path is None else path.read_text(encoding="ascii", errors="ignore")
+
+
 class Supervisor:
     def __init__(self, options: SupervisorOptions) -> None:
         self.options = options
@@ -58,13 +66,17 @@ class Supervisor:
             options.gateway_url, options.sandbox_id, options.token_file
         )
         self._identity = WorkloadIdentityClient(options.identity_socket)
-        self._engine = GrantEngine(self._identity)
+        self._engine = GrantEngine(
+            self._identity, client=TokenEndpointClient(extra_ca_pem=_read_ca(options))
+        )
         self._logs: Outbox[Mapping[str, Any]] = Outbox(OUTBOX_CAPACITY)
         self._events: Outbox[Mapping[str, Any]] = Outbox(OUTBOX_CAPACITY)
         self._proxy: EgressProxy | None = None
         self._network: SandboxNetwork | None = None
         self._ca_pem = ""
         self._config: EffectiveConfig | None = None
+        self._cgroup: SandboxCgroup | None = None
+        self._limits: Limits = resolve()
         self._stopping = asyncio.Event()
         self._orphaned = ""
         self._refused: dict[str, int] = {}
@@ -78,7 +90,46 @@ class Supervisor:
 
     # -- the agent's view -------------------------------------------------------------
     def launch_spec(self, argv: Sequence[str]) -> LaunchSpec:
-        return agent_launch_spec(self.options, argv, ca_pem=self._ca_pem)
+        return agent_launch_spec(self.options, argv, ca_pem=self._ca_pem, fence=self._fence())
+
+    def _fence(self) -> Fence:
+        """What this run learned for the fence: policy, uid, subordinate ids, cgroup."""
+        return Fence(
+            policy=self._config.policy if self._config is not None else SandboxPolicy(),
+            agent_uid=self._config.agent_uid if self._config is not None else None,
+            namespace_agent=self._network.agent_in_namespace if self._network else None,
+            cgroup_procs=self._cgroup.procs_files if self._cgroup is not None else (),
+            limits=self._limits,
+        )
+
+    def _agent_ids(self, config: EffectiveConfig) -> tuple[int, int] | None:
+        """Rootless: the subordinate uid/gid the agent runs as, so it is not the operator."""
+        if not self.rootless:
+            return None
+        found = for_operator(config.agent_uid or 0)
+        if found is None:
+            log.warning(
+                "sandbox %s: rootless without subordinate ids (%s): the agent runs as your "
+                "uid inside a root where nothing of yours is shown but the policy's paths",
+                self.options.sandbox_id,
+                why_not(),
+            )
+            return None
+        return (found.uid, found.gid)
+
+    def _bound(self, config: EffectiveConfig) -> None:
+        """One cgroup for the whole sandbox (agent and every exec), or rlimits per process."""
+        wanted = config.policy.limits
+        self._limits = resolve(wanted.processes, wanted.memory_mib, wanted.cpus)
+        try:
+            self._cgroup = SandboxCgroup.create(self.options.sandbox_id, self._limits)
+        except (CgroupUnavailable, OSError) as exc:
+            log.warning(
+                "sandbox %s: no cgroup (%s); bounding each process with rlimits instead "
+                "(processes and memory; CPU stays unbounded)",
+                self.options.sandbox_id,
+                exc,
+            )
 
     # -- lifecycle ----------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -107,6 +158,7 @@ class Supervisor:
         if config is None:
             return 0
         self._config = config
+        self._bound(config)
         resolver = SystemResolver(parse_overrides(self.options.resolve))
         self._proxy = EgressProxy(
             config,
@@ -116,7 +168,9 @@ class Supervisor:
             events=self._event,
         )
         self._ca_pem = trust_bundle(self._proxy.ca_cert_pem.decode())
-        self._network = create_sandbox_network(self.options.proxy_port, rootless=self.rootless)
+        self._network = create_sandbox_network(
+            self.options.proxy_port, rootless=self.rootless, agent_ids=self._agent_ids(config)
+        )
         await self._proxy.start(sockets=[self._network.listener])
         agent = await launch(
             self.launch_spec(self.options.command or IDLE_COMMAND),
@@ -162,6 +216,8 @@ class Supervisor:
             await self._proxy.stop()
         if self._network is not None:
             self._network.close()
+        if self._cgroup is not None and not await asyncio.to_thread(self._cgroup.remove):
+            log.warning("sandbox %s: a cgroup could not be removed", self.options.sandbox_id)
         await self._engine.aclose()
         await self._identity.aclose()
         await self._client.aclose()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import json
 import logging
 import os
@@ -44,6 +45,20 @@ def _status_code(exc: BaseException) -> int | None:
     return code if isinstance(code, int) else None
 
 
+MISSING_CLIENT = (
+    "the kubernetes driver needs the Kubernetes client, which is not installed; "
+    "install grantbox[kubernetes] (pip install 'grantbox[kubernetes]')"
+)
+
+
+def require_client() -> None:
+    """Refuse at start-up, not at the first sandbox, when the optional client is missing."""
+    try:
+        importlib.import_module("kubernetes.aio")
+    except ImportError:
+        raise DriverError(MISSING_CLIENT) from None
+
+
 class KubernetesDriver:
     """Start, stop and watch sandbox pods in one namespace.
 
@@ -59,6 +74,7 @@ class KubernetesDriver:
     def __init__(
         self, config: KubernetesDriverConfig, api_config: Configuration | None = None
     ) -> None:
+        require_client()
         self.config = config
         self._api_config = api_config
         self._api_client: Any | None = None

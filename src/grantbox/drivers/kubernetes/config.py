@@ -6,15 +6,18 @@ the driver starts so a bad setting fails the gateway's start-up with one line na
 
 from __future__ import annotations
 
-import os
 import posixpath
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
 from grantbox.drivers.protocol import DriverError
 from grantbox.sandbox.hiding import shadow_problem
+from grantbox.settings import settings_problem
 
 from .names import (
     DEFAULT_SOCKET_PATH,
@@ -76,13 +79,59 @@ def _overlaps(a: str, b: str) -> bool:
     return a == b or a.startswith(b + "/") or b.startswith(a + "/")
 
 
-def _flag(value: str, name: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise KubernetesConfigError(f"{name}={value!r} is not a boolean (true/false)")
+K8S_ENV_PREFIX = "GRANTBOX_K8S_"
+
+
+class KubernetesDriverEnv(BaseSettings):
+    """The ``GRANTBOX_K8S_*`` variables (the Helm chart's ConfigMap sets them), typed.
+
+    Only parsing lives here; what makes a value unusable is decided by
+    :class:`KubernetesDriverConfig`, which both this and tests construct.
+    """
+
+    model_config = SettingsConfigDict(env_prefix=K8S_ENV_PREFIX, env_ignore_empty=True, frozen=True)
+
+    namespace: str = ""
+    sandbox_image: str = ""
+    gateway_url: str = ""
+    workload_api_socket: str = DEFAULT_SOCKET_PATH
+    spiffe_csi: bool = True
+    image_pull_policy: str = "IfNotPresent"
+    service_account: str = ""
+    runtime_class: str = ""
+    apparmor_profile: str = "Unconfined"
+    read_only_root: bool = True
+    termination_grace_seconds: int = 10
+    cpu_request: str = ""
+    memory_request: str = ""
+    cpu_limit: str = ""
+    memory_limit: str = ""
+
+    @classmethod
+    def read(cls, environ: Mapping[str, str] | None = None) -> KubernetesDriverEnv:
+        """From the process environment, or from ``environ`` alone when given."""
+        try:
+            if environ is None:
+                return cls()
+            given = {
+                key.removeprefix(K8S_ENV_PREFIX).lower(): value
+                for key, value in environ.items()
+                if key.startswith(K8S_ENV_PREFIX) and value
+            }
+            return cls.model_validate(given)
+        except ValidationError as exc:
+            raise KubernetesConfigError(settings_problem(exc, K8S_ENV_PREFIX)) from None
+
+    def resources(self) -> dict[str, dict[str, str]]:
+        found: dict[str, dict[str, str]] = {}
+        for kind, values in (
+            ("requests", {"cpu": self.cpu_request, "memory": self.memory_request}),
+            ("limits", {"cpu": self.cpu_limit, "memory": self.memory_limit}),
+        ):
+            chosen = {resource: value for resource, value in values.items() if value}
+            if chosen:
+                found[kind] = chosen
+        return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,38 +189,22 @@ class KubernetesDriverConfig:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> KubernetesDriverConfig:
         """Read ``GRANTBOX_K8S_*`` variables (the Helm chart's ConfigMap sets them)."""
-        env = os.environ if environ is None else environ
-        namespace = env.get("GRANTBOX_K8S_NAMESPACE", "") or _own_namespace()
-        image = env.get("GRANTBOX_K8S_SANDBOX_IMAGE", "")
-        if not image:
-            raise KubernetesConfigError("GRANTBOX_K8S_SANDBOX_IMAGE is not set")
-        try:
-            grace = int(env.get("GRANTBOX_K8S_TERMINATION_GRACE_SECONDS", "10"))
-        except ValueError:
-            raise KubernetesConfigError(
-                "GRANTBOX_K8S_TERMINATION_GRACE_SECONDS is not an integer"
-            ) from None
-        resources: dict[str, dict[str, str]] = {}
-        for kind, prefix in (("requests", "REQUEST"), ("limits", "LIMIT")):
-            for resource in ("cpu", "memory"):
-                value = env.get(f"GRANTBOX_K8S_{resource.upper()}_{prefix}", "")
-                if value:
-                    resources.setdefault(kind, {})[resource] = value
+        env = KubernetesDriverEnv.read(environ)
+        if not env.sandbox_image:
+            raise KubernetesConfigError(f"{K8S_ENV_PREFIX}SANDBOX_IMAGE is not set")
         return cls(
-            namespace=namespace,
-            image=image,
-            gateway_url=env.get("GRANTBOX_K8S_GATEWAY_URL", ""),
-            socket_path=env.get("GRANTBOX_K8S_WORKLOAD_API_SOCKET", DEFAULT_SOCKET_PATH),
-            spiffe_csi=_flag(env.get("GRANTBOX_K8S_SPIFFE_CSI", "true"), "GRANTBOX_K8S_SPIFFE_CSI"),
-            image_pull_policy=env.get("GRANTBOX_K8S_IMAGE_PULL_POLICY", "IfNotPresent"),
-            service_account=env.get("GRANTBOX_K8S_SERVICE_ACCOUNT", ""),
-            runtime_class=env.get("GRANTBOX_K8S_RUNTIME_CLASS", ""),
-            apparmor_profile=env.get("GRANTBOX_K8S_APPARMOR_PROFILE", "Unconfined"),
-            read_only_root=_flag(
-                env.get("GRANTBOX_K8S_READ_ONLY_ROOT", "true"), "GRANTBOX_K8S_READ_ONLY_ROOT"
-            ),
-            termination_grace_seconds=grace,
-            resources=resources,
+            namespace=env.namespace or _own_namespace(),
+            image=env.sandbox_image,
+            gateway_url=env.gateway_url,
+            socket_path=env.workload_api_socket,
+            spiffe_csi=env.spiffe_csi,
+            image_pull_policy=env.image_pull_policy,
+            service_account=env.service_account,
+            runtime_class=env.runtime_class,
+            apparmor_profile=env.apparmor_profile,
+            read_only_root=env.read_only_root,
+            termination_grace_seconds=env.termination_grace_seconds,
+            resources=env.resources(),
         )
 
 

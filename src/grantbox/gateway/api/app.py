@@ -29,6 +29,7 @@ from grantbox.gateway.services import (
     SandboxService,
 )
 from grantbox.gateway.settings import GatewaySettings
+from grantbox.gateway.state_dir import secure_tree
 from grantbox.gateway.storage import Store
 
 from . import health_routes, operator_routes, supervisor_routes
@@ -42,7 +43,7 @@ log = logging.getLogger("grantbox.gateway")
 def build_gateway(
     settings: GatewaySettings, driver: ComputeDriver | None, driver_name: str = ""
 ) -> Gateway:
-    settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    secure_tree(settings.state_dir)
     store = Store.open(settings.database_url)
     catalog = Catalog(load_builtins(settings.builtin_profiles_dir))
     feed = ChangeFeed()
@@ -50,7 +51,9 @@ def build_gateway(
     issuer = SupervisorTokenIssuer.load_or_create(
         settings.signing_key_path, settings.token_audience, settings.supervisor_token_ttl
     )
-    sandboxes = SandboxService(store, catalog, feed, settings.heartbeat_stale_after)
+    sandboxes = SandboxService(
+        store, catalog, feed, settings.heartbeat_stale_after, settings.agent_uids
+    )
     metrics = Metrics()
     metrics.registry.register(PhaseCollector(sandboxes.count_by_phase))
     orchestrator = SandboxOrchestrator(sandboxes, issuer, driver, relay)

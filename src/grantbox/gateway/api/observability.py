@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -122,4 +121,4 @@ class RequestObserver:
                 elapsed,
                 f"{client[0]}:{client[1]}" if client else "",
             )
-            access_log.info(json.dumps(record, sort_keys=True))
+            access_log.info("request", extra={"fields": record})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -90,7 +90,7 @@ class EventBatch(_Body):
 
 
 class ExecOutput(_Body):
-    stream: str = Field(pattern="^(stdout|stderr)$")
+    stream: Literal["stdout", "stderr"]
     data: str = Field(max_length=1_048_576, description="base64 of the bytes")
 
 

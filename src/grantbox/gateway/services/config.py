@@ -20,4 +20,4 @@ def sandbox_policy(row: SandboxRow) -> SandboxPolicy | None:
 
 def effective_config(session: Session, catalog: Catalog, row: SandboxRow) -> EffectiveConfig:
     pairs = resolve_profiles(session, catalog, attached_providers(session, row.id))
-    return build_effective_config(row.id, sandbox_policy(row), pairs)
+    return build_effective_config(row.id, sandbox_policy(row), pairs, agent_uid=row.agent_uid)

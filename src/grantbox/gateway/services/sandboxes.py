@@ -19,6 +19,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from grantbox.drivers.protocol import DriverState, DriverStatus
+from grantbox.gateway.agent_ids import UidRange, choose_free
 from grantbox.gateway.catalog import Catalog
 from grantbox.gateway.changes import ChangeFeed
 from grantbox.gateway.consistency import (
@@ -26,9 +27,17 @@ from grantbox.gateway.consistency import (
     check_name,
     collision_messages,
     refuse_ambiguity,
+    refuse_invalid_profiles,
     refuse_messages,
 )
-from grantbox.gateway.errors import AlreadyExists, InvalidRequest, NotFound, StaleVersion
+from grantbox.gateway.errors import (
+    AlreadyExists,
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    StaleVersion,
+    Unavailable,
+)
 from grantbox.gateway.phase import Phase, SandboxFacts, derive_phase
 from grantbox.gateway.storage import (
     AttachmentRow,
@@ -51,6 +60,7 @@ from .config import effective_config
 from .lookup import attached_providers, resolve_profiles, sandbox_by_name
 
 MAX_COMMAND_ARGS = 256
+CREATE_ATTEMPTS = 8
 MAX_LOG_LINES_PER_CALL = 1000
 MAX_LOG_MESSAGE = 16_384
 LOG_RETENTION = 10_000
@@ -73,6 +83,7 @@ class SandboxView:
     created_at: float
     updated_at: float
     exit_code: int | None = None
+    agent_uid: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -90,6 +101,7 @@ class SandboxView:
             "resource_version": self.resource_version,
             "created_at": rfc3339(self.created_at),
             "updated_at": rfc3339(self.updated_at),
+            "agent_uid": self.agent_uid,
         }
 
 
@@ -165,9 +177,11 @@ class SandboxService:
         catalog: Catalog,
         feed: ChangeFeed,
         stale_after: float,
+        agent_uids: UidRange | None = None,
         records: ChangeFeed | None = None,
     ) -> None:
         self._store = store
+        self._agent_uids = agent_uids or UidRange()
         self._catalog = catalog
         self._feed = feed
         self._stale_after = stale_after
@@ -210,6 +224,7 @@ class SandboxService:
             created_at=row.created_at,
             updated_at=row.updated_at,
             exit_code=facts.exit_code,
+            agent_uid=row.agent_uid,
         )
 
     def list_all(self) -> list[SandboxView]:
@@ -260,6 +275,23 @@ class SandboxService:
         policy: Mapping[str, Any] | None,
         command: Sequence[str],
     ) -> SandboxView:
+        """Record a sandbox with a uid of its own; a replica racing for the same uid (the
+        unique column refuses one of them) makes the loser pick again, spread out."""
+        for attempt in range(CREATE_ATTEMPTS - 1):
+            try:
+                return self._create(name, providers, policy, command, attempt)
+            except Conflict:
+                continue
+        return self._create(name, providers, policy, command, CREATE_ATTEMPTS - 1)
+
+    def _create(
+        self,
+        name: str,
+        providers: Sequence[str],
+        policy: Mapping[str, Any] | None,
+        command: Sequence[str],
+        attempt: int,
+    ) -> SandboxView:
         check_name("sandbox", name)
         if len(command) > MAX_COMMAND_ARGS:
             raise InvalidRequest(f"a command may have at most {MAX_COMMAND_ARGS} arguments")
@@ -273,11 +305,22 @@ class SandboxService:
             if exists is not None:
                 raise AlreadyExists(f"sandbox '{name}' already exists")
             pairs = resolve_profiles(session, self._catalog, providers)
+            refuse_invalid_profiles("sandbox create", pairs)
             try:
                 build_effective_config(sandbox_id, parsed, pairs)
             except ValueError as exc:
                 raise InvalidRequest(str(exc)) from None
             refuse_ambiguity("sandbox create", [SandboxAttachments(name, pairs)])
+            taken = session.scalars(
+                select(SandboxRow.agent_uid).where(SandboxRow.agent_uid.is_not(None))
+            ).all()
+            in_use = (uid for uid in taken if uid is not None)
+            agent_uid = choose_free(self._agent_uids, in_use, attempt)
+            if agent_uid is None:
+                raise Unavailable(
+                    f"every agent uid of {self._agent_uids.first}-{self._agent_uids.last} is "
+                    "in use; delete a sandbox or give the gateway a larger --agent-uids range"
+                )
             row = SandboxRow(
                 id=sandbox_id,
                 name=name,
@@ -285,6 +328,7 @@ class SandboxService:
                 command=json.dumps(list(command)),
                 created_at=now,
                 updated_at=now,
+                agent_uid=agent_uid,
             )
             session.add(row)
             session.flush()
@@ -310,6 +354,7 @@ class SandboxService:
             if provider in current:
                 raise AlreadyExists(f"provider '{provider}' is already attached to '{name}'")
             pairs = resolve_profiles(session, self._catalog, [*current, provider])
+            refuse_invalid_profiles("attach", pairs)
             refuse_ambiguity("attach", [SandboxAttachments(name, pairs)])
             session.add(AttachmentRow(sandbox_id=row.id, provider_name=provider))
             row.updated_at = time.time()

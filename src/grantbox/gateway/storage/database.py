@@ -16,6 +16,8 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
+from ..state_dir import create_private_file, make_private_dir
+
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 MIGRATION_LOCK = 0x6772_616E_7462  # "grantb": any constant shared by all replicas
 _MIGRATING = threading.Lock()
@@ -43,7 +45,11 @@ def make_engine(url: str) -> Engine:
         ) from None
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            # SQLite gives the -wal and -shm files the database file's mode, so creating the
+            # database 0600 first keeps all three private whatever the umask.
+            database = Path(parsed.database)
+            make_private_dir(database.parent)
+            create_private_file(database)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
@@ -56,9 +62,13 @@ def make_engine(url: str) -> Engine:
             f"unsupported database '{parsed.drivername}'; use sqlite or postgresql"
         ) from None
     except ImportError as exc:
+        if parsed.get_backend_name() == "postgresql":
+            raise RuntimeError(
+                "PostgreSQL storage needs the psycopg driver, which is not installed; "
+                "install grantbox[postgresql] (pip install 'grantbox[postgresql]')"
+            ) from None
         raise RuntimeError(
-            f"database driver for {parsed.drivername} is not installed ({exc.name}); "
-            "for PostgreSQL install psycopg[binary]"
+            f"the database driver for {parsed.drivername} is not installed ({exc.name})"
         ) from None
 
 

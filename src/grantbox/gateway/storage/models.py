@@ -8,6 +8,7 @@ cannot both win, on SQLite or PostgreSQL alike.
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Float,
     ForeignKey,
@@ -68,6 +69,8 @@ class SandboxRow(Base):
     resource_version: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[float] = mapped_column(Float)
+    # The agent's kernel uid/gid (see grantbox.gateway.agent_ids); unique among live rows.
+    agent_uid: Mapped[int | None] = mapped_column(BigInteger, unique=True, nullable=True)
 
     __mapper_args__ = {"version_id_col": resource_version}  # noqa: RUF012
 

@@ -1,7 +1,7 @@
 """How a sandbox's command ended: exit status and cause, reported by its supervisor.
 
-Revision ID: 0002_sandbox_exit
-Revises: 0001
+Revision ID: 0003_sandbox_exit
+Revises: 0002_fence
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002_sandbox_exit"
-down_revision = "0001"
+revision = "0003_sandbox_exit"
+down_revision = "0002_fence"
 branch_labels = None
 depends_on = None
 
