@@ -140,7 +140,7 @@ def test_an_interactive_shell_runs_on_a_terminal_in_the_sandbox(up: UpProcess, b
         ["sandbox", "exec", "-it", box, "--", "sh"],
         up.env,
         [
-            b"tty && echo MARK-$((6*7)) && stty size\r",
+            b"test -t 0 && test -t 1 && echo MARK-$((6*7)) && stty size\r",
             b"sleep 100\r",
             b"\x03",  # ^C reaches the sandbox's foreground process
             b"echo after-interrupt\r",
@@ -148,7 +148,7 @@ def test_an_interactive_shell_runs_on_a_terminal_in_the_sandbox(up: UpProcess, b
         ],
     )
     text = output.decode(errors="replace")
-    assert "MARK-42" in text and "24 80" in text and "/dev/pts/" in text
+    assert "MARK-42" in text and "24 80" in text
     assert "after-interrupt" in text
     assert status == 3
 

@@ -15,6 +15,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from grantbox.gateway.state_dir import make_private_dir
+
 LOCK_FILE = "lock"
 
 
@@ -33,7 +35,7 @@ def _holder(fd: int) -> str:
 @contextlib.contextmanager
 def holding_state_dir(state_dir: Path, what: str) -> Iterator[None]:
     """Hold the state directory for the duration of the block, or refuse at once."""
-    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_private_dir(state_dir)
     # os.open's descriptors are not inherited: supervisors started later never hold it.
     fd = os.open(state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
     try:
