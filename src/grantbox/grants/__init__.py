@@ -4,7 +4,7 @@
 ``token_exchange`` (the JWT-SVID as subject token).
 
 ``GrantEngine.obtain(binding)`` is the whole interface the proxy needs; every failure is a
-:class:`GrantError` whose ``reason`` is one of DESIGN §3.4.
+:class:`GrantError` whose ``reason`` is a :class:`GrantFailure` (DESIGN §3.4).
 """
 
 from .answer import (
@@ -21,6 +21,7 @@ from .engine import GrantEngine
 from .errors import (
     REASONS,
     GrantError,
+    GrantFailure,
     GrantMisconfigured,
     TokenEndpointError,
     TokenEndpointRejected,
@@ -29,6 +30,8 @@ from .errors import (
     TokenMalformed,
     WorkloadIdentityDenied,
     WorkloadIdentityUnavailable,
+    error_for_reason,
+    failure_of,
 )
 from .lifetime import Persistence, backoff_delay, cache_ttl, persistence, refresh_after
 from .request import CacheKey, GrantKind, cache_key, grant_kind, token_request_form
@@ -43,6 +46,7 @@ __all__ = [
     "ClientCertificate",
     "GrantEngine",
     "GrantError",
+    "GrantFailure",
     "GrantKind",
     "GrantMisconfigured",
     "Persistence",
@@ -62,6 +66,8 @@ __all__ = [
     "cache_key",
     "cache_ttl",
     "check_exchanged_token",
+    "error_for_reason",
+    "failure_of",
     "grant_kind",
     "is_token68",
     "parse_retry_after",

@@ -21,8 +21,7 @@ from grantbox.profiles import TokenType
 
 from .errors import (
     GrantError,
-    TokenEndpointError,
-    TokenEndpointRejected,
+    GrantFailure,
     TokenMalformed,
     error_for_reason,
 )
@@ -63,11 +62,11 @@ def status_text(status: int) -> str:
         return str(status)
 
 
-def reason_for_status(status: int) -> str:
+def reason_for_status(status: int) -> GrantFailure:
     """Failure reason for a non-2xx status."""
     if status in _REJECTING_STATUSES:
-        return TokenEndpointRejected.reason
-    return TokenEndpointError.reason
+        return GrantFailure.TOKEN_ENDPOINT_REJECTED
+    return GrantFailure.TOKEN_ENDPOINT_ERROR
 
 
 def oauth_error_fields(body: bytes) -> dict[str, str]:

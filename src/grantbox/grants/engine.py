@@ -116,6 +116,7 @@ class GrantEngine:
         self._clock = clock
         self._jitter = jitter
         self._inflight: dict[CacheKey, asyncio.Task[AccessToken]] = {}
+        self._keys: dict[GrantBinding, CacheKey] = {}  # cache_key() of each binding seen
         self._attached: frozenset[CacheKey] | None = None
         self._generation = 0
         self._closed = False
@@ -124,7 +125,11 @@ class GrantEngine:
         """A valid token for ``binding``, or a :class:`GrantError` saying why not."""
         if self._closed:
             raise GrantMisconfigured("grant engine is closed")
-        key = cache_key(binding)
+        key = self._keys.get(binding)
+        if key is None:
+            if len(self._keys) >= self._cache.max_entries:
+                self._keys.clear()
+            key = self._keys[binding] = cache_key(binding)
         entry = self._cache.get(key)
         running = self._inflight.get(key)
         lookup = decide(entry, self._clock(), running is not None)
@@ -155,6 +160,7 @@ class GrantEngine:
         """
         attached = frozenset(cache_key(b) for b in bindings)
         self._attached = attached
+        self._keys.clear()
         self._generation += 1
         self._cache.retain(attached.__contains__)
         self._metrics.entries.set(len(self._cache))

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
+from grantbox.identity import IdentityDenied, IdentityError
+
 from .answer import sanitise_oauth_field
 from .errors import GrantError, WorkloadIdentityDenied, WorkloadIdentityUnavailable
 from .tls import ClientCertificate
@@ -32,16 +34,14 @@ class X509SvidSource(Protocol):
 def identity_failure(exc: BaseException, what: str = "JWT-SVID") -> GrantError:
     """The grant error for a failed SVID fetch.
 
-    Identity errors carry a DESIGN §3.4 ``reason`` and a sanitised ``detail``; anything else
-    is reported by type only (its message might quote what it failed on) and fails closed
-    as unavailable.
+    The identity client's errors map by class (grants sits above identity): a refusal is
+    ``workload_identity_denied``, any other identity error ``workload_identity_unavailable``,
+    each with its sanitised detail. Anything else is reported by type only (its message
+    might quote what it failed on) and fails closed as unavailable.
     """
-    reason = getattr(exc, "reason", None)
-    detail = getattr(exc, "detail", None)
-    if reason in (WorkloadIdentityDenied.reason, WorkloadIdentityUnavailable.reason):
-        text = detail if isinstance(detail, str) else str(exc)
-        cleaned = sanitise_oauth_field(text) or type(exc).__name__
-        if reason == WorkloadIdentityDenied.reason:
+    if isinstance(exc, IdentityError):
+        cleaned = sanitise_oauth_field(exc.detail) or type(exc).__name__
+        if isinstance(exc, IdentityDenied):
             return WorkloadIdentityDenied(f"{what} fetch denied: {cleaned}")
         return WorkloadIdentityUnavailable(f"{what} fetch failed: {cleaned}")
     return WorkloadIdentityUnavailable(f"{what} fetch failed: {type(exc).__name__}")
