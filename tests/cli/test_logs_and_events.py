@@ -16,7 +16,7 @@ import pytest
 
 from grantbox.drivers import SandboxSpec
 from grantbox.gateway import GatewayServer
-from grantbox.proxy.events import NET_OPEN, RequestFacts, http_decision, network_activity
+from grantbox.proxy.events import RequestFacts, http_activity
 from grantbox.supervisor.gateway_client import SupervisorClient
 from tests.support.gateway_driver import RecordingDriver
 from tests.support.grantbox_command import GRANTBOX, Grantbox
@@ -121,7 +121,7 @@ def test_follow_ends_when_the_sandbox_is_deleted(gb: Grantbox, box: SandboxSpec)
         stderr=subprocess.PIPE,
         text=True,
     )
-    ship(box, events=[http_decision(FACTS, allowed=False, code="policy_denied")])
+    ship(box, events=[http_activity(FACTS, allowed=False, code="policy_denied")])
     assert follower.stdout is not None
     assert "deny" in follower.stdout.readline()
     gb.ok("sandbox", "delete", "box")
@@ -132,9 +132,9 @@ FACTS = RequestFacts("GET", "http", "evil.example", 80, "/exfil", sandbox_id="s"
 
 
 def test_events_are_one_line_per_decision_and_json_lines(gb: Grantbox, box: SandboxSpec) -> None:
-    opened = network_activity(NET_OPEN, host="127.0.0.1", port=3128, message="agent connected")
-    denied = http_decision(FACTS, allowed=False, code="policy_denied", detail="no endpoint")
-    allowed = http_decision(
+    opened = {"class_uid": 4001, "activity_id": 1, "message": "agent connected"}  # older
+    denied = http_activity(FACTS, allowed=False, code="policy_denied", detail="no endpoint")
+    allowed = http_activity(
         RequestFacts("GET", "http", "alpha.localhost", 18081, "/hello"),
         allowed=True,
         entry="demo/alpha",
@@ -157,7 +157,7 @@ def test_events_are_one_line_per_decision_and_json_lines(gb: Grantbox, box: Sand
 def test_what_an_agent_wrote_is_shown_escaped_unless_raw(gb: Grantbox, box: SandboxSpec) -> None:
     ship(box, [{"stream": "stdout", "message": HOSTILE}])
     facts = RequestFacts("GET", "http", "evil.example", 80, "/" + MARKUP + "\x1b]0;t\x07")
-    ship(box, events=[http_decision(facts, allowed=False, code="policy_denied")])
+    ship(box, events=[http_activity(facts, allowed=False, code="policy_denied")])
     shown = gb.ok("sandbox", "logs", "box").stdout
     assert "\x1b" not in shown and "\r" not in shown and "\x07" not in shown
     assert (

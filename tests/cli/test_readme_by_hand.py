@@ -70,8 +70,8 @@ def test_the_readme_by_hand_section_runs_verbatim(tmp_path: Path) -> None:
     assert done.returncode == 0, output
     assert '"error":"token_grant_failed","reason":"token_endpoint_unreachable"' in output
     assert re.search(
-        r"no-token\s+GET http://alpha.localhost:18081/hello\s+binding=demo:access_token\S*\s+"
-        r"reason=token_endpoint_unreachable",
+        r"no-token\s+GET http://alpha.localhost:18081/hello\s+(rule=\S+\s+)?"
+        r"binding=demo:access_token\S*\s+reason=token_endpoint_unreachable",
         output,
     ), output
     assert "sandbox agent deleted" in output

@@ -35,6 +35,7 @@ INPUT_POLL_SECONDS = 25.0
 BUSY = 429
 GONE = 404
 TRANSIENT_RETRIES = 5
+FLUSH_SECONDS = 2.0
 
 _Stdio = int | None
 Starter = Callable[[_Stdio, _Stdio, _Stdio], Awaitable[asyncio.subprocess.Process]]
@@ -50,10 +51,17 @@ def set_window_size(fd: int, rows: int, cols: int) -> None:
 
 
 class ExecSession:
-    def __init__(self, client: SupervisorClient, item: ExecRequestItem, start: Starter) -> None:
+    def __init__(
+        self,
+        client: SupervisorClient,
+        item: ExecRequestItem,
+        start: Starter,
+        before_exit: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self._client = client
         self._item = item
         self._start = start
+        self._before_exit = before_exit
         self._gone = asyncio.Event()
 
     async def run(self) -> None:
@@ -157,6 +165,11 @@ class ExecSession:
             await self._send(name, data)
 
     async def _exit(self, code: int) -> None:
+        if self._before_exit is not None:
+            # What the command caused (the proxy's events) is on record before the
+            # operator's exec returns, so `sandbox events` right after it shows it.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._before_exit(), FLUSH_SECONDS)
         try:
             await self._client.exec_exit(self._item.exec_id, code)
         except SupervisorClientError as exc:
@@ -225,8 +238,13 @@ def _kill(process: asyncio.subprocess.Process) -> None:
         process.kill()
 
 
-async def run_exec(client: SupervisorClient, item: ExecRequestItem, start: Starter) -> None:
-    await ExecSession(client, item, start).run()
+async def run_exec(
+    client: SupervisorClient,
+    item: ExecRequestItem,
+    start: Starter,
+    before_exit: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    await ExecSession(client, item, start, before_exit).run()
 
 
 __all__ = ["EXEC_TIMEOUT_CODE", "ExecSession", "OperatorGone", "Starter", "run_exec"]

@@ -478,7 +478,7 @@ class Supervisor:
             spec = self.launch_spec(item.command)
             return launch(spec, network, stdin=stdin, stdout=stdout, stderr=stderr)
 
-        await run_exec(self._client, item, start)
+        await run_exec(self._client, item, start, before_exit=self._ship_once)
 
     async def _report_exit(self, code: int) -> None:
         """Tell the gateway how the sandbox's own command ended, and why when the fence
