@@ -10,6 +10,7 @@ import os
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from grantbox.gateway import GatewayServer
 from grantbox.proxy.events import RequestFacts, http_activity
 from grantbox.supervisor.gateway_client import SupervisorClient
 from tests.support.gateway_driver import RecordingDriver
+from tests.support.gateway_server import gateway_settings, serving
 from tests.support.grantbox_command import GRANTBOX, Grantbox
 
 HOSTILE = "title\x1b]0;pwned\x07 clip\x1b]52;c;ZXZpbA==\x07 erase\x1b[2K\rforged line"
@@ -87,30 +89,37 @@ def test_since_takes_a_duration_or_an_rfc3339_time(gb: Grantbox, box: SandboxSpe
     assert "neither a duration (like 30s, 5m, 1h30m, 2d) nor an RFC 3339 time" in error
 
 
-def test_follow_streams_new_lines_over_one_request(
-    gb: Grantbox, box: SandboxSpec, server: GatewayServer
-) -> None:
-    route = "/api/v1/sandboxes/{name}/logs"
-    before = _requests(server, route)
-    follower = subprocess.Popen(
-        [GRANTBOX, "sandbox", "logs", "box", "-f", "-o", "json"],
-        env={**os.environ, **gb.env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert follower.stdout is not None
-        for batch in range(3):
-            ship(box, [{"message": f"batch {batch} line {i}"} for i in range(2)])
-            got = [json.loads(follower.stdout.readline())["message"] for _ in range(2)]
-            assert got == [f"batch {batch} line 0", f"batch {batch} line 1"]
-        # Three batches arrived while the one request stayed open: streamed, not polled.
-        assert _requests(server, route) == before
-    finally:
-        follower.terminate()
-        follower.wait(10)
-    assert _requests(server, route) == before + 1
+def test_follow_streams_new_lines_over_one_request(tmp_path: Path) -> None:
+    # Its own gateway, whose streams are held a whole minute: no reconnection in between.
+    driver = RecordingDriver()
+    with serving(gateway_settings(tmp_path, longpoll_max=60.0), driver) as server:
+        env = {"GRANTBOX_GATEWAY": server.url, "GRANTBOX_TOKEN": server.operator_token}
+        Grantbox(env=env).ok("sandbox", "create", "box")
+        box = driver.created[-1]
+        route = "/api/v1/sandboxes/{name}/logs"
+        before = _requests(server, route)
+        follower = subprocess.Popen(
+            [GRANTBOX, "sandbox", "logs", "box", "-f", "-o", "json"],
+            env={**os.environ, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert follower.stdout is not None
+            for batch in range(3):
+                ship(box, [{"message": f"batch {batch} line {i}"} for i in range(2)])
+                got = [json.loads(follower.stdout.readline())["message"] for _ in range(2)]
+                assert got == [f"batch {batch} line 0", f"batch {batch} line 1"]
+            # Three batches arrived while the one request stayed open: streamed, not polled.
+            assert _requests(server, route) == before
+        finally:
+            follower.terminate()
+            follower.wait(10)
+        deadline = time.monotonic() + 10
+        while _requests(server, route) != before + 1:
+            assert time.monotonic() < deadline, _requests(server, route)
+            time.sleep(0.05)
 
 
 def test_follow_ends_when_the_sandbox_is_deleted(gb: Grantbox, box: SandboxSpec) -> None:
