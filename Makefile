@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: all setup test lint typecheck pytest demo bench clean lock
+.PHONY: all setup peers test lint typecheck pytest demo bench clean lock
 
 all: test
 
@@ -21,7 +21,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy src/grantbox
 
-pytest: $(STAMP)
+# Real SPIRE, Keycloak and Helm (plus a go-spiffe client) for tests/interop and the chart
+# tests, built from the registries at pinned versions into .cache/peers; a no-op when warm.
+peers: $(STAMP)
+	./scripts/peers.sh
+
+pytest: $(STAMP) peers
 	$(BIN)/pytest
 
 test: lint typecheck pytest
@@ -30,8 +35,14 @@ test: lint typecheck pytest
 demo: $(STAMP)
 	$(BIN)/grantbox demo
 
+# Never part of `make test` (tests do not measure time). bench/compare.py puts grantbox side by
+# side with nginx direct, squid, tinyproxy and mitmproxy (it installs them itself, runs them on
+# free loopback ports; about 4 minutes); then the grant-cache and Python-client proxy benchmarks.
+# COMPARE_ARGS="--seconds 10 --rounds 5" (or --only http,tls,idle, --no-sandbox) tunes it.
+COMPARE_ARGS ?=
 bench: $(STAMP)
-	@for b in bench/[!_]*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	@echo "== bench/compare.py $(COMPARE_ARGS)"; $(BIN)/python bench/compare.py $(COMPARE_ARGS)
+	@for b in bench/grants.py bench/proxy.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 # Pins every dependency (all extras, with hashes) in constraints.txt, and the images' subsets
 # in deploy/images/*.lock, from the ranges in pyproject.toml. Run after editing dependencies;
@@ -48,3 +59,4 @@ lock:
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	@echo "(the peers cache .cache/peers is kept; remove it by hand to rebuild SPIRE, Helm and Keycloak)"

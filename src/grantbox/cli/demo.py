@@ -14,12 +14,15 @@ from .output import fail
 SERVICES = ("token issuer", "alpha", "beta")
 
 
-def busy_ports(ports: DemoPorts, host: str = "127.0.0.1") -> list[tuple[str, int]]:
+def busy_ports(
+    ports: DemoPorts, host: str = "127.0.0.1", *, with_issuer: bool = True
+) -> list[tuple[str, int]]:
     """The demo's ports that something else already listens on (bound the way the demo's
-    services bind them, so a port merely in TIME_WAIT does not count)."""
+    services bind them, so a port merely in TIME_WAIT does not count). Keycloak, when it is
+    the issuer, finds its own port."""
     busy = []
     for service, port in zip(SERVICES, (ports.issuer, ports.alpha, ports.beta), strict=True):
-        if port == 0:
+        if port == 0 or (service == "token issuer" and not with_issuer):
             continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -49,8 +52,16 @@ def _ports(value: str | None) -> DemoPorts:
     help="Leave the sandbox, provider and profile in place and keep everything running "
     "until Ctrl-C.",
 )
+@click.option(
+    "--issuer",
+    type=click.Choice(["embedded", "keycloak"]),
+    default="embedded",
+    show_default=True,
+    help="The token service: the demo's own issuer, or real Keycloak (built by `make peers`) "
+    "trusting the identity agent's SPIFFE bundle endpoint.",
+)
 @click.option("--ports", "ports_text", hidden=True, metavar="ISSUER,ALPHA,BETA")
-def demo(keep: bool, ports_text: str | None) -> None:
+def demo(keep: bool, issuer: str, ports_text: str | None) -> None:
     """Show a sandboxed curl receiving tokens for alpha and beta, minted from the sandbox's
     own SPIFFE identity, with no secret anywhere.
 
@@ -61,7 +72,7 @@ def demo(keep: bool, ports_text: str | None) -> None:
     Exits 0 only when every check passed.
     """
     chosen = _ports(ports_text)
-    taken = busy_ports(chosen)
+    taken = busy_ports(chosen, with_issuer=issuer == "embedded")
     if taken:
         which = ", ".join(f"{port} ({service})" for service, port in taken)
         fail(
@@ -69,4 +80,4 @@ def demo(keep: bool, ports_text: str | None) -> None:
             f"in use; stop what listens there (`ss -ltnp` shows it) and run `grantbox demo` "
             "again"
         )
-    raise SystemExit(run_demo(keep=keep, ports=chosen))
+    raise SystemExit(run_demo(keep=keep, ports=chosen, issuer=issuer))

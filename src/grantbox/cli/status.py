@@ -83,7 +83,15 @@ def _describe(report: dict[str, Any]) -> list[tuple[str, str]]:
         )
     ]
     identity = report.get("identity")
-    if identity:
+    if identity and identity.get("spire_agent_socket"):
+        rows.append(
+            (
+                "identity",
+                f"SPIRE, spiffe://{identity.get('trust_domain')} (agent socket "
+                f"{identity['spire_agent_socket']})",
+            )
+        )
+    elif identity:
         oidc = identity.get("oidc_url") or "-"
         answers = identity.get("oidc_answers")
         health = "" if answers is None else (" (answers)" if answers else " (NOT answering)")
