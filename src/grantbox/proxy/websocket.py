@@ -50,7 +50,7 @@ VERSION = b"13"
 def handshake_key(head: RequestHead) -> str | None:
     """The ``Sec-WebSocket-Key`` of a valid opening handshake, or None for any other
     request (which is then relayed as a plain request, its ``Upgrade`` dropped)."""
-    if head.method != b"GET" or head.version != b"HTTP/1.1":
+    if head.method != b"GET" or head.version != b"HTTP/1.1" or head.first("upgrade") is None:
         return None
     if head.tokens("upgrade") != {b"websocket"} or b"upgrade" not in head.tokens("connection"):
         return None
