@@ -12,9 +12,17 @@ from typing import Any
 
 import click
 import yaml
+from rich.markup import escape
 
 from .client import GatewayCallError, connect, gateway_option, reports_gateway_errors
 from .output import emit, fail, output_option
+
+
+def _conditions(conditions: list[dict[str, Any]] | None) -> str:
+    """The conditions that hold (``status: True``), each with its message."""
+    held = [c for c in conditions or () if c.get("status") == "True"]
+    return "; ".join(escape(f"{c.get('type')}: {c.get('message', '')}") for c in held)
+
 
 _COLUMNS = (
     ("NAME", "name"),
@@ -22,6 +30,7 @@ _COLUMNS = (
     ("PROVIDERS", "providers"),
     ("REVISION", "revision", lambda v: str(v or "")[7:19]),
     ("REASON", "phase_reason"),
+    ("CONDITIONS", "conditions", _conditions),
     ("ID", "id"),
 )
 
@@ -154,7 +163,9 @@ def _print_log_lines(lines: list[dict[str, Any]], fmt: str) -> None:
         if fmt == "json":
             click.echo(json.dumps(line, sort_keys=True))
         else:
-            click.echo(f"{_clock(line['ts'])} [{line['stream']}] {line['message']}")
+            # The flag is the gateway's, not the agent's text: mark the cut after the line.
+            cut = " [truncated]" if line.get("truncated") else ""
+            click.echo(f"{_clock(line['ts'])} [{line['stream']}] {line['message']}{cut}")
 
 
 @sandbox.command("logs")

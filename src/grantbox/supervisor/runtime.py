@@ -15,9 +15,10 @@ import contextlib
 import functools
 import logging
 import signal
-import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
+
+from prometheus_client import CollectorRegistry
 
 from grantbox.drivers.invocation import ORPHANED_EXIT_CODE
 from grantbox.grants import GrantEngine
@@ -33,9 +34,10 @@ from grantbox.sandbox.trust import trust_bundle
 
 from .gateway_client import ExecRequestItem, SupervisorClient, SupervisorClientError
 from .launch import Fence, SupervisorOptions, agent_launch_spec
-from .outbox import Outbox
-from .retry import retrying, transient
-from .shipping import batches, bounded_message, flatten, halves
+from .metrics import register_outbox_metrics
+from .retry import retrying
+from .shipper import Shipper
+from .shipping import bounded_message
 
 log = logging.getLogger("grantbox.supervisor")
 
@@ -46,9 +48,6 @@ LONG_POLL_SECONDS = 25.0
 STOP_GRACE = 5.0
 EXEC_TIMEOUT_CODE = 124
 MAX_LINE = 16 * 1024
-OUTBOX_CAPACITY = 10_000
-SHIP_TAKE = 2_000
-BACKLOG_WARNING = OUTBOX_CAPACITY // 2
 
 
 class Supervisor:
@@ -61,8 +60,11 @@ class Supervisor:
         )
         self._identity = WorkloadIdentityClient(options.identity_socket)
         self._engine = GrantEngine(self._identity)
-        self._logs: Outbox[Mapping[str, Any]] = Outbox(OUTBOX_CAPACITY)
-        self._events: Outbox[Mapping[str, Any]] = Outbox(OUTBOX_CAPACITY)
+        self._registry = CollectorRegistry()
+        self._shipper = Shipper(
+            {"events": self._client.ship_events, "logs": self._client.ship_logs}
+        )
+        register_outbox_metrics(self._registry, self._shipper)
         self._proxy: EgressProxy | None = None
         self._network: SandboxNetwork | None = None
         self._ca_pem = ""
@@ -71,13 +73,20 @@ class Supervisor:
         self._limits: Limits = resolve()
         self._stopping = asyncio.Event()
         self._orphaned = ""
-        self._refused: dict[str, int] = {}
-        self._noted: dict[str, int] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._execs: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
         return f"Supervisor(sandbox_id={self.options.sandbox_id!r})"
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        """Where the supervisor's metrics are registered (its outbox's among them)."""
+        return self._registry
+
+    @property
+    def shipper(self) -> Shipper:
+        return self._shipper
 
     # -- the agent's view -------------------------------------------------------------
     def launch_spec(self, argv: Sequence[str]) -> LaunchSpec:
@@ -197,8 +206,9 @@ class Supervisor:
     async def _shutdown(self) -> None:
         for task in list(self._execs):
             task.cancel()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._ship_once(), 2.0)
+        if not self._orphaned:  # the gateway would refuse anything more
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._shipper.ship_once(), 2.0)
         for task in list(self._tasks) + list(self._execs):
             task.cancel()
         await asyncio.gather(*self._tasks, *self._execs, return_exceptions=True)
@@ -273,9 +283,11 @@ class Supervisor:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
-    async def _heartbeat(self, revision: str, error: str = "") -> None:
+    async def _heartbeat(self, revision: str) -> None:
+        """Report the applied revision and the sandbox's conditions (every heartbeat carries
+        them all: a condition a heartbeat leaves out is gone from the gateway's view)."""
         try:
-            await self._client.heartbeat(revision, error)
+            await self._client.heartbeat(revision, conditions=[self._shipper.condition()])
         except SupervisorClientError as exc:
             if exc.sandbox_gone:
                 await self._orphan(str(exc))
@@ -287,7 +299,7 @@ class Supervisor:
             await self._pause(HEARTBEAT_INTERVAL)
             await self._renew_token()
             if self._config is not None and not self._orphaned:
-                await self._heartbeat(self._config.revision, self.shipping_condition())
+                await self._heartbeat(self._config.revision)
 
     async def _renew_token(self) -> None:
         """Renew before expiry; a token that expired unrenewed ends the sandbox."""
@@ -323,8 +335,8 @@ class Supervisor:
 
     # -- logs and events ----------------------------------------------------------------
     def _event(self, event: dict[str, Any]) -> None:
-        # Shipped to the gateway (``grantbox sandbox logs``), not duplicated in our own log.
-        self._events.put(event)
+        # Shipped to the gateway (``grantbox sandbox events``), not duplicated in our own log.
+        self._shipper.event(event)
 
     async def _pump_lines(self, stream: asyncio.StreamReader, name: str) -> None:
         while True:
@@ -334,86 +346,13 @@ class Supervisor:
                 line = await stream.read(MAX_LINE)
             if not line:
                 return
-            text, _ = bounded_message(line.decode(errors="replace").rstrip("\n"))
-            self._logs.put({"message": text, "stream": name, "ts": time.time()})
-
-    async def _ship_once(self) -> None:
-        """Events first, then logs; a refusal of one never holds up the other."""
-        for outbox, send, what in (
-            (self._events, self._client.ship_events, "events"),
-            (self._logs, self._client.ship_logs, "log lines"),
-        ):
-            if self._orphaned:
-                return
-            items = outbox.take(SHIP_TAKE)
-            if not items:
-                continue
-            pending = batches(items)
-            while pending:
-                if not await self._deliver(pending[0], send, what):
-                    outbox.give_back(flatten(pending))
-                    break
-                pending.pop(0)
-        self._note_losses()
-
-    async def _deliver(
-        self,
-        batch: list[Mapping[str, Any]],
-        send: Callable[[list[Mapping[str, Any]]], Awaitable[int]],
-        what: str,
-    ) -> bool:
-        """Ship ``batch``; False when the gateway could not take it now (try again later).
-
-        A batch the gateway refuses (413 or another 4xx) is split; a single item it refuses
-        is dropped and counted, so nothing is retried unchanged forever.
-        """
-        try:
-            await send(batch)
-            return True
-        except SupervisorClientError as exc:
-            if exc.sandbox_gone:
-                await self._orphan(str(exc))
-                return True
-            if transient(exc):
-                log.warning("shipping %s failed: %s", what, exc)
-                return False
-            if len(batch) == 1:
-                self._refused[what] = self._refused.get(what, 0) + 1
-                log.warning("the gateway refused one of the %s (%s); dropped it", what, exc)
-                return True
-            first, second = halves(batch)
-            return await self._deliver(first, send, what) and await self._deliver(
-                second, send, what
-            )
-
-    def _note_losses(self) -> None:
-        """Say in the record itself when the record lost something."""
-        lost = {
-            "events dropped (outbox full)": self._events.dropped,
-            "log lines dropped (outbox full)": self._logs.dropped,
-            **{f"{what} refused by the gateway": n for what, n in self._refused.items()},
-        }
-        for what, count in lost.items():
-            noted = self._noted.get(what, 0)
-            if count > noted:
-                self._noted[what] = count
-                message = f"grantbox: {count - noted} {what} (total {count})"
-                self._logs.put({"message": message, "stream": "supervisor", "ts": time.time()})
-
-    def shipping_condition(self) -> str:
-        """Non-empty while the operator's record is behind (shown by the gateway)."""
-        waiting = len(self._events) + len(self._logs)
-        if waiting < BACKLOG_WARNING:
-            return ""
-        return (
-            f"shipping backlog: {len(self._events)} events and {len(self._logs)} log lines "
-            "waiting for the gateway"
-        )
+            text, truncated = bounded_message(line.decode(errors="replace").rstrip("\n"))
+            self._shipper.log(text, name, truncated=truncated)
 
     async def _ship(self) -> None:
         while not self._stopping.is_set():
             await self._pause(SHIP_INTERVAL)
-            await self._ship_once()
+            await self._shipper.ship_once()
 
     # -- exec ---------------------------------------------------------------------------
     async def _serve_exec(self) -> None:

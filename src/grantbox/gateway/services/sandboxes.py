@@ -22,6 +22,7 @@ from grantbox.drivers.protocol import DriverState, DriverStatus
 from grantbox.gateway.agent_ids import UidRange, choose_free
 from grantbox.gateway.catalog import Catalog
 from grantbox.gateway.changes import ChangeFeed
+from grantbox.gateway.conditions import Condition, dumps, loads, merge
 from grantbox.gateway.consistency import (
     SandboxAttachments,
     check_name,
@@ -81,6 +82,7 @@ class SandboxView:
     created_at: float
     updated_at: float
     agent_uid: int | None = None
+    conditions: tuple[Condition, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -98,6 +100,7 @@ class SandboxView:
             "created_at": self.created_at,
             "updated_at": self.updated_at,
             "agent_uid": self.agent_uid,
+            "conditions": [condition.to_dict() for condition in self.conditions],
         }
 
 
@@ -182,6 +185,7 @@ class SandboxService:
             created_at=row.created_at,
             updated_at=row.updated_at,
             agent_uid=row.agent_uid,
+            conditions=loads(status.conditions) if status else (),
         )
 
     def list_all(self) -> list[SandboxView]:
@@ -371,14 +375,24 @@ class SandboxService:
             row.driver_state = status.state.value
             row.driver_message = status.message[:2000]
 
-    def heartbeat(self, sandbox_id: str, applied_revision: str, error: str) -> None:
+    def heartbeat(
+        self,
+        sandbox_id: str,
+        applied_revision: str,
+        error: str,
+        conditions: Sequence[Mapping[str, Any]] = (),
+    ) -> None:
+        """Record a heartbeat; ``conditions`` replace the last report (see
+        :mod:`grantbox.gateway.conditions`), keeping ``since`` of unchanged ones."""
         with self._store.write() as session:
             row = session.get(SandboxStatusRow, sandbox_id)
             if row is None or row.deleting:
                 raise NotFound("sandbox not found or being deleted")
-            row.last_heartbeat = time.time()
+            now = time.time()
+            row.last_heartbeat = now
             row.applied_revision = applied_revision[:80]
             row.supervisor_error = error[:2000]
+            row.conditions = dumps(merge(loads(row.conditions), conditions, now))
 
     # -- logs and events ------------------------------------------------------------------
 
@@ -389,12 +403,14 @@ class SandboxService:
             if session.get(SandboxRow, sandbox_id) is None:
                 raise NotFound("sandbox not found")
             for line in lines:
+                message = str(line.get("message", ""))
                 session.add(
                     LogRow(
                         sandbox_id=sandbox_id,
                         ts=float(line.get("ts") or time.time()),
                         stream=str(line.get("stream") or "supervisor")[:32],
-                        message=str(line.get("message", ""))[:MAX_LOG_MESSAGE],
+                        message=message[:MAX_LOG_MESSAGE],
+                        truncated=bool(line.get("truncated")) or len(message) > MAX_LOG_MESSAGE,
                     )
                 )
             _keep_newest(session, LogRow, sandbox_id, self.log_retention)
@@ -429,7 +445,13 @@ class SandboxService:
                 .limit(limit)
             )
             return [
-                {"seq": r.seq, "ts": r.ts, "stream": r.stream, "message": r.message}
+                {
+                    "seq": r.seq,
+                    "ts": r.ts,
+                    "stream": r.stream,
+                    "message": r.message,
+                    "truncated": r.truncated,
+                }
                 for r in session.scalars(query).all()
             ]
 
