@@ -121,11 +121,14 @@ class GatewayFront:
     ) -> None:
         with self._lock:
             self.seen.append((method, path, status))
-        handler.send_response(status)
-        handler.send_header("Content-Type", kind)
-        handler.send_header("Content-Length", str(len(data)))
-        handler.end_headers()
-        handler.wfile.write(data)
+        try:
+            handler.send_response(status)
+            handler.send_header("Content-Type", kind)
+            handler.send_header("Content-Length", str(len(data)))
+            handler.end_headers()
+            handler.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the supervisor gave up waiting (or was torn down)
 
 
 @contextmanager

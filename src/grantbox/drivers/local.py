@@ -196,7 +196,9 @@ def exit_status(code: int, log_path: Path) -> DriverStatus:
         return DriverStatus(DriverState.EXITED, "exited with 0")
     if code == ORPHANED_EXIT_CODE:
         return DriverStatus(
-            DriverState.EXITED, "the gateway no longer knows this sandbox; it was torn down"
+            DriverState.EXITED,
+            "torn down: the gateway no longer knows this sandbox, or the supervisor's token "
+            "expired unrenewed",
         )
     how = f"killed by signal {-code}" if code < 0 else f"exited with {code}"
     detail = last_error_line(log_path)
