@@ -31,6 +31,19 @@ class DriverStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class RequestedLimits:
+    """The sandbox policy's ``limits`` as the operator wrote them (None: not set).
+
+    The supervisor enforces them on the agent wherever it runs; a driver that sizes what
+    holds the supervisor (a pod) reads them too, and may refuse more than it allows.
+    """
+
+    processes: int | None = None
+    memory_mib: int | None = None
+    cpus: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class SandboxSpec:
     """What a driver needs to start one sandbox's supervisor."""
 
@@ -41,6 +54,7 @@ class SandboxSpec:
     supervisor_token: str = field(repr=False)
     spiffe_path: str = ""
     labels: dict[str, str] = field(default_factory=dict)
+    limits: RequestedLimits = field(default_factory=RequestedLimits)
 
 
 @runtime_checkable
@@ -58,6 +72,11 @@ class ComputeDriver(Protocol):
 
 class DriverError(RuntimeError):
     """A driver could not carry out a request; the message is safe to show operators."""
+
+
+class SandboxRefused(DriverError):
+    """The driver will not run this sandbox as asked (say, above the operator's ceiling)
+    and started nothing: the request itself must change, so the gateway refuses it."""
 
 
 DriverFactory = Callable[[], ComputeDriver]

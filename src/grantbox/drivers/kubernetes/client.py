@@ -18,11 +18,18 @@ from typing import TYPE_CHECKING, Any
 
 import stamina
 
-from grantbox.drivers.protocol import DriverError, DriverState, DriverStatus, SandboxSpec
+from grantbox.drivers.protocol import (
+    DriverError,
+    DriverState,
+    DriverStatus,
+    SandboxRefused,
+    SandboxSpec,
+)
 
 from .config import KubernetesDriverConfig
 from .manifests import pod_manifest, secret_manifest
 from .names import WATCH_SELECTOR, resource_name, sandbox_id_of
+from .sizing import ceiling_problem
 from .status import pod_status
 
 if TYPE_CHECKING:
@@ -126,6 +133,9 @@ class KubernetesDriver:
             response.release()
 
     async def create(self, spec: SandboxSpec) -> None:
+        too_big = ceiling_problem(spec.limits, self.config)
+        if too_big is not None:
+            raise SandboxRefused(too_big)
         secret = secret_manifest(spec, self.config)
         pod = pod_manifest(spec, self.config)
         core = await self._core()

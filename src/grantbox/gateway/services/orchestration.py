@@ -17,16 +17,25 @@ from grantbox.drivers.protocol import (
     ComputeDriver,
     DriverState,
     DriverStatus,
+    RequestedLimits,
+    SandboxRefused,
     SandboxSpec,
     sandbox_spiffe_path,
 )
 from grantbox.gateway.auth import SupervisorTokenIssuer
-from grantbox.gateway.errors import Unavailable
+from grantbox.gateway.errors import InvalidRequest, Unavailable
 from grantbox.gateway.exec_relay import ExecRelay
+from grantbox.profiles import LimitsPolicy
 
 from .sandboxes import SandboxService, SandboxView
 
 log = logging.getLogger("grantbox.gateway.sandboxes")
+
+
+def requested_limits(policy: Mapping[str, Any]) -> RequestedLimits:
+    """The stored policy's ``limits`` for the driver (validated when the policy was)."""
+    limits = LimitsPolicy.model_validate(policy.get("limits") or {})
+    return RequestedLimits(limits.processes, limits.memory_mib, limits.cpus)
 
 
 class SandboxOrchestrator:
@@ -70,9 +79,14 @@ class SandboxOrchestrator:
             supervisor_token=self.issuer.mint(view.id),
             spiffe_path=sandbox_spiffe_path(view.id),
             labels={"grantbox.dev/sandbox": view.name, "grantbox.dev/sandbox-id": view.id},
+            limits=requested_limits(view.policy),
         )
         try:
             await driver.create(spec)
+        except SandboxRefused as exc:
+            # Nothing started: the request must change, so it leaves no record behind.
+            await anyio.to_thread.run_sync(self.sandboxes.remove, view.id)
+            raise InvalidRequest(f"sandbox '{view.name}' refused: {exc}") from None
         except Exception as exc:
             log.warning("driver could not create sandbox %s: %s", view.name, exc)
             failed = DriverStatus(DriverState.FAILED, f"driver could not start it: {exc}")
