@@ -10,7 +10,7 @@ are handed to :func:`grantbox.gateway.create_app` or registered by name here.
 from __future__ import annotations
 
 import importlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
@@ -68,6 +68,20 @@ class ComputeDriver(Protocol):
     async def status(self, sandbox_id: str) -> DriverStatus: ...
 
     def watch(self) -> AsyncIterator[tuple[str, DriverStatus]]: ...
+
+
+KnownSandboxes = Callable[[], Awaitable[Collection[str]]]
+"""The ids of the sandboxes the gateway still runs (not deleted, not being deleted)."""
+
+
+@runtime_checkable
+class Reconciling(Protocol):
+    """A driver whose sandboxes outlive the gateway process (pods): the gateway has it
+    remove what it runs for sandboxes the gateway no longer knows, at start and then
+    periodically. ``known`` is asked only after the driver has listed what it runs, so a
+    sandbox created meanwhile is never taken for a stray."""
+
+    async def reconcile(self, known: KnownSandboxes) -> list[str]: ...
 
 
 class DriverError(RuntimeError):

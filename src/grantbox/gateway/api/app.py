@@ -79,12 +79,14 @@ def create_app(settings: GatewaySettings, driver: ComputeDriver | None = None) -
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         gateway.feed.bind(asyncio.get_running_loop())
         follower = asyncio.create_task(gateway.orchestrator.follow_driver())
+        reconciler = asyncio.create_task(gateway.orchestrator.reconcile_driver())
         try:
             yield
         finally:
-            follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await follower
+            for task in (follower, reconciler):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
             gateway.store.close()
 
     app = FastAPI(

@@ -17,6 +17,7 @@ from grantbox.drivers.protocol import (
     ComputeDriver,
     DriverState,
     DriverStatus,
+    Reconciling,
     RequestedLimits,
     SandboxRefused,
     SandboxSpec,
@@ -30,6 +31,8 @@ from grantbox.profiles import LimitsPolicy
 from .sandboxes import SandboxService, SandboxView
 
 log = logging.getLogger("grantbox.gateway.sandboxes")
+
+RECONCILE_INTERVAL = 30.0
 
 
 def requested_limits(policy: Mapping[str, Any]) -> RequestedLimits:
@@ -121,3 +124,21 @@ class SandboxOrchestrator:
                 )
             except Exception:
                 log.exception("could not record driver status for %s", sandbox_id)
+
+    async def reconcile_driver(self, interval: float = RECONCILE_INTERVAL) -> None:
+        """Have a driver whose sandboxes outlive this process (pods) remove those this
+        gateway no longer knows: at start, then every ``interval`` seconds (runs for the
+        server's lifetime)."""
+        driver = self.driver
+        if not isinstance(driver, Reconciling):
+            return
+
+        async def known() -> set[str]:
+            return set(await anyio.to_thread.run_sync(self.sandboxes.live_ids))
+
+        while True:
+            try:
+                await driver.reconcile(known)
+            except Exception as exc:
+                log.warning("could not reconcile the driver's sandboxes: %s", exc)
+            await anyio.sleep(interval)

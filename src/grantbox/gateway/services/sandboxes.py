@@ -199,6 +199,13 @@ class SandboxService:
             counts[view.phase.value] += 1
         return counts
 
+    def live_ids(self) -> list[str]:
+        """Ids of the sandboxes that should run: every record not being deleted."""
+        with self._store.read() as session:
+            deleting = select(SandboxStatusRow.sandbox_id).where(SandboxStatusRow.deleting)
+            query = select(SandboxRow.id).where(SandboxRow.id.not_in(deleting))
+            return list(session.scalars(query).all())
+
     def get(self, name: str) -> SandboxView:
         with self._store.read() as session:
             return self._view(session, sandbox_by_name(session, name))
