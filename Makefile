@@ -30,8 +30,14 @@ test: lint typecheck pytest
 demo: $(STAMP)
 	$(BIN)/grantbox demo
 
+# Never part of `make test` (tests do not measure time). bench/compare.py puts grantbox side by
+# side with nginx direct, squid, tinyproxy and mitmproxy (it installs them itself, runs them on
+# free loopback ports; about 4 minutes); then the grant-cache and Python-client proxy benchmarks.
+# COMPARE_ARGS="--seconds 10 --rounds 5" (or --only http,tls,idle, --no-sandbox) tunes it.
+COMPARE_ARGS ?=
 bench: $(STAMP)
-	@for b in bench/[!_]*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	@echo "== bench/compare.py $(COMPARE_ARGS)"; $(BIN)/python bench/compare.py $(COMPARE_ARGS)
+	@for b in bench/grants.py bench/proxy.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 # Pins every dependency (all extras, with hashes) in constraints.txt, and the images' subsets
 # in deploy/images/*.lock, from the ranges in pyproject.toml. Run after editing dependencies;

@@ -7,12 +7,13 @@ set -euo pipefail
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 
-# Debian packages the sandbox and its tests use (curl runs inside sandboxes; util-linux's
-# setpriv/unshare and iproute2's ip drive and inspect the namespaces; libseccomp2 builds the
-# agent's seccomp filter; uidmap's newuidmap/newgidmap give rootless agents a subordinate
-# uid; PostgreSQL backs the store tests). Installed only when missing and only when we are
-# root; otherwise we say what is missing and let the tests that need them skip.
-packages=(curl iproute2 util-linux ca-certificates libseccomp2 uidmap postgresql)
+# Debian packages the sandbox and its tests use (curl and wget run inside sandboxes - wget as
+# a second program for binary-scoped policy tests; util-linux's setpriv/unshare and
+# iproute2's ip drive and inspect the namespaces; libseccomp2 builds the agent's seccomp
+# filter; uidmap's newuidmap/newgidmap give rootless agents a subordinate uid; PostgreSQL
+# backs the store tests). Installed only when missing and only when we are root; otherwise we
+# say what is missing and let the tests that need them skip.
+packages=(curl wget iproute2 util-linux ca-certificates libseccomp2 uidmap postgresql)
 command -v kubectl >/dev/null || packages+=(kubernetes-client)  # `kubectl kustomize` in tests
 missing=()
 for pkg in "${packages[@]}"; do

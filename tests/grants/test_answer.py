@@ -1,4 +1,5 @@
-"""Judging token endpoint answers: token68, OAuth error sanitising, status → reason."""
+"""Judging token endpoint answers: token68, OAuth error sanitising, status → reason,
+Retry-After, and what an RFC 8693 exchange may answer."""
 
 from __future__ import annotations
 
@@ -10,7 +11,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from grantbox.grants import GrantError, TokenMalformed, is_token68, sanitise_oauth_field
+from grantbox.grants import (
+    GrantError,
+    TokenMalformed,
+    check_exchanged_token,
+    is_token68,
+    parse_retry_after,
+    sanitise_oauth_field,
+)
 from grantbox.grants.answer import (
     MAX_OAUTH_FIELD_CHARS,
     TokenAnswer,
@@ -92,7 +100,7 @@ def test_sanitised_text_is_short_and_free_of_control_characters(value: str) -> N
         (b'{"access_token":"abc","expires_in":null}', TokenAnswer("abc", None)),
         (
             b'{"access_token":"a.b.c","token_type":"Bearer","scope":"x y","expires_in":300}',
-            TokenAnswer("a.b.c", 300),
+            TokenAnswer("a.b.c", 300, token_type="Bearer"),
         ),
     ],
 )
@@ -204,3 +212,91 @@ def test_judge_answer_dispatches_on_status() -> None:
 
 def test_token_answer_repr_hides_the_token() -> None:
     assert "SECRET" not in repr(TokenAnswer("SECRET", 5))
+
+
+# -- Retry-After -----------------------------------------------------------------------------
+
+NOW = 1_800_000_000.0  # 2027-01-15T08:00:00Z
+DATE = "Fri, 15 Jan 2027 08:00:00 GMT"
+
+
+@pytest.mark.parametrize(
+    ("value", "date", "seconds"),
+    [
+        ("120", None, 120.0),
+        (" 7 ", None, 7.0),
+        ("0", None, 0.0),
+        ("9999999999", None, 9999999999.0),  # the caller bounds it
+        ("Fri, 15 Jan 2027 08:01:00 GMT", None, 60.0),  # against our clock
+        ("Fri, 15 Jan 2027 08:01:00 GMT", "Fri, 15 Jan 2027 07:59:00 GMT", 120.0),  # their clock
+        ("Fri, 15 Jan 2027 07:00:00 GMT", None, 0.0),  # in the past
+        ("Friday, 15-Jan-27 08:00:30 GMT", DATE, 30.0),  # obsolete RFC 850 form
+        ("Fri, 15 Jan 2027 08:00:10 -0000", DATE, 10.0),
+        ("Fri, 15 Jan 2027 08:01:00 GMT", "garbage", 60.0),  # unusable Date: our clock
+        ("-5", None, None),
+        ("1.5", None, None),
+        ("12345678901", None, None),  # more digits than any sane delay
+        ("soon", None, None),
+        ("", None, None),
+        ("Fri, 99 Jan 2027 08:01:00 GMT", None, None),
+    ],
+)
+def test_retry_after_values(value: str, date: str | None, seconds: float | None) -> None:
+    assert parse_retry_after(value, NOW, date) == seconds
+
+
+@pytest.mark.parametrize(
+    ("status", "kept"), [(429, True), (503, True), (500, False), (400, False), (401, False)]
+)
+def test_failure_carries_status_and_retry_after_only_for_429_and_503(
+    status: int, kept: bool
+) -> None:
+    error = failure_for_status(status, b'{"error":"slow_down"}', retry_after=30.0)
+    assert error.status == status
+    assert error.retry_after == (30.0 if kept else None)
+    assert ("retry after 30 s" in error.detail) is kept
+
+
+# -- what a token exchange may answer --------------------------------------------------------
+
+ACCESS = "urn:ietf:params:oauth:token-type:access_token"
+JWT = "urn:ietf:params:oauth:token-type:jwt"
+
+
+def exchanged(token_type: str | None = "Bearer", issued: str | None = ACCESS) -> TokenAnswer:  # noqa: S107
+    return TokenAnswer("tok", 60, token_type=token_type, issued_token_type=issued)
+
+
+@pytest.mark.parametrize(
+    ("answer", "requested", "raw", "why"),
+    [
+        (exchanged(), "", False, None),
+        (exchanged(token_type="bearer"), "", False, None),  # case-insensitive (RFC 6749 §7.1)
+        (exchanged(issued=JWT), "", False, None),
+        (exchanged(issued=JWT), JWT, False, None),
+        (exchanged(token_type="N_A", issued=JWT), JWT, True, None),
+        (exchanged(token_type="N_A", issued=JWT), JWT, False, "token_type N_A"),
+        (exchanged(token_type="n_a"), "", True, "is not Bearer"),  # N_A is case-sensitive
+        (exchanged(issued=None), "", False, "no issued_token_type"),
+        (exchanged(issued=ACCESS), JWT, False, "not the requested"),
+        (exchanged(issued="urn:ietf:params:oauth:token-type:id_token"), "", False, "not an access"),
+        (exchanged(issued="urn:ietf:params:oauth:token-type:saml2"), "", True, "not an access"),
+        (exchanged(token_type=None), "", False, "no token_type"),
+        (exchanged(token_type="DPoP"), "", False, "is not Bearer"),
+        (exchanged(token_type="MAC\r\nX: y"), "", False, "is not Bearer"),
+    ],
+)
+def test_exchanged_token_checks(
+    answer: TokenAnswer, requested: str, raw: bool, why: str | None
+) -> None:
+    if why is None:
+        check_exchanged_token(answer, requested, raw)
+        return
+    with pytest.raises(TokenMalformed, match=why) as caught:
+        check_exchanged_token(answer, requested, raw)
+    assert "\r" not in caught.value.detail
+
+
+def test_token_types_are_read_from_the_answer_only_when_strings() -> None:
+    answer = parse_success(b'{"access_token":"t","token_type":7,"issued_token_type":["x"]}')
+    assert answer.token_type is None and answer.issued_token_type is None

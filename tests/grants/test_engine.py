@@ -154,12 +154,13 @@ async def test_backoff_grows_and_success_resets_it(
             return error.reason
         return "ok"
 
-    assert await reason() == "token_endpoint_rejected"  # request 1; retry after 1 s
-    clock.advance(0.99)
+    # A rejection is permanent: 15 s, then 30 s (a transient failure starts at 1 s).
+    assert await reason() == "token_endpoint_rejected"  # request 1; retry after 15 s
+    clock.advance(14.99)
     assert await reason() == "token_endpoint_rejected"  # remembered
     clock.advance(0.01)
-    assert await reason() == "token_endpoint_rejected"  # request 2; retry after 2 s
-    clock.advance(1.99)
+    assert await reason() == "token_endpoint_rejected"  # request 2; retry after 30 s
+    clock.advance(29.99)
     assert await reason() == "token_endpoint_rejected"  # remembered
     assert issuer.request_count == 2
     issuer.behave(Behaviour.grant())

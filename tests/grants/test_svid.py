@@ -37,3 +37,12 @@ def test_identity_failure(exc: BaseException, reason: str, detail: str) -> None:
     error = identity_failure(exc)
     assert error.reason == reason
     assert error.detail == detail
+
+
+def test_identity_errors_map_by_class_onto_the_vocabulary() -> None:
+    """The engine never reads an identity error's own reason text: the class decides."""
+    from grantbox.grants import GrantFailure
+
+    assert identity_failure(IdentityDenied("no")).reason is GrantFailure.WORKLOAD_IDENTITY_DENIED
+    unavailable = identity_failure(IdentityUnavailable("down"))
+    assert unavailable.reason is GrantFailure.WORKLOAD_IDENTITY_UNAVAILABLE

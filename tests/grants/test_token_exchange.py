@@ -171,7 +171,7 @@ async def test_malformed_token_fails_and_is_not_cached(
     assert "SECR" not in repr(caught.value)
 
     issuer.behave(Behaviour.grant())
-    clock.advance(1.0)  # past the first backoff step
+    clock.advance(15.0)  # past the first backoff step for a permanent failure
     good = await clocked_engine.obtain(binding)
     assert good.value == issuer.issued[1]
     assert issuer.request_count == 2
@@ -353,10 +353,10 @@ async def tls_issuer(agent: IdentityAgent, ca: trustme.CA) -> AsyncIterator[Toke
 async def test_https_endpoint_with_a_trusted_ca(
     identity: CountingSource, tls_issuer: TokenEndpoint, ca: trustme.CA
 ) -> None:
-    client_context = ssl.create_default_context()
-    ca.configure_trust(client_context)
     trusted = GrantEngine(
-        identity, client=TokenEndpointClient(verify=client_context), registry=CollectorRegistry()
+        identity,
+        client=TokenEndpointClient(extra_ca_pem=ca.cert_pem.bytes().decode()),
+        registry=CollectorRegistry(),
     )
     untrusted = GrantEngine(identity, registry=CollectorRegistry())
     try:

@@ -119,8 +119,8 @@ RULES: list[tuple[str, Mutation, str, str, Mutation]] = [
     ),
     (
         "unknown key in a grant",
-        setter(f"{TG}.client_id".replace("[0]", ".0"), "x"),
-        f"{TG}.client_id",
+        setter(f"{TG}.client_secret".replace("[0]", ".0"), "x"),
+        f"{TG}.client_secret",
         "unknown field",
         setter(f"{TG}.audience".replace("[0]", ".0"), "other"),
     ),

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from grantbox.grants import GrantFailure
 from grantbox.proxy.answers import (
-    GRANT_FAILURE_REASONS,
     STATUS,
     ErrorCode,
     ProxyAnswer,
@@ -44,6 +44,7 @@ def test_policy_denied_bytes() -> None:
         (ErrorCode.INVALID_REQUEST, 400),
         (ErrorCode.TOKEN_GRANT_FAILED, 502),
         (ErrorCode.UPSTREAM_UNREACHABLE, 502),
+        (ErrorCode.CONNECTION_LIMIT_REACHED, 503),
     ],
 )
 def test_every_code_has_its_status_json_and_connection_close(code: ErrorCode, status: int) -> None:
@@ -56,8 +57,8 @@ def test_every_code_has_its_status_json_and_connection_close(code: ErrorCode, st
     assert "reason" not in body
 
 
-@pytest.mark.parametrize("reason", sorted(GRANT_FAILURE_REASONS))
-def test_grant_failures_carry_only_the_reason(reason: str) -> None:
+@pytest.mark.parametrize("reason", list(GrantFailure))
+def test_grant_failures_carry_only_the_reason(reason: GrantFailure) -> None:
     answer = ProxyAnswer(
         ErrorCode.TOKEN_GRANT_FAILED, reason=reason, detail="issuer said: secret-ish detail"
     )
@@ -65,13 +66,13 @@ def test_grant_failures_carry_only_the_reason(reason: str) -> None:
     lines, body = _split(raw)
     assert lines[0] == b"HTTP/1.1 502 Bad Gateway"
     assert body["error"] == "token_grant_failed"
-    assert body["reason"] == reason
+    assert body["reason"] == reason.value
     assert b"secret-ish" not in raw
 
 
 def test_unknown_reasons_are_refused() -> None:
     with pytest.raises(ValueError, match="unknown grant failure reason"):
-        ProxyAnswer(ErrorCode.TOKEN_GRANT_FAILED, reason="issuer said eyJhbGciOi...")
+        ProxyAnswer(ErrorCode.TOKEN_GRANT_FAILED, reason="issuer said eyJhbGciOi...")  # type: ignore[arg-type]
 
 
 def test_431_for_large_heads_and_odd_targets_are_not_echoed() -> None:

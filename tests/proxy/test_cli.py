@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -138,8 +139,9 @@ async def issuer(agent: IdentityAgent) -> AsyncIterator[TokenEndpoint]:
 
 
 @contextlib.asynccontextmanager
-async def standalone(*args: str) -> AsyncIterator[tuple[int, list[bytes]]]:
-    """Run the command; yields its port and (after it stopped) its stdout lines."""
+async def standalone(*args: str) -> AsyncIterator[tuple[int, list[bytes], str]]:
+    """Run the command; yields its port, (after it stopped) its stdout lines, and its
+    metrics URL (when asked for)."""
     process = await asyncio.create_subprocess_exec(
         str(GRANTBOX),
         "proxy",
@@ -158,8 +160,9 @@ async def standalone(*args: str) -> AsyncIterator[tuple[int, list[bytes]]]:
             assert line, "proxy exited before listening"
             match = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
             port = int(match.group(1)) if match else 0
+        metrics = re.search(r"metrics on (http://\S+)", line)
         drain = asyncio.create_task(process.stderr.read())
-        yield port, lines
+        yield port, lines, metrics.group(1) if metrics else ""
     finally:
         if process.returncode is None:
             process.send_signal(signal.SIGTERM)
@@ -205,17 +208,33 @@ async def test_standalone_proxy_injects_tokens_from_the_workload_identity(
         str(upstream_ca_file),
         "--resolve",
         "alpha.test=127.0.0.1",
-    ) as (port, events):
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ) as (port, events, metrics_url):
         proxy = f"http://127.0.0.1:{port}"
         ok = await curl(
             f"https://alpha.test:{tls_upstream.port}/orders", proxy=proxy, cacert=ca_out
         )
         denied = await curl("http://c.test/", proxy=proxy)
+        async with httpx.AsyncClient(trust_env=False) as client:
+            scraped = (await client.get(metrics_url)).text
     assert ok.status == 200, ok.stderr
     (token,) = issuer.issued
     assert tls_upstream.requests[0].header("authorization") == [f"Bearer {token}"]
     assert denied.status == 403 and denied.json()["error"] == "policy_denied"
     decoded = [json.loads(line) for line in events]
-    assert {e["class_uid"] for e in decoded} == {4001, 4002}
+    assert {e["class_uid"] for e in decoded} == {4002}  # HTTP Activity: one per request
     assert any(e.get("unmapped", {}).get("injection") == "injected" for e in decoded)
     assert all(token.encode() not in line for line in events)
+    # the proxy's and the grant engine's metrics, scraped from the running process
+    samples = {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in scraped.splitlines()
+        if line and not line.startswith("#")
+    }
+    assert samples['grantbox_proxy_requests_total{code="",decision="allowed"}'] == 2.0
+    assert samples['grantbox_proxy_requests_total{code="policy_denied",decision="denied"}'] == 1.0
+    assert samples['grantbox_token_grants_total{outcome="success",reason=""}'] == 1.0
+    assert samples['grantbox_proxy_injections_total{outcome="injected"}'] == 1.0
+    assert samples["grantbox_proxy_events_dropped_total"] == 0.0
+    assert token not in scraped

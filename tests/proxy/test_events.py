@@ -6,16 +6,7 @@ import json
 
 import pytest
 
-from grantbox.proxy.events import (
-    HTTP_ACTIVITY,
-    NET_OPEN,
-    NETWORK_ACTIVITY,
-    RequestFacts,
-    http_decision,
-    http_injection,
-    network_activity,
-)
-from grantbox.proxy.rewrite import redact
+from grantbox.proxy.events import HTTP_ACTIVITY, RequestFacts, http_activity
 
 
 def _facts(method: str = "GET", scheme: str = "https", port: int = 443) -> RequestFacts:
@@ -25,7 +16,7 @@ def _facts(method: str = "GET", scheme: str = "https", port: int = 443) -> Reque
         host="alpha.example",
         port=port,
         path="/v1/x",
-        headers=redact([(b"Authorization", b"Bearer agent-secret")]),
+        fields=((b"Authorization", b"Bearer agent-secret"), (b"X-Api-Token", b"agent-copy")),
     )
 
 
@@ -46,47 +37,64 @@ def _facts(method: str = "GET", scheme: str = "https", port: int = 443) -> Reque
 )
 def test_activity_follows_the_method_for_success_and_failure(method: str, activity: int) -> None:
     for event in (
-        http_decision(_facts(method), allowed=True),
-        http_decision(_facts(method), allowed=False, code="policy_denied"),
-        http_injection(_facts(method), binding_id="b", ok=False, reason="token_endpoint_timeout"),
+        http_activity(_facts(method), allowed=True),
+        http_activity(_facts(method), allowed=False, code="policy_denied"),
+        http_activity(
+            _facts(method),
+            allowed=False,
+            code="token_grant_failed",
+            binding_id="b",
+            reason="token_endpoint_timeout",
+        ),
     ):
         assert event["class_uid"] == HTTP_ACTIVITY
         assert event["activity_id"] == activity
         assert event["type_uid"] == HTTP_ACTIVITY * 100 + activity
 
 
-def test_failed_injection_on_get_is_not_reported_as_head() -> None:
-    event = http_injection(_facts("GET"), binding_id="b", ok=False, reason="token_malformed")
-    assert event["activity_id"] == 3
+def test_a_failed_injection_says_so_in_the_requests_one_event() -> None:
+    event = http_activity(
+        _facts("GET"),
+        allowed=False,
+        code="token_grant_failed",
+        binding_id="b",
+        reason="token_malformed",
+    )
+    assert event["activity_id"] == 3  # GET, not "Fail=4" (HEAD)
     assert (event["action_id"], event["disposition_id"], event["status_id"]) == (2, 2, 2)
+    assert event["unmapped"]["injection"] == "failed"
     assert event["unmapped"]["reason"] == "token_malformed"
+    assert event["status_code"] == "token_grant_failed"
+
+
+def test_an_injection_is_named_in_the_allowed_event() -> None:
+    event = http_activity(_facts(), allowed=True, binding_id="alpha:token@h:443/**")
+    assert event["unmapped"]["injection"] == "injected"
+    assert event["unmapped"]["binding"] == "alpha:token@h:443/**"
+    assert "token for alpha:token" in event["message"]
 
 
 def test_urls_carry_the_real_scheme_and_hide_default_ports() -> None:
-    assert http_decision(_facts(), allowed=True)["http_request"]["url"]["url_string"] == (
+    assert http_activity(_facts(), allowed=True)["http_request"]["url"]["url_string"] == (
         "https://alpha.example/v1/x"
     )
-    plain = http_decision(_facts(scheme="http", port=8080), allowed=True)
+    plain = http_activity(_facts(scheme="http", port=8080), allowed=True)
     assert plain["http_request"]["url"]["scheme"] == "http"
     assert plain["http_request"]["url"]["url_string"] == "http://alpha.example:8080/v1/x"
 
 
-def test_authorization_is_redacted_and_audit_is_visible() -> None:
-    event = http_decision(_facts("POST"), allowed=True, audit_denial="no rule allows POST")
+def test_credentials_and_the_bindings_header_are_redacted_and_audit_is_visible() -> None:
+    facts = _facts("POST").hiding("x-api-token")
+    event = http_activity(facts, allowed=True, audit_denial="no rule allows POST")
     text = json.dumps(event)
-    assert "agent-secret" not in text
+    assert "agent-secret" not in text and "agent-copy" not in text
     assert event["http_request"]["http_headers"] == [
-        {"name": "Authorization", "value": "[REDACTED]"}
+        {"name": "Authorization", "value": "[REDACTED]"},
+        {"name": "X-Api-Token", "value": "[REDACTED]"},
     ]
     assert event["unmapped"]["would_deny"] == "no rule allows POST"
     assert event["severity_id"] == 2
 
 
-def test_network_activity() -> None:
-    event = network_activity(NET_OPEN, host="a", port=1, message="m", dst_ip="127.0.0.1")
-    assert (event["class_uid"], event["activity_id"], event["type_uid"]) == (
-        NETWORK_ACTIVITY,
-        1,
-        400101,
-    )
-    assert event["dst_endpoint"] == {"hostname": "a", "port": 1, "ip": "127.0.0.1"}
+def test_facts_never_show_header_values_in_their_repr() -> None:
+    assert "agent-secret" not in repr(_facts())

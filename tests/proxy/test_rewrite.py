@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from grantbox.proxy.rewrite import (
     REDACTED,
+    ResponseFraming,
     downstream_response_headers,
     redact,
     upstream_request_headers,
@@ -111,3 +113,58 @@ def test_connection_cannot_nominate_framing_or_host() -> None:
     ]
     out = upstream_request_headers(headers, host=b"alpha.example")
     assert out == [(b"Host", b"alpha.example"), (b"Content-Length", b"5")]
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "close", "head", "chunked"),
+    [
+        (
+            200,
+            [(b"Content-Length", b"2")],
+            False,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n",
+            False,
+        ),
+        (
+            200,
+            [(b"Transfer-Encoding", b"chunked"), (b"Content-Length", b"9")],
+            False,
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            True,
+        ),
+        (200, [], False, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", True),
+        (204, [], False, b"HTTP/1.1 204 OK\r\n\r\n", False),
+        (
+            304,
+            [(b"Content-Length", b"5")],
+            True,
+            b"HTTP/1.1 304 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\n",
+            False,
+        ),
+    ],
+)
+def test_response_framing_is_the_one_h11_would_write(
+    status: int, headers: list[tuple[bytes, bytes]], close: bool, head: bytes, chunked: bool
+) -> None:
+    framing = ResponseFraming()
+    assert framing.head(status, b"OK", headers, close=close) == head
+    assert framing.chunked is chunked
+    body = framing.data(b"hello") + framing.data(b"") + framing.end()
+    assert body == (b"5\r\nhello\r\n0\r\n\r\n" if chunked else b"hello")
+
+
+def test_response_framing_matches_h11_for_a_keep_alive_agent() -> None:
+    """Byte for byte what an h11 server connection writes for the same events."""
+    import h11
+
+    for headers in ([(b"Content-Length", b"5")], [], [(b"Transfer-Encoding", b"chunked")]):
+        server = h11.Connection(h11.SERVER)
+        server.receive_data(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        server.next_event()
+        expected = server.send(h11.Response(status_code=200, headers=headers, reason=b"OK"))
+        expected = (expected or b"") + (server.send(h11.Data(data=b"hello")) or b"")
+        expected += server.send(h11.EndOfMessage()) or b""
+        framing = ResponseFraming()
+        ours = framing.head(200, b"OK", headers, close=False) + framing.data(b"hello")
+        ours += framing.end()
+        assert ours.lower() == expected.lower(), (ours, expected)

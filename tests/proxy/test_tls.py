@@ -6,13 +6,11 @@ import asyncio
 import ipaddress
 import ssl
 
-import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from grantbox.proxy import InterceptionCA
-from grantbox.proxy import tls as tls_module
 from grantbox.proxy.streams import SocketStream, TlsServerStream
 
 
@@ -41,9 +39,8 @@ def test_leaves_name_the_host_and_verify_against_the_ca() -> None:
         leaf.verify_directly_issued_by(ca.certificate)
 
 
-def test_contexts_are_cached_and_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(tls_module, "LEAF_CACHE_SIZE", 3)
-    ca = InterceptionCA()
+def test_contexts_are_cached_and_bounded() -> None:
+    ca = InterceptionCA(leaf_cache_size=3)
     first = ca.server_context("a.example")
     assert ca.server_context("A.example") is first
     for name in ("b.example", "c.example", "d.example"):

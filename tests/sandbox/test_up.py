@@ -113,7 +113,7 @@ def _wait_fenced(marker: str, seconds: float = 20.0) -> set[int]:
 def test_up_ten_times_leaves_nothing_behind(tmp_path: Path) -> None:
     watched = (str(tmp_path), "/run/gbx-up-")
     before = snapshot(watched)
-    namespaces: set[str] = set()
+    namespaces: dict[str, float] = {}  # a sandbox's namespace → when its instance stopped
     sandbox_pids: set[int] = set()
     for run in range(RUNS):
         up = Up(tmp_path)
@@ -127,10 +127,12 @@ def test_up_ten_times_leaves_nothing_behind(tmp_path: Path) -> None:
                 _wait_ready(gw, f"s{run}")
                 fenced = _wait_fenced(marker)
                 sandbox_pids |= descendants(up.process.pid) | pids_mentioning(marker)
-                namespaces |= {ns for pid in fenced if (ns := net_namespace(pid))}
+                seen = {ns for pid in fenced if (ns := net_namespace(pid))}
             signum = signal.SIGINT if run % 2 == 0 else signal.SIGTERM
             started = time.monotonic()
             code, output = up.stop(signum)
+            if run in (0, RUNS - 1):
+                namespaces |= dict.fromkeys(seen, seconds_since_boot())
         finally:
             if up.process.poll() is None:
                 os.killpg(up.process.pid, signal.SIGKILL)
@@ -141,10 +143,10 @@ def test_up_ten_times_leaves_nothing_behind(tmp_path: Path) -> None:
         assert "stopped; nothing left running" in output
         assert not _listening(up.gateway_port) and not _listening(up.oidc_port)
         assert not up.runtime.exists()
-    stopped = seconds_since_boot()
     after = snapshot(watched)
     assert [pid for pid in sandbox_pids if Path(f"/proc/{pid}").exists()] == []
-    assert namespace_holders(namespaces, born_before=stopped) == set()
+    for ns, stopped in namespaces.items():
+        assert namespace_holders([ns], born_before=stopped) == set()
     assert after.unix_sockets == before.unix_sockets == frozenset()
     assert new_mounts_of_ours(before, after, watched) == []
     assert after.links == before.links

@@ -5,14 +5,18 @@ answers (each raises the client error the real client raises for that answer).""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from grantbox.supervisor import SupervisorClientError
+from grantbox.supervisor.launch import SupervisorOptions
 from grantbox.supervisor.metrics import PREFIX, register_outbox_metrics
+from grantbox.supervisor.runtime import Supervisor
 from grantbox.supervisor.shipper import Shipper
 
 Item = Mapping[str, Any]
@@ -166,3 +170,34 @@ async def test_truncated_lines_carry_the_flag() -> None:
     await shipper.ship_once()
     [line] = gateway.received["logs"]
     assert (line["message"], line["stream"], line["truncated"]) == ("cut", "stderr", True)
+
+
+async def test_the_supervisors_metrics_endpoint_serves_the_outbox(tmp_path: Path) -> None:
+    """Scraped for real over HTTP from ``supervisor run --metrics-listen``'s server."""
+    token = tmp_path / "state" / "supervisor-token"
+    token.parent.mkdir()
+    token.write_text("not-a-real-token\n")
+    options = SupervisorOptions(
+        gateway_url="http://127.0.0.1:9",
+        sandbox_id="s1",
+        token_file=token,
+        identity_socket=f"unix://{tmp_path}/sockets/agent.sock",
+        metrics_listen=("127.0.0.1", 0),
+    )
+    supervisor = Supervisor(options)
+    try:
+        for i in range(3):
+            supervisor.shipper.log(f"line {i}", "stdout")
+        supervisor.shipper.event({"n": 1})
+        address = supervisor.serve_metrics()
+        assert address is not None
+        async with httpx.AsyncClient(trust_env=False) as client:
+            scraped = (await client.get(f"http://127.0.0.1:{address[1]}/metrics")).text
+    finally:
+        await supervisor._shutdown()
+    families = {f.name: f for f in text_string_to_metric_families(scraped)}
+    queued = {s.labels["kind"]: s.value for s in families[f"{PREFIX}_queued"].samples}
+    assert queued == {"events": 1.0, "logs": 3.0}
+    assert f"{PREFIX}_dropped" in families and f"{PREFIX}_refused_batches" in families
+    assert "grantbox_token_cache_entries" in scraped  # one registry with the engine's
+    assert "not-a-real-token" not in scraped

@@ -18,7 +18,7 @@ from grantbox.profiles import (
     SandboxPolicy,
     build_effective_config,
 )
-from grantbox.proxy import EgressProxy, Resolver
+from grantbox.proxy import EgressProxy, Limits, ProgramResolver, Resolver, relay
 
 # Where profiles of unit-level tests say tokens come from; the in-test source never calls it.
 UNUSED_TOKEN_ENDPOINT = "http://127.0.0.1:9/realms/grantbox/protocol/openid-connect/token"
@@ -127,9 +127,19 @@ async def running_proxy(
     *,
     resolver: Resolver | None = None,
     upstream_ca_file: Path | None = None,
+    limits: Limits | None = None,
+    programs: ProgramResolver | None = None,
 ) -> AsyncIterator[RunningProxy]:
+    """A proxy on a free loopback port, recording its events in ``events``.
+
+    Without ``limits``, the default deadlines come from ``relay.HEAD_TIMEOUT`` and
+    ``relay.IDLE_TIMEOUT`` (tests/security/test_slow_clients.py predates :class:`Limits`
+    and shortens those names); new tests pass ``limits``.
+    """
     events: list[dict[str, Any]] = []
     registry = CollectorRegistry()
+    if limits is None:
+        limits = Limits(head_timeout=relay.HEAD_TIMEOUT, idle_timeout=relay.IDLE_TIMEOUT)
     proxy = EgressProxy(
         config,
         tokens,
@@ -137,6 +147,8 @@ async def running_proxy(
         upstream_ca_file=upstream_ca_file,
         events=events.append,
         registry=registry,
+        limits=limits,
+        programs=programs,
     )
     await proxy.start(tcp=("127.0.0.1", 0))
     ca_file = directory / "proxy-ca.pem"

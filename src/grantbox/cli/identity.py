@@ -12,6 +12,7 @@ import click
 from grantbox.identity_agent import (
     DEFAULT_ROTATION_INTERVAL,
     DEFAULT_SVID_TTL,
+    DEFAULT_X509_SVID_TTL,
     IdentityAgent,
     KeystoreError,
     parse_workload_option,
@@ -81,6 +82,13 @@ def identity() -> None:
     help="JWT-SVID lifetime in seconds.",
 )
 @click.option(
+    "--x509-svid-ttl",
+    type=click.FloatRange(min=2.0),
+    default=DEFAULT_X509_SVID_TTL,
+    show_default=True,
+    help="X.509-SVID lifetime in seconds (rotated at half-life).",
+)
+@click.option(
     "--rotation-interval",
     type=click.FloatRange(min=1.0),
     default=DEFAULT_ROTATION_INTERVAL,
@@ -103,10 +111,12 @@ def serve(
     admin_socket: Path | None,
     algorithm: str,
     svid_ttl: float,
+    x509_svid_ttl: float,
     rotation_interval: float,
     log_level: str,
 ) -> None:
-    """Serve the SPIFFE Workload API (JWT-SVIDs) in the foreground until SIGINT/SIGTERM."""
+    """Serve the SPIFFE Workload API (JWT- and X.509-SVIDs) in the foreground until
+    SIGINT/SIGTERM."""
     click.get_current_context().with_resource(json_logging(log_level))
     try:
         listen = parse_listen(oidc_listen) if oidc_listen else None
@@ -120,6 +130,7 @@ def serve(
             svid_ttl=svid_ttl,
             rotation_interval=rotation_interval,
             admin_socket=admin_socket,
+            x509_svid_ttl=x509_svid_ttl,
         )
         for option in workloads:
             name, path, uids = parse_workload_option(option)

@@ -5,20 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import signal
 import sys
 from pathlib import Path
-from typing import Any
 
 import click
+import uvloop
+from prometheus_client import CollectorRegistry, start_http_server
 
-from grantbox.grants import GrantEngine
+from grantbox.grants import GrantEngine, TokenEndpointClient
 from grantbox.identity import WorkloadIdentityClient
 from grantbox.logformat import json_logging
 from grantbox.profiles import EffectiveConfig
 from grantbox.proxy import (
     EgressProxy,
+    EventQueue,
+    Limits,
+    ProcPrograms,
     StandaloneConfigError,
     SystemResolver,
     load_standalone_config,
@@ -45,17 +48,18 @@ FILE (YAML or JSON) holds what the gateway would otherwise send:
 Point clients at it with HTTP_PROXY/HTTPS_PROXY=http://HOST:PORT and make them trust the
 interception CA written by --ca-out (e.g. SSL_CERT_FILE or curl --cacert). Tokens come from
 the SPIFFE Workload API at --identity-socket (default: $SPIFFE_ENDPOINT_SOCKET). OCSF events
-go to stdout, one JSON object per line; operator logs go to stderr. A config error exits
-with status 2.
+go to stdout, one JSON object per line (a slow reader makes the proxy drop and count events,
+never wait); operator logs go to stderr. --metrics-listen serves the proxy's and the grant
+engine's Prometheus metrics at http://HOST:PORT/metrics. A config error exits with status 2.
 """
 
 
-def _listen(value: str) -> tuple[str, int]:
+def _listen(value: str, option: str = "--listen") -> tuple[str, int]:
     """``HOST:PORT`` or ``[V6]:PORT``; port 0 picks a free port."""
     host, sep, port = value.rpartition(":")
     host = host.strip("[]")
     if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise click.BadParameter(f"expected HOST:PORT, got {value!r}", param_hint="--listen")
+        raise click.BadParameter(f"expected HOST:PORT, got {value!r}", param_hint=option)
     return host, int(port)
 
 
@@ -86,7 +90,13 @@ def proxy() -> None:
 @click.option(
     "--upstream-ca",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Extra CA bundle to trust for upstream TLS (besides the system roots).",
+    help="Extra CA bundle to trust for upstream TLS and token endpoints (besides the system "
+    "roots).",
+)
+@click.option(
+    "--metrics-listen",
+    metavar="HOST:PORT",
+    help="Serve Prometheus metrics (proxy and grant engine) at http://HOST:PORT/metrics.",
 )
 def run(
     config_file: Path,
@@ -96,6 +106,7 @@ def run(
     ca_out: Path | None,
     resolve: tuple[str, ...],
     upstream_ca: Path | None,
+    metrics_listen: str | None,
 ) -> None:
     try:
         config = load_standalone_config(config_file)
@@ -109,14 +120,21 @@ def run(
     except ValueError as exc:
         fail(str(exc), code=2)
     address = _listen(listen)
+    metrics = _listen(metrics_listen, "--metrics-listen") if metrics_listen else None
     click.get_current_context().with_resource(json_logging("info"))
     resolver = SystemResolver(overrides)
-    asyncio.run(_serve(config, address, unix_path, identity_socket, ca_out, resolver, upstream_ca))
+    # uvloop: the proxy's I/O loop in C (libuv), about twice the request rate of asyncio's.
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(
+            _serve(
+                config, address, unix_path, identity_socket, ca_out, resolver, upstream_ca, metrics
+            )
+        )
 
 
-def _print_event(event: dict[str, Any]) -> None:
+def _write_events(text: str) -> None:
     """OCSF events as JSON lines on stdout (they never hold a token)."""
-    sys.stdout.write(json.dumps(event, separators=(",", ":"), sort_keys=True) + "\n")
+    sys.stdout.write(text)
     sys.stdout.flush()
 
 
@@ -128,26 +146,55 @@ async def _serve(
     ca_out: Path | None,
     resolver: SystemResolver,
     upstream_ca: Path | None,
+    metrics_address: tuple[str, int] | None,
 ) -> None:
+    limits = Limits()
+    registry = CollectorRegistry()
     identity = WorkloadIdentityClient(identity_socket)
-    engine = GrantEngine(identity)
+    extra_ca = ""
+    if upstream_ca is not None:
+        extra_ca = await asyncio.to_thread(upstream_ca.read_text, "ascii", "ignore")
+    engine = GrantEngine(
+        identity, client=TokenEndpointClient(extra_ca_pem=extra_ca), registry=registry
+    )
+    events = EventQueue(_write_events, limits.event_buffer, registry=registry)
     proxy = EgressProxy(
-        config, engine, resolver=resolver, upstream_ca_file=upstream_ca, events=_print_event
+        config,
+        engine,
+        resolver=resolver,
+        upstream_ca_file=upstream_ca,
+        events=events,
+        registry=registry,
+        limits=limits,
+        programs=ProcPrograms(),
     )
     if ca_out is not None:
         await asyncio.to_thread(ca_out.write_bytes, proxy.ca_cert_pem)
     try:
         await proxy.start(tcp=address, unix=unix_path)
+        metrics = (
+            start_http_server(metrics_address[1], metrics_address[0], registry=registry)
+            if metrics_address
+            else None
+        )
     except OSError as exc:
+        await proxy.stop()
         await engine.aclose()
         await identity.aclose()
-        fail(f"cannot listen on {address[0]}:{address[1]}: {exc.strerror}")
+        fail(f"cannot listen: {exc.strerror or exc}")
+    events.start()
     bound = proxy.tcp_address
     assert bound is not None
+    served = ""
+    if metrics is not None:
+        host, port = (str(part) for part in metrics[0].server_address[:2])
+        shown = f"[{host}]" if ":" in host else host
+        served = f"; metrics on http://{shown}:{port}/metrics"
     click.echo(
         f"grantbox proxy listening on {bound[0]}:{bound[1]}"
         + (f" and {unix_path}" if unix_path else "")
-        + f"; {len(config.bindings)} grant binding(s), revision {config.revision[:19]}",
+        + f"; {len(config.bindings)} grant binding(s), revision {config.revision[:19]}"
+        + served,
         err=True,
     )
     stop = asyncio.Event()
@@ -159,5 +206,9 @@ async def _serve(
         await stop.wait()
     finally:
         await proxy.stop()
+        await events.aclose()
+        if metrics is not None:
+            metrics[0].shutdown()
+            metrics[0].server_close()
         await engine.aclose()
         await identity.aclose()

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import click
+import uvloop
 
 from grantbox.logformat import json_logging
 from grantbox.sandbox import HidingRefused
@@ -42,6 +43,11 @@ def supervisor() -> None:
 )
 @click.option("--env", "declared", multiple=True, help="NAME=VALUE for the agent.")
 @click.option("--parent-pid", type=int, help="Stop when this parent process dies.")
+@click.option(
+    "--metrics-listen",
+    metavar="HOST:PORT",
+    help="Serve the sandbox proxy's and grant engine's metrics at http://HOST:PORT/metrics.",
+)
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def run(
     gateway_url: str,
@@ -54,6 +60,7 @@ def run(
     upstream_ca: Path | None,
     declared: tuple[str, ...],
     parent_pid: int | None,
+    metrics_listen: str | None,
     command: tuple[str, ...],
 ) -> None:
     """Run one sandbox: proxy, fence and agent, driven by the gateway."""
@@ -82,10 +89,23 @@ def run(
             resolve=resolve,
             upstream_ca_file=upstream_ca,
             declared_env=env,
+            metrics_listen=_listen(metrics_listen) if metrics_listen else None,
         )
-        code = asyncio.run(run_supervisor(options))
+        # uvloop: the sandbox's egress proxy runs on libuv (see grantbox proxy run).
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            code = runner.run(run_supervisor(options))
     except (HidingRefused, ValueError) as exc:
         fail(str(exc))
     except Exception as exc:
         fail(f"supervisor failed: {type(exc).__name__}: {exc}")
     sys.exit(code)
+
+
+def _listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise click.BadParameter(
+            f"expected HOST:PORT, got {value!r}", param_hint="--metrics-listen"
+        )
+    return host, int(port)

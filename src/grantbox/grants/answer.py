@@ -8,6 +8,8 @@ shape: a JSON object with a token68 ``access_token`` and, when present, a positi
 
 from __future__ import annotations
 
+import datetime
+import email.utils
 import json
 import re
 import unicodedata
@@ -15,10 +17,11 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 
+from grantbox.profiles import TokenType
+
 from .errors import (
     GrantError,
-    TokenEndpointError,
-    TokenEndpointRejected,
+    GrantFailure,
     TokenMalformed,
     error_for_reason,
 )
@@ -42,6 +45,8 @@ class TokenAnswer:
 
     access_token: str = field(repr=False)
     expires_in: int | None
+    token_type: str | None = None
+    issued_token_type: str | None = None
 
 
 def sanitise_oauth_field(value: str) -> str:
@@ -57,11 +62,11 @@ def status_text(status: int) -> str:
         return str(status)
 
 
-def reason_for_status(status: int) -> str:
+def reason_for_status(status: int) -> GrantFailure:
     """Failure reason for a non-2xx status."""
     if status in _REJECTING_STATUSES:
-        return TokenEndpointRejected.reason
-    return TokenEndpointError.reason
+        return GrantFailure.TOKEN_ENDPOINT_REJECTED
+    return GrantFailure.TOKEN_ENDPOINT_ERROR
 
 
 def oauth_error_fields(body: bytes) -> dict[str, str]:
@@ -82,15 +87,61 @@ def oauth_error_fields(body: bytes) -> dict[str, str]:
     return out
 
 
-def failure_for_status(status: int, body: bytes) -> GrantError:
-    """The error for a non-2xx answer; mentions only the status and sanitised OAuth fields."""
+def failure_for_status(status: int, body: bytes, retry_after: float | None = None) -> GrantError:
+    """The error for a non-2xx answer; mentions only the status and sanitised OAuth fields.
+
+    It carries the status, and ``retry_after`` for 429 and 503 (the statuses whose
+    ``Retry-After`` asks the client to wait), for the backoff of the negative cache.
+    """
     detail = f"token endpoint answered {status_text(status)}"
     if 300 <= status < 400:
         detail += " (redirects are not followed)"
     fields = oauth_error_fields(body)
     if fields:
         detail += ": " + "; ".join(f"{k}={v}" for k, v in fields.items())
-    return error_for_reason(reason_for_status(status), detail)
+    if retry_after is not None and status in RETRY_AFTER_STATUSES:
+        detail += f" (retry after {retry_after:g} s)"
+    else:
+        retry_after = None
+    error = error_for_reason(reason_for_status(status), detail)
+    error.status = status
+    error.retry_after = retry_after
+    return error
+
+
+RETRY_AFTER_STATUSES = frozenset({429, 503})
+_DELAY_SECONDS = re.compile(r"[0-9]{1,10}")
+
+
+def parse_retry_after(value: str, now: float, date: str | None = None) -> float | None:
+    """Seconds a ``Retry-After`` value asks for (RFC 9110 §10.2.3), or None when unusable.
+
+    Either delay-seconds or an HTTP-date; a date is measured against the answer's own
+    ``Date`` header when it has one (so clock skew between us and the endpoint cancels
+    out), else against ``now`` (wall-clock seconds). Past dates give 0. The caller bounds
+    the result.
+    """
+    text = value.strip()
+    if _DELAY_SECONDS.fullmatch(text):
+        return float(int(text))
+    when = _http_date(text)
+    if when is None:
+        return None
+    reference = _http_date(date) if date else None
+    return max(0.0, when - (now if reference is None else reference))
+
+
+def _http_date(text: str) -> float | None:
+    try:
+        parsed = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if parsed.tzinfo is None:  # "-0000": RFC 9110 dates are GMT
+        parsed = parsed.replace(tzinfo=datetime.UTC)
+    try:
+        return parsed.timestamp()
+    except (OverflowError, ValueError, OSError):
+        return None
 
 
 def parse_success(body: bytes) -> TokenAnswer:
@@ -112,11 +163,55 @@ def parse_success(body: bytes) -> TokenAnswer:
             raise TokenMalformed("expires_in is not an integer")
         if expires_in <= 0:
             raise TokenMalformed("expires_in is not positive")
-    return TokenAnswer(access_token=token, expires_in=expires_in)
+    token_type = data.get("token_type")
+    issued_token_type = data.get("issued_token_type")
+    return TokenAnswer(
+        access_token=token,
+        expires_in=expires_in,
+        token_type=token_type if isinstance(token_type, str) else None,
+        issued_token_type=issued_token_type if isinstance(issued_token_type, str) else None,
+    )
 
 
-def judge_answer(status: int, body: bytes) -> TokenAnswer:
+_BEARER_USABLE = frozenset(str(t) for t in TokenType)
+NOT_APPLICABLE = "N_A"
+
+
+def check_exchanged_token(answer: TokenAnswer, requested_type: str, raw_header: bool) -> None:
+    """An RFC 8693 answer holds a token this binding can present, else :class:`TokenMalformed`.
+
+    ``issued_token_type`` is required and must be an access token or a JWT (the types a
+    proxy can present), and the requested type when one was asked for. ``token_type`` is
+    required and must be ``Bearer``; ``N_A`` (§2.2.1: the token is not an access token) is
+    accepted only when the binding places the token raw in its own header, never as
+    ``Authorization: Bearer`` that would claim it is one.
+    """
+    issued = answer.issued_token_type
+    if issued is None:
+        raise TokenMalformed("token exchange answer has no issued_token_type")
+    if issued not in _BEARER_USABLE:
+        shown = sanitise_oauth_field(issued)
+        raise TokenMalformed(f"issued_token_type {shown!r} is not an access token or a JWT")
+    if requested_type and issued != requested_type:
+        raise TokenMalformed(
+            f"issued_token_type {issued!r} is not the requested {requested_type!r}"
+        )
+    token_type = answer.token_type
+    if token_type is None:
+        raise TokenMalformed("token exchange answer has no token_type")
+    if token_type == NOT_APPLICABLE:
+        if not raw_header:
+            raise TokenMalformed(
+                "token_type N_A: the issuer says the token is not an access token, so it is "
+                "not sent as a Bearer credential"
+            )
+    elif token_type.lower() != "bearer":
+        shown = sanitise_oauth_field(token_type)
+        raise TokenMalformed(f"token_type {shown!r} is not Bearer")
+
+
+def judge_answer(status: int, body: bytes, retry_after: float | None = None) -> TokenAnswer:
     """The token in an answer, or the :class:`GrantError` that the answer amounts to."""
     if 200 <= status < 300:
         return parse_success(body)
-    raise failure_for_status(status, body)
+    raise failure_for_status(status, body, retry_after)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from .answer import is_token68
 from .errors import GrantError, TokenMalformed
-from .lifetime import backoff_delay, refresh_after
+from .lifetime import backoff_delay, persistence, refresh_after
 from .request import CacheKey
 
 
@@ -112,12 +112,15 @@ class TokenCache:
     def store_failure(self, key: CacheKey, error: GrantError, now: float, jitter: float) -> float:
         """Remember a failure until the next backoff step; returns the retry time.
 
-        A still-valid token is kept: callers go on using it while renewal backs off.
+        The step depends on whether the failure may heal soon and on any ``Retry-After`` the
+        endpoint sent (:mod:`.lifetime`). A still-valid token is kept: callers go on using it
+        while renewal backs off.
         """
         entry = self._slot(key)
         entry.failure = error
         entry.failures += 1
-        entry.retry_at = now + backoff_delay(entry.failures, jitter)
+        kind = persistence(str(error.reason), error.status)
+        entry.retry_at = now + backoff_delay(entry.failures, jitter, kind, error.retry_after)
         return entry.retry_at
 
     def retain(self, keep: Callable[[CacheKey], bool]) -> int:

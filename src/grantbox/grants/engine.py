@@ -17,15 +17,17 @@ from collections.abc import Callable, Iterable
 
 import prometheus_client
 
-from grantbox.profiles import GrantBinding, token_endpoint_problem
+from grantbox.profiles import AuthStyle, GrantBinding, GrantType, token_endpoint_problem
 
+from .answer import TokenAnswer, check_exchanged_token
 from .cache import AccessToken, Lookup, TokenCache, decide
 from .client import TokenEndpointClient
 from .errors import GrantError, GrantMisconfigured, TokenEndpointError, WorkloadIdentityUnavailable
 from .lifetime import cache_ttl
 from .metrics import GrantMetrics
-from .request import CacheKey, cache_key, token_request_form
-from .svid import SvidSource, identity_failure
+from .request import CacheKey, cache_key, grant_kind, token_request_form
+from .svid import SvidSource, X509SvidSource, identity_failure
+from .tls import ClientCertificate
 
 log = logging.getLogger(__name__)
 _system_random = random.SystemRandom()
@@ -58,6 +60,15 @@ def _copy(error: GrantError) -> GrantError:
     return type(error)(error.detail)
 
 
+def _redacted(error: GrantError, secret: str) -> GrantError:
+    """The same failure with ``secret`` (and credential-like runs) cut from its detail; what
+    the answer said about retrying is kept for the backoff."""
+    clean = type(error)(redact_secret(error.detail, secret))
+    clean.status = error.status
+    clean.retry_after = error.retry_after
+    return clean
+
+
 def _retrieve(task: asyncio.Task[AccessToken]) -> None:
     # A background renewal may fail with nobody awaiting it; its failure is in the cache.
     if not task.cancelled():
@@ -67,7 +78,9 @@ def _retrieve(task: asyncio.Task[AccessToken]) -> None:
 class GrantEngine:
     """Obtains, caches and renews access tokens for grant bindings.
 
-    ``identity`` mints the JWT-SVIDs (a :class:`grantbox.identity.WorkloadIdentityClient`).
+    ``identity`` mints the JWT-SVIDs (a :class:`grantbox.identity.WorkloadIdentityClient`);
+    ``x509`` serves the X.509-SVID for mutual-TLS client auth (``identity`` itself when it
+    can, as the Workload API client does).
     The timeouts configure the token endpoint client unless a ready ``client`` is given
     (e.g. one trusting a private CA); the engine owns it and closes it in :meth:`aclose`.
     ``identity_timeout`` bounds each SVID fetch. Metrics go to ``registry`` (a private one,
@@ -88,8 +101,12 @@ class GrantEngine:
         client: TokenEndpointClient | None = None,
         clock: Callable[[], float] = time.monotonic,
         jitter: Callable[[], float] = _system_random.random,
+        x509: X509SvidSource | None = None,
     ) -> None:
         self._identity = identity
+        if x509 is None and isinstance(identity, X509SvidSource):
+            x509 = identity
+        self._x509 = x509
         self._identity_timeout = identity_timeout
         self._client = client or TokenEndpointClient(
             connect_timeout=connect_timeout, total_timeout=total_timeout
@@ -99,6 +116,7 @@ class GrantEngine:
         self._clock = clock
         self._jitter = jitter
         self._inflight: dict[CacheKey, asyncio.Task[AccessToken]] = {}
+        self._keys: dict[GrantBinding, CacheKey] = {}  # cache_key() of each binding seen
         self._attached: frozenset[CacheKey] | None = None
         self._generation = 0
         self._closed = False
@@ -107,7 +125,11 @@ class GrantEngine:
         """A valid token for ``binding``, or a :class:`GrantError` saying why not."""
         if self._closed:
             raise GrantMisconfigured("grant engine is closed")
-        key = cache_key(binding)
+        key = self._keys.get(binding)
+        if key is None:
+            if len(self._keys) >= self._cache.max_entries:
+                self._keys.clear()
+            key = self._keys[binding] = cache_key(binding)
         entry = self._cache.get(key)
         running = self._inflight.get(key)
         lookup = decide(entry, self._clock(), running is not None)
@@ -138,6 +160,7 @@ class GrantEngine:
         """
         attached = frozenset(cache_key(b) for b in bindings)
         self._attached = attached
+        self._keys.clear()
         self._generation += 1
         self._cache.retain(attached.__contains__)
         self._metrics.entries.set(len(self._cache))
@@ -194,6 +217,15 @@ class GrantEngine:
         problem = token_endpoint_problem(binding.token_endpoint)
         if problem is not None:
             raise GrantMisconfigured(problem)
+        assertion = await self._fetch_svid(binding)
+        answer = await self._exchange(binding, assertion)
+        ttl = cache_ttl(answer.expires_in, binding.cache_ttl_seconds)
+        return AccessToken(answer.access_token, started + ttl), ttl
+
+    async def _fetch_svid(self, binding: GrantBinding) -> str:
+        """A fresh JWT-SVID for the binding, or "" when its grant sends none."""
+        if not grant_kind(binding).needs_jwt_svid:
+            return ""
         if not binding.svid_audience.strip():
             raise GrantMisconfigured("binding has no JWT-SVID audience")
         try:
@@ -208,14 +240,43 @@ class GrantEngine:
         assertion = getattr(svid, "token", None)
         if not isinstance(assertion, str) or not assertion:
             raise WorkloadIdentityUnavailable("workload API returned an empty JWT-SVID")
+        return assertion
+
+    async def _fetch_certificate(self) -> ClientCertificate:
+        """The current X.509-SVID, asked for right before the request that presents it, so a
+        rotation is picked up without touching cached tokens."""
+        if self._x509 is None:
+            raise WorkloadIdentityUnavailable("no X.509-SVID source is configured")
+        try:
+            async with asyncio.timeout(self._identity_timeout):
+                return await self._x509.fetch_x509_svid()
+        except TimeoutError:
+            raise WorkloadIdentityUnavailable(
+                f"X.509-SVID fetch did not complete within {self._identity_timeout:g} s"
+            ) from None
+        except Exception as exc:
+            raise identity_failure(exc, "X.509-SVID") from None
+
+    async def _exchange(self, binding: GrantBinding, assertion: str) -> TokenAnswer:
+        """One token request with ``assertion`` (the JWT-SVID, "" when the grant sends none)."""
+        kind = grant_kind(binding)
+        certificate = await self._fetch_certificate() if kind.needs_x509_svid else None
+        form = token_request_form(
+            binding, assertion, tls_spiffe_id=certificate.spiffe_id if certificate else ""
+        )
         try:
             answer = await self._client.request_token(
-                binding.token_endpoint, token_request_form(binding, assertion)
+                binding.token_endpoint,
+                form,
+                pinned_ca_pem=binding.token_endpoint_ca,
+                certificate=certificate,
             )
         except GrantError as error:
-            raise type(error)(redact_secret(error.detail, assertion)) from None
-        ttl = cache_ttl(answer.expires_in, binding.cache_ttl_seconds)
-        return AccessToken(answer.access_token, started + ttl), ttl
+            raise _redacted(error, assertion) from None
+        if kind.grant_type is GrantType.TOKEN_EXCHANGE:
+            raw_header = binding.header_style != AuthStyle.BEARER
+            check_exchanged_token(answer, binding.requested_token_type, raw_header)
+        return answer
 
     def _failed(
         self,

@@ -1,4 +1,8 @@
-"""Why a token grant failed: one exception per DESIGN §3.4 reason.
+"""Why a token grant failed: one vocabulary, one exception per DESIGN §3.4 reason.
+
+:class:`GrantFailure` is the only list of reasons: the engine raises these exceptions, the
+identity client's errors carry the same enum members, and the proxy puts the member's value
+in its ``token_grant_failed`` answer.
 
 GrantError                          .reason, .detail (sanitised; never a token, SVID or raw body)
 ├── WorkloadIdentityUnavailable     workload_identity_unavailable — no Workload API, no answer
@@ -16,58 +20,77 @@ operators see ``detail`` in logs and events.
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import ClassVar
+
+
+class GrantFailure(StrEnum):
+    """The ``reason`` of a failed grant (DESIGN §3.4), as agents and operators see it."""
+
+    WORKLOAD_IDENTITY_UNAVAILABLE = "workload_identity_unavailable"
+    WORKLOAD_IDENTITY_DENIED = "workload_identity_denied"
+    TOKEN_ENDPOINT_UNREACHABLE = "token_endpoint_unreachable"  # noqa: S105 (names, not secrets)
+    TOKEN_ENDPOINT_TIMEOUT = "token_endpoint_timeout"  # noqa: S105
+    TOKEN_ENDPOINT_REJECTED = "token_endpoint_rejected"  # noqa: S105
+    TOKEN_ENDPOINT_ERROR = "token_endpoint_error"  # noqa: S105
+    TOKEN_MALFORMED = "token_malformed"  # noqa: S105
+    GRANT_MISCONFIGURED = "grant_misconfigured"
 
 
 class GrantError(Exception):
     """A token could not be obtained for a binding."""
 
-    reason: ClassVar[str] = "token_endpoint_error"
+    reason: ClassVar[GrantFailure] = GrantFailure.TOKEN_ENDPOINT_ERROR
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
         self.detail = detail
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(reason={self.reason!r}, detail={self.detail!r})"
+        return f"{type(self).__name__}(reason={self.reason.value!r}, detail={self.detail!r})"
 
     def __str__(self) -> str:
         return f"{self.reason}: {self.detail}"
 
+    # What the token endpoint's answer said, when there was one: its HTTP status and the
+    # seconds its Retry-After asked for. Backoff reads them; callers see only the reason.
+    status: int | None = None
+    retry_after: float | None = None
+
 
 class WorkloadIdentityUnavailable(GrantError):
-    reason = "workload_identity_unavailable"
+    reason = GrantFailure.WORKLOAD_IDENTITY_UNAVAILABLE
 
 
 class WorkloadIdentityDenied(GrantError):
-    reason = "workload_identity_denied"
+    reason = GrantFailure.WORKLOAD_IDENTITY_DENIED
 
 
 class TokenEndpointUnreachable(GrantError):
-    reason = "token_endpoint_unreachable"
+    reason = GrantFailure.TOKEN_ENDPOINT_UNREACHABLE
 
 
 class TokenEndpointTimeout(GrantError):
-    reason = "token_endpoint_timeout"
+    reason = GrantFailure.TOKEN_ENDPOINT_TIMEOUT
 
 
 class TokenEndpointRejected(GrantError):
-    reason = "token_endpoint_rejected"
+    reason = GrantFailure.TOKEN_ENDPOINT_REJECTED
 
 
 class TokenEndpointError(GrantError):
-    reason = "token_endpoint_error"
+    reason = GrantFailure.TOKEN_ENDPOINT_ERROR
 
 
 class TokenMalformed(GrantError):
-    reason = "token_malformed"
+    reason = GrantFailure.TOKEN_MALFORMED
 
 
 class GrantMisconfigured(GrantError):
-    reason = "grant_misconfigured"
+    reason = GrantFailure.GRANT_MISCONFIGURED
 
 
-ERRORS_BY_REASON: dict[str, type[GrantError]] = {
+ERRORS_BY_REASON: dict[GrantFailure, type[GrantError]] = {
     cls.reason: cls
     for cls in (
         WorkloadIdentityUnavailable,
@@ -81,9 +104,18 @@ ERRORS_BY_REASON: dict[str, type[GrantError]] = {
     )
 }
 
-REASONS: frozenset[str] = frozenset(ERRORS_BY_REASON)
+REASONS: frozenset[GrantFailure] = frozenset(GrantFailure)
+_BY_TEXT: dict[str, GrantFailure] = {member.value: member for member in GrantFailure}
 
 
-def error_for_reason(reason: str, detail: str) -> GrantError:
-    """The exception for a reason string; unknown reasons fail closed as endpoint errors."""
-    return ERRORS_BY_REASON.get(reason, TokenEndpointError)(detail)
+def failure_of(value: object) -> GrantFailure:
+    """The member for a reason (an enum member or its text); anything else fails closed as
+    a token endpoint error."""
+    if isinstance(value, str) and value in _BY_TEXT:
+        return _BY_TEXT[value]
+    return GrantFailure.TOKEN_ENDPOINT_ERROR
+
+
+def error_for_reason(reason: GrantFailure | str, detail: str) -> GrantError:
+    """The exception for a reason; unknown reasons fail closed as endpoint errors."""
+    return ERRORS_BY_REASON[failure_of(reason)](detail)

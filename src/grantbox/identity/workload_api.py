@@ -27,7 +27,10 @@ JWTBundlesResponse: Any = messages.JWTBundlesResponse
 ValidateJWTSVIDRequest: Any = messages.ValidateJWTSVIDRequest
 ValidateJWTSVIDResponse: Any = messages.ValidateJWTSVIDResponse
 X509SVIDRequest: Any = messages.X509SVIDRequest
+X509SVIDResponse: Any = messages.X509SVIDResponse
+X509SVID: Any = messages.X509SVID
 X509BundlesRequest: Any = messages.X509BundlesRequest
+X509BundlesResponse: Any = messages.X509BundlesResponse
 
 WorkloadApiStub: Any = services.SpiffeWorkloadAPIStub
 WorkloadApiServicer: Any = services.SpiffeWorkloadAPIServicer
@@ -39,6 +42,7 @@ __all__ = [
     "SECURITY_HEADER_VALUE",
     "SECURITY_METADATA",
     "SERVICE_NAME",
+    "X509SVID",
     "JWTBundlesRequest",
     "JWTBundlesResponse",
     "JWTSVIDRequest",
@@ -48,6 +52,8 @@ __all__ = [
     "WorkloadApiServicer",
     "WorkloadApiStub",
     "X509BundlesRequest",
+    "X509BundlesResponse",
     "X509SVIDRequest",
+    "X509SVIDResponse",
     "add_servicer_to_server",
 ]

@@ -18,6 +18,7 @@ from collections.abc import Collection
 from pathlib import Path
 
 import grpc
+from cryptography.hazmat.primitives import serialization
 
 from grantbox.identity import workload_api as wapi
 
@@ -35,6 +36,8 @@ from .registry import (
     normalise_trust_domain,
 )
 from .service import WorkloadApiService
+from .x509_authority import X509Authority
+from .x509_ca import DEFAULT_X509_SVID_TTL
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +61,7 @@ class IdentityAgent:
         svid_ttl: float = DEFAULT_SVID_TTL,
         rotation_interval: float = DEFAULT_ROTATION_INTERVAL,
         admin_socket: Path | None = None,
+        x509_svid_ttl: float = DEFAULT_X509_SVID_TTL,
     ) -> None:
         self._socket_dir = Path(socket_dir)
         self._trust_domain = normalise_trust_domain(trust_domain)
@@ -68,6 +72,9 @@ class IdentityAgent:
             rotation_interval=rotation_interval,
             issuer=issuer or None,
             state_dir=state_dir,
+        )
+        self._x509 = X509Authority(
+            trust_domain=self._trust_domain, svid_ttl=x509_svid_ttl, state_dir=state_dir
         )
         self._oidc_listen = oidc_listen
         self._admin_socket = admin_socket
@@ -96,6 +103,10 @@ class IdentityAgent:
         """``http://HOST:PORT`` of the discovery endpoint (actual port), once started."""
         return self._oidc_url
 
+    def x509_bundle_pem(self) -> bytes:
+        """The trust domain's X.509 bundle (the CA certificate), for relying parties."""
+        return self._x509.ca.certificate.public_bytes(serialization.Encoding.PEM)
+
     @property
     def admin_socket(self) -> Path | None:
         return self._admin_socket
@@ -123,6 +134,7 @@ class IdentityAgent:
         self._running = True
         prepare_socket_dir(self._socket_dir, 0o711, enforce_mode=False)
         self._authority.load(time.time())
+        self._x509.load(time.time())
         self._private_dir = Path(tempfile.mkdtemp(prefix="grantbox-identity-"))
         self._backend = str(self._private_dir / "grpc.sock")
         if len(self._backend.encode()) > MAX_UNIX_PATH:
@@ -130,7 +142,9 @@ class IdentityAgent:
                 f"temporary directory path too long for a unix socket: {self._backend}"
             )
         server = grpc.aio.server()
-        service = WorkloadApiService(self._authority, self._directory, lambda: self._registrations)
+        service = WorkloadApiService(
+            self._authority, self._directory, lambda: self._registrations, self._x509
+        )
         wapi.add_servicer_to_server(service, server)
         server.add_insecure_port(f"unix:{self._backend}")
         await server.start()
@@ -246,8 +260,11 @@ class IdentityAgent:
 
     def remove_workload(self, name: str) -> None:
         """Forget a workload: new calls are denied, open connections dropped, socket removed."""
-        if self._registrations.pop(name, None) is None:
+        registration = self._registrations.pop(name, None)
+        if registration is None:
             raise KeyError(f"no workload named {name!r}")
+        if not any(r.spiffe_id == registration.spiffe_id for r in self._registrations.values()):
+            self._x509.forget(registration.spiffe_id)
         listener = self._listeners.pop(name, None)
         if listener is not None:
             listener.close_nowait()

@@ -106,21 +106,39 @@ class KeyStore:
             ) from None
 
     def save(self, ring: Keyring) -> None:
-        # Every missing level 0700: mkdir(parents=True) would make the parents 0755, and the
-        # parent is often the gateway's state directory, which must stay private.
-        missing = [d for d in (self.state_dir, *self.state_dir.parents) if not d.exists()]
-        for directory in reversed(missing):
-            directory.mkdir(mode=0o700, exist_ok=True)
-            os.chmod(directory, 0o700)
-        os.chmod(self.state_dir, 0o700)
-        fd, tmp = tempfile.mkstemp(prefix=".keys-", dir=self.state_dir)
-        try:
-            with os.fdopen(fd, "w", encoding="ascii") as handle:
-                os.fchmod(handle.fileno(), 0o600)
-                handle.write(keyring_to_json(ring))
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_private_file(self.path, keyring_to_json(ring).encode("ascii"))
+
+
+def read_private_file(path: Path) -> bytes | None:
+    """A state file's bytes, or None when it does not exist; refused when others can read it."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise KeystoreError(f"{path} is accessible by others (mode {mode:o}); refusing")
+    return data
+
+
+def write_private_file(path: Path, data: bytes) -> None:
+    """Atomically replace ``path`` (mode 0600, in a 0700 directory) with ``data``."""
+    directory = path.parent
+    # Every missing level 0700: mkdir(parents=True) would make the parents 0755, and the
+    # parent is often the gateway's state directory, which must stay private.
+    missing = [d for d in (directory, *directory.parents) if not d.exists()]
+    for level in reversed(missing):
+        level.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(level, 0o700)
+    os.chmod(directory, 0o700)
+    fd, tmp = tempfile.mkstemp(prefix=".state-", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), 0o600)
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,7 +1,8 @@
-"""The SpiffeWorkloadAPI gRPC service of the local identity agent (JWT profile)."""
+"""The SpiffeWorkloadAPI gRPC service of the local identity agent (JWT and X.509 profiles)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -16,11 +17,17 @@ from .attestation import CallerDirectory
 from .authority import Authority
 from .jwt_svid import InvalidSvid
 from .registry import Registration, caller_allowed
+from .x509_authority import X509Authority
 
 log = logging.getLogger(__name__)
 
 Context: TypeAlias = Any
 """grpc.aio.ServicerContext; grpcio ships no type information."""
+
+MIN_STREAM_PAUSE = 0.05
+BUNDLE_POLL_SECONDS = 60.0
+"""The X.509 bundle changes only when the agent restarts with a renewed CA; a stream checks
+now and then rather than holding a notification channel for it."""
 
 
 class WorkloadApiService(wapi.WorkloadApiServicer):  # type: ignore[misc]
@@ -31,8 +38,10 @@ class WorkloadApiService(wapi.WorkloadApiServicer):  # type: ignore[misc]
         authority: Authority,
         directory: CallerDirectory,
         registrations: Callable[[], Mapping[str, Registration]],
+        x509: X509Authority,
     ) -> None:
         self._authority = authority
+        self._x509 = x509
         self._directory = directory
         self._registrations = registrations
 
@@ -120,11 +129,41 @@ class WorkloadApiService(wapi.WorkloadApiServicer):  # type: ignore[misc]
         return wapi.ValidateJWTSVIDResponse(spiffe_id=str(claims["sub"]), claims=struct)
 
     async def FetchX509SVID(self, request: Any, context: Context) -> AsyncIterator[Any]:
-        await self._check_header(context)
-        await self._abort(context, grpc.StatusCode.UNIMPLEMENTED, "X.509-SVIDs are not supported")
-        yield  # pragma: no cover
+        """The caller's X.509-SVID now, and again each time it is rotated (full state)."""
+        registration = await self._attested(context, "FetchX509SVID")
+        while True:
+            now = time.time()
+            svid = self._x509.svid_for(registration.spiffe_id, now)
+            log.info(
+                "x509-svid sent",
+                extra={
+                    "fields": {
+                        "spiffe_id": registration.spiffe_id,
+                        "serial": f"{svid.certificate.serial_number:x}",
+                        "expires_at": svid.expires_at,
+                    }
+                },
+            )
+            yield wapi.X509SVIDResponse(
+                svids=[
+                    wapi.X509SVID(
+                        spiffe_id=registration.spiffe_id,
+                        x509_svid=svid.chain_der(),
+                        x509_svid_key=svid.key_der(),
+                        bundle=self._x509.bundle_der(),
+                    )
+                ]
+            )
+            await asyncio.sleep(max(MIN_STREAM_PAUSE, svid.rotate_at - time.time()))
+            if self._registrations().get(registration.name) != registration:
+                await self._abort(context, grpc.StatusCode.PERMISSION_DENIED, "no identity issued")
 
     async def FetchX509Bundles(self, request: Any, context: Context) -> AsyncIterator[Any]:
-        await self._check_header(context)
-        await self._abort(context, grpc.StatusCode.UNIMPLEMENTED, "X.509 bundles are not supported")
-        yield  # pragma: no cover
+        await self._attested(context, "FetchX509Bundles")
+        seen = b""
+        while True:
+            bundle = self._x509.bundle_der()
+            if bundle != seen:
+                seen = bundle
+                yield wapi.X509BundlesResponse(bundles={self._authority.trust_domain_id: bundle})
+            await asyncio.sleep(BUNDLE_POLL_SECONDS)

@@ -28,20 +28,26 @@ from .isolation import (
 )
 from .loading import LoadedProfile, LoadResult, load_file, load_paths, load_text, parse_profile
 from .model import (
+    ACCESS_TOKEN_TYPE,
     JWT_BEARER,
     JWT_SPIFFE,
+    JWT_TOKEN_TYPE,
     Access,
     AssertionType,
     AudienceOverride,
     AuthStyle,
+    ClientAuth,
     Credential,
     Endpoint,
     Enforcement,
+    GrantType,
     Profile,
     Protocol,
     Rule,
     TlsMode,
     TokenGrant,
+    TokenType,
+    default_client_auth,
     profile_json_schema,
 )
 from .patterns import (
@@ -61,20 +67,24 @@ from .patterns import (
     paths_overlap,
     request_path,
 )
-from .token_endpoint import derive_svid_audience, token_endpoint_problem
+from .token_endpoint import derive_svid_audience, resource_problem, token_endpoint_problem
+from .trust import ca_pem_problem, parse_ca_pem
 from .validation import validate_policy, validate_profile, validate_profiles
 
 __all__ = [
+    "ACCESS_TOKEN_TYPE",
     "ANY_PATH",
     "FORBIDDEN_HEADERS",
     "JWT_BEARER",
     "JWT_SPIFFE",
+    "JWT_TOKEN_TYPE",
     "PROVIDER_ENTRY_PREFIX",
     "Access",
     "AssertionType",
     "AudienceOverride",
     "AuthStyle",
     "BindingSet",
+    "ClientAuth",
     "Collision",
     "Credential",
     "Diagnostic",
@@ -83,6 +93,7 @@ __all__ = [
     "Enforcement",
     "FilesystemPolicy",
     "GrantBinding",
+    "GrantType",
     "HostPattern",
     "LandlockMode",
     "LimitsPolicy",
@@ -99,11 +110,14 @@ __all__ = [
     "Severity",
     "TlsMode",
     "TokenGrant",
+    "TokenType",
     "build_effective_config",
+    "ca_pem_problem",
     "canonical_data",
     "canonical_json",
     "cleartext_allowed",
     "content_hash",
+    "default_client_auth",
     "derive_svid_audience",
     "expand_bindings",
     "export_data",
@@ -123,6 +137,7 @@ __all__ = [
     "load_file",
     "load_paths",
     "load_text",
+    "parse_ca_pem",
     "parse_host_pattern",
     "parse_path_pattern",
     "parse_profile",
@@ -133,6 +148,7 @@ __all__ = [
     "profile_json_schema",
     "provider_entry_name",
     "request_path",
+    "resource_problem",
     "select_binding",
     "tie",
     "token_endpoint_problem",

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .canonical import content_hash
-from .model import AuthStyle, Credential, Endpoint, Profile, TokenGrant
+from .model import AuthStyle, ClientAuth, Credential, Endpoint, GrantType, Profile, TokenGrant
 from .patterns import (
     HostPattern,
     PathPattern,
@@ -55,6 +55,12 @@ class GrantBinding:
     header_name: str
     header_style: str
     origin: str = DEFAULT_ORIGIN
+    grant_type: str = str(GrantType.CLIENT_CREDENTIALS)
+    client_auth: str = str(ClientAuth.JWT_SVID)
+    client_id: str = ""
+    resource: tuple[str, ...] = ()
+    requested_token_type: str = ""
+    token_endpoint_ca: str = field(default="", repr=False)
 
     @property
     def id(self) -> str:
@@ -94,6 +100,7 @@ class GrantBinding:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["scopes"] = list(self.scopes)
+        data["resource"] = list(self.resource)
         data["id"] = self.id
         return data
 
@@ -101,6 +108,7 @@ class GrantBinding:
     def from_dict(cls, data: Mapping[str, Any]) -> GrantBinding:
         values = {k: v for k, v in data.items() if k != "id"}
         values["scopes"] = tuple(values.get("scopes", ()))
+        values["resource"] = tuple(values.get("resource", ()))
         return cls(**values)
 
 
@@ -190,6 +198,7 @@ def _make(
     path: PathPattern,
     audience: str,
     scopes: tuple[str, ...],
+    resource: tuple[str, ...],
     origin: str,
 ) -> GrantBinding:
     header_name, header_style = _header(credential)
@@ -203,13 +212,26 @@ def _make(
         audience=audience,
         scopes=scopes,
         token_endpoint=grant.token_endpoint,
-        svid_audience=grant.jwt_svid_audience or derive_svid_audience(grant.token_endpoint),
+        svid_audience=_svid_audience(grant),
         assertion_type=str(grant.client_assertion_type),
         cache_ttl_seconds=grant.cache_ttl_seconds,
         header_name=header_name,
         header_style=header_style,
         origin=origin,
+        grant_type=str(grant.grant_type),
+        client_auth=str(grant.effective_client_auth),
+        client_id=grant.client_id,
+        resource=resource,
+        requested_token_type=str(grant.requested_token_type or ""),
+        token_endpoint_ca=grant.token_endpoint_ca,
     )
+
+
+def _svid_audience(grant: TokenGrant) -> str:
+    """The JWT-SVID audience, or empty when the grant sends no JWT-SVID at all."""
+    if not grant.sends_jwt_svid:
+        return ""
+    return grant.jwt_svid_audience or derive_svid_audience(grant.token_endpoint)
 
 
 def _endpoint_patterns(endpoint: Endpoint) -> tuple[HostPattern, PathPattern]:
@@ -242,6 +264,7 @@ def credential_candidates(
                         e_path,
                         grant.audience,
                         grant.scopes,
+                        grant.resource,
                         DEFAULT_ORIGIN,
                     ),
                     None,
@@ -269,6 +292,7 @@ def credential_candidates(
                             path,
                             override.audience or grant.audience,
                             override.scopes or grant.scopes,
+                            override.resource or grant.resource,
                             f"audience_overrides[{o_index}]",
                         ),
                         o_index,

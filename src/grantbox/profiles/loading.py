@@ -86,6 +86,8 @@ def _pydantic_message(error: Any) -> str:
         return "unknown field"
     if kind == "missing":
         return "required field is missing"
+    if kind in ("tuple_type", "list_type"):
+        return "expected a list (write [value] for a single value)"
     if kind == "enum":
         expected = error.get("ctx", {}).get("expected", "")
         return f"unknown value {error.get('input')!r}; expected {expected}"

@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 JWT_SPIFFE = "urn:ietf:params:oauth:client-assertion-type:jwt-spiffe"
+ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"  # noqa: S105 (a URN)
+JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"  # noqa: S105 (a URN)
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 
@@ -33,6 +35,47 @@ class AssertionType(StrEnum):
 
     JWT_BEARER = JWT_BEARER
     JWT_SPIFFE = JWT_SPIFFE
+
+
+class GrantType(StrEnum):
+    """Which OAuth grant turns the workload identity into an access token."""
+
+    CLIENT_CREDENTIALS = "client_credentials"
+    TOKEN_EXCHANGE = "token_exchange"  # noqa: S105 (a grant name)
+
+
+class ClientAuth(StrEnum):
+    """How the client authenticates to the token endpoint.
+
+    ``jwt_svid``: a JWT-SVID as ``client_assertion``; ``tls_client_auth`` and
+    ``self_signed_tls_client_auth``: the X.509-SVID on a mutual-TLS connection (RFC 8705; the
+    two differ only in how the authorization server checks the certificate); ``none``: no
+    client authentication (token exchange only: the subject token is the credential).
+    """
+
+    JWT_SVID = "jwt_svid"
+    TLS_CLIENT_AUTH = "tls_client_auth"
+    SELF_SIGNED_TLS_CLIENT_AUTH = "self_signed_tls_client_auth"
+    NONE = "none"
+
+    @property
+    def is_mutual_tls(self) -> bool:
+        return self in (ClientAuth.TLS_CLIENT_AUTH, ClientAuth.SELF_SIGNED_TLS_CLIENT_AUTH)
+
+
+class TokenType(StrEnum):
+    """Token types (RFC 8693 §3) that a proxy can present as a bearer credential."""
+
+    ACCESS_TOKEN = ACCESS_TOKEN_TYPE
+    JWT = JWT_TOKEN_TYPE
+
+
+def default_client_auth(grant_type: GrantType) -> ClientAuth:
+    """``client_credentials`` authenticates with a JWT-SVID; a token exchange presents the
+    JWT-SVID as its subject token and, by default, nothing else."""
+    if grant_type is GrantType.TOKEN_EXCHANGE:
+        return ClientAuth.NONE
+    return ClientAuth.JWT_SVID
 
 
 class AuthStyle(StrEnum):
@@ -72,18 +115,69 @@ class AudienceOverride(_Strict):
     path: str = ""
     audience: str = ""
     scopes: tuple[str, ...] = ()
+    resource: tuple[str, ...] = Field(
+        default=(),
+        description="Replaces the grant's resource indicators for requests this override selects.",
+    )
 
 
 class TokenGrant(_Strict):
-    """Obtain the credential at run time: JWT-SVID → OAuth ``client_credentials``."""
+    """Obtain the credential at run time from the workload identity.
+
+    ``client_credentials`` (default): the client authenticates (JWT-SVID assertion or
+    X.509-SVID over mutual TLS) and receives a token. ``token_exchange`` (RFC 8693): the
+    JWT-SVID is the ``subject_token`` exchanged for a token for ``audience``/``resource``.
+    """
 
     token_endpoint: str
+    grant_type: GrantType = GrantType.CLIENT_CREDENTIALS
+    client_auth: ClientAuth | None = Field(
+        default=None,
+        description=(
+            "How the client authenticates; unset means jwt_svid for client_credentials and "
+            "none for token_exchange."
+        ),
+    )
+    client_id: str = Field(
+        default="",
+        description=(
+            "Sent as client_id when set; with mutual-TLS client auth an empty value sends "
+            "the X.509-SVID's SPIFFE ID."
+        ),
+    )
     audience: str = ""
+    resource: tuple[str, ...] = Field(
+        default=(),
+        description="RFC 8707 resource indicators: absolute http(s) URLs without a fragment.",
+    )
     jwt_svid_audience: str = ""
     client_assertion_type: AssertionType = AssertionType.JWT_BEARER
+    requested_token_type: TokenType | None = Field(
+        default=None,
+        description="token_exchange only: the token type to ask for (access_token or jwt).",
+    )
     scopes: tuple[str, ...] = ()
     cache_ttl_seconds: Annotated[int, Field(ge=0)] = 0
+    token_endpoint_ca: str = Field(
+        default="",
+        description=(
+            "PEM certificates that alone are trusted for an https token_endpoint (a private "
+            "CA); empty trusts the system roots and the supervisor's --upstream-ca."
+        ),
+    )
     audience_overrides: tuple[AudienceOverride, ...] = ()
+
+    @property
+    def effective_client_auth(self) -> ClientAuth:
+        return self.client_auth or default_client_auth(self.grant_type)
+
+    @property
+    def sends_jwt_svid(self) -> bool:
+        """Whether a JWT-SVID goes to the token endpoint (as subject token or assertion)."""
+        return (
+            self.grant_type is GrantType.TOKEN_EXCHANGE
+            or self.effective_client_auth is ClientAuth.JWT_SVID
+        )
 
 
 class Credential(_Strict):

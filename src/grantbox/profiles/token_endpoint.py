@@ -96,3 +96,25 @@ def svid_audience_problem(audience: str, token_endpoint: str) -> str | None:
     if prefix and prefix != path[: len(prefix)]:
         return reason
     return None
+
+
+def resource_problem(value: str) -> str | None:
+    """Why a resource indicator is unacceptable (RFC 8707 §2: an absolute URI without a
+    fragment; we also insist on http(s) and a host so that it names a service)."""
+    if not value or value != value.strip() or any(ch.isspace() for ch in value):
+        return "resource must be an absolute URL without whitespace"
+    if not value.isprintable():
+        return "resource must not contain control characters"
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError as exc:
+        return f"resource is not a valid URL: {exc}"
+    del port
+    if parts.scheme.lower() not in ("https", "http") or not parts.hostname:
+        return "resource must be an absolute http(s) URL such as https://api.example.com/"
+    if parts.username is not None or parts.password is not None:
+        return "resource must not carry credentials in the URL"
+    if parts.fragment or value.endswith("#"):
+        return "resource must not have a fragment (RFC 8707)"
+    return None

@@ -15,6 +15,7 @@ from .ambiguity import find_collisions
 from .bindings import credential_candidates, resolve_candidates
 from .diagnostics import Diagnostic, Severity
 from .effective import PROVIDER_ENTRY_PREFIX, SandboxPolicy
+from .grant_kinds import grant_kind_problems
 from .headers import header_name_problem
 from .isolation import filesystem_problems, limits_problems
 from .model import AuthStyle, Credential, Endpoint, Profile, TlsMode
@@ -136,9 +137,11 @@ def _check_grant(profile: Profile, index: int, credential: Credential) -> Iterat
         if any(ch.isspace() for ch in override.audience):
             yield _error(profile, f"{field}.audience", "audience must not contain whitespace")
         yield from _check_scopes(profile, f"{field}.scopes", override.scopes)
-        if not override.audience and not override.scopes:
+        if not override.audience and not override.scopes and not override.resource:
             yield _warning(
-                profile, field, "override sets neither audience nor scopes, so it changes nothing"
+                profile,
+                field,
+                "override sets neither audience, scopes nor resource, so it changes nothing",
             )
         if not _override_applies(profile.endpoints, host, override.port, path):
             yield _error(
@@ -249,6 +252,7 @@ def _check_credentials(profile: Profile) -> Iterator[Diagnostic]:
         first_index.setdefault(credential.name, index)
         yield from _check_placement(profile, index, credential)
         yield from _check_grant(profile, index, credential)
+        yield from grant_kind_problems(profile, index, credential)
 
 
 def _patterns_valid(profile: Profile) -> bool:

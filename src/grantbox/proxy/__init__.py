@@ -1,13 +1,15 @@
 """The egress proxy: the only door out of a sandbox.
 
-Adapters (CONNECT, absolute-form ``http://``) feed one authorization step
-(:func:`authorize`), whose :class:`Decision` the relays carry out: validated destinations,
-TLS interception, per-request HTTP/1.1 relaying and token injection. Answers the proxy
-makes itself, header rewriting and decisions are pure functions tested byte by byte.
+Adapters (CONNECT, absolute-form ``http://``) feed each request to one sans-IO flow
+(:func:`request_flow`) over the compiled policy (:func:`compile_policy`); the flow yields
+commands (resolve, identify the program, obtain a token, dial) and ends in one outcome -
+forward or refuse - which :class:`Recorder` turns into one event and one metric update and
+the relays carry out. Answers the proxy makes itself, header rewriting and decisions are
+pure functions tested byte by byte.
 """
 
 from .answers import ErrorCode, ProxyAnswer, answer_bytes
-from .decision import Decision, authorize, path_problem
+from .decision import Decision, path_problem
 from .destinations import (
     IPAddress,
     Resolver,
@@ -16,26 +18,66 @@ from .destinations import (
     parse_overrides,
     validate_addresses,
 )
+from .flow import (
+    Arrival,
+    Dial,
+    Dialed,
+    Forward,
+    Granted,
+    IdentifyProgram,
+    ObtainToken,
+    Outcome,
+    Refuse,
+    Resolve,
+    Resolved,
+    request_flow,
+    run_flow,
+)
 from .framing import FramingError, HeadTooLarge, RequestHead, parse_head, serialize_head
+from .limits import Limits
 from .metrics import ProxyMetrics
+from .policy import UNKNOWN_PROGRAM, CompiledPolicy, Program, authorize, compile_policy
+from .programs import ProcPrograms, ProgramResolver
+from .record import EventSink, Recorder
 from .rewrite import redact, upstream_request_headers
-from .server import EgressProxy, log_event
+from .server import EgressProxy
+from .sink import EventQueue, json_line
 from .standalone import StandaloneConfigError, load_standalone_config, parse_standalone_config
 from .tls import InterceptionCA
-from .tokens import AccessTokenLike, TokenSource, credential_header, grant_failure_reason
+from .tokens import AccessTokenLike, TokenSource, credential_header
 
 __all__ = [
+    "UNKNOWN_PROGRAM",
     "AccessTokenLike",
+    "Arrival",
+    "CompiledPolicy",
     "Decision",
+    "Dial",
+    "Dialed",
     "EgressProxy",
     "ErrorCode",
+    "EventQueue",
+    "EventSink",
+    "Forward",
     "FramingError",
+    "Granted",
     "HeadTooLarge",
     "IPAddress",
+    "IdentifyProgram",
     "InterceptionCA",
+    "Limits",
+    "ObtainToken",
+    "Outcome",
+    "ProcPrograms",
+    "Program",
+    "ProgramResolver",
     "ProxyAnswer",
     "ProxyMetrics",
+    "Recorder",
+    "Refuse",
     "RequestHead",
+    "Resolve",
+    "Resolved",
     "Resolver",
     "StandaloneConfigError",
     "SystemResolver",
@@ -43,15 +85,17 @@ __all__ = [
     "address_problem",
     "answer_bytes",
     "authorize",
+    "compile_policy",
     "credential_header",
-    "grant_failure_reason",
+    "json_line",
     "load_standalone_config",
-    "log_event",
     "parse_head",
     "parse_overrides",
     "parse_standalone_config",
     "path_problem",
     "redact",
+    "request_flow",
+    "run_flow",
     "serialize_head",
     "upstream_request_headers",
     "validate_addresses",

@@ -9,8 +9,11 @@ agent itself asked for.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from enum import StrEnum
 from http import HTTPStatus
+
+from grantbox.grants import GrantFailure
 
 
 class ErrorCode(StrEnum):
@@ -22,6 +25,7 @@ class ErrorCode(StrEnum):
     INVALID_REQUEST = "invalid_request"
     TOKEN_GRANT_FAILED = "token_grant_failed"  # noqa: S105 (an error code, not a secret)
     UPSTREAM_UNREACHABLE = "upstream_unreachable"
+    CONNECTION_LIMIT_REACHED = "connection_limit_reached"
 
 
 STATUS: dict[ErrorCode, int] = {
@@ -31,21 +35,8 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.INVALID_REQUEST: 400,
     ErrorCode.TOKEN_GRANT_FAILED: 502,
     ErrorCode.UPSTREAM_UNREACHABLE: 502,
+    ErrorCode.CONNECTION_LIMIT_REACHED: 503,
 }
-
-# The only values ``reason`` may take in a token_grant_failed answer.
-GRANT_FAILURE_REASONS = frozenset(
-    {
-        "workload_identity_unavailable",
-        "workload_identity_denied",
-        "token_endpoint_unreachable",
-        "token_endpoint_timeout",
-        "token_endpoint_rejected",
-        "token_endpoint_error",
-        "token_malformed",
-        "grant_misconfigured",
-    }
-)
 
 _MESSAGES: dict[ErrorCode, str] = {
     ErrorCode.POLICY_DENIED: "the sandbox policy does not allow this request",
@@ -56,39 +47,38 @@ _MESSAGES: dict[ErrorCode, str] = {
     ErrorCode.INVALID_REQUEST: "the request is malformed or ambiguous",
     ErrorCode.TOKEN_GRANT_FAILED: "a token for this destination could not be obtained",
     ErrorCode.UPSTREAM_UNREACHABLE: "the destination could not be reached",
+    ErrorCode.CONNECTION_LIMIT_REACHED: (
+        "the sandbox has too many connections open to the proxy; close some and retry"
+    ),
 }
 
 
-class ProxyAnswer(Exception):
-    """Raised inside the relay to stop a request and answer it; carries only safe data."""
+@dataclass(frozen=True, slots=True)
+class ProxyAnswer:
+    """An answer the proxy makes itself; carries only safe data (``detail`` is for
+    operators: logs and events, never the answer's bytes)."""
 
-    def __init__(
-        self,
-        code: ErrorCode,
-        *,
-        reason: str | None = None,
-        status: int | None = None,
-        detail: str = "",
-    ) -> None:
-        super().__init__(f"{code}: {detail}" if detail else str(code))
-        if reason is not None and reason not in GRANT_FAILURE_REASONS:
-            raise ValueError(f"unknown grant failure reason {reason!r}")
-        self.code = code
-        self.reason = reason
-        self.status = status or STATUS[code]
-        # For operators (logs, events); never put into the answer.
-        self.detail = detail
+    code: ErrorCode
+    reason: GrantFailure | None = None
+    status: int = 0  # 0: the code's status
+    detail: str = ""
+
+    def __post_init__(self) -> None:
+        if self.reason is not None and not isinstance(self.reason, GrantFailure):
+            raise ValueError(f"unknown grant failure reason {self.reason!r}")
+        if not self.status:
+            object.__setattr__(self, "status", STATUS[self.code])
 
     def to_bytes(self, target: str = "") -> bytes:
         return answer_bytes(self.code, reason=self.reason, status=self.status, target=target)
 
 
-def answer_body(code: ErrorCode, *, reason: str | None = None, target: str = "") -> bytes:
+def answer_body(code: ErrorCode, *, reason: GrantFailure | None = None, target: str = "") -> bytes:
     body: dict[str, str] = {"error": str(code)}
     if reason is not None:
-        if reason not in GRANT_FAILURE_REASONS:
+        if not isinstance(reason, GrantFailure):
             raise ValueError(f"unknown grant failure reason {reason!r}")
-        body["reason"] = reason
+        body["reason"] = reason.value
     body["message"] = _MESSAGES[code]
     if target:
         body["target"] = target
@@ -96,7 +86,11 @@ def answer_body(code: ErrorCode, *, reason: str | None = None, target: str = "")
 
 
 def answer_bytes(
-    code: ErrorCode, *, reason: str | None = None, status: int | None = None, target: str = ""
+    code: ErrorCode,
+    *,
+    reason: GrantFailure | None = None,
+    status: int | None = None,
+    target: str = "",
 ) -> bytes:
     """A complete HTTP/1.1 response the proxy sends on its own behalf, then closes."""
     status = status or STATUS[code]

@@ -1,91 +1,99 @@
-"""What every connection of one proxy shares: config, tokens, CA, resolver, sinks.
+"""What every connection of one proxy shares, and the I/O behind the flow's commands.
 
-Also the two I/O steps every relay needs in the same form: resolve-and-validate a
-destination, and dial one of the validated addresses (never the name again).
+:class:`ProxyContext` holds the compiled policy, the token source, resolver, CA, limits and
+the recorder. Its methods carry out the commands of :mod:`.flow` that do not depend on one
+connection's state: resolve a name, obtain a token, dial validated addresses, find the
+program behind a connection. Each returns the flow's result value; none decides anything.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from grantbox.profiles import EffectiveConfig
+from grantbox.grants import GrantError, GrantFailure, error_for_reason
+from grantbox.profiles import GrantBinding
 
-from .answers import ErrorCode, ProxyAnswer
-from .destinations import IPAddress, ResolveError, Resolver, validate_addresses
+from .destinations import IPAddress, ResolveError, Resolver
+from .flow import Dialed, Granted, Resolved
+from .limits import Limits
 from .metrics import ProxyMetrics
+from .policy import UNKNOWN_PROGRAM, CompiledPolicy, Program
+from .programs import ProgramResolver
+from .record import Recorder
 from .streams import SocketStream
 from .tls import InterceptionCA
 from .tokens import TokenSource
 
 log = logging.getLogger("grantbox.proxy")
 
-EventSink = Callable[[dict[str, Any]], None]
-
-DIAL_TIMEOUT = 10.0
-RESOLVE_TIMEOUT = 10.0
-# How long a kept-alive agent connection may sit idle between requests.
-IDLE_TIMEOUT = 300.0
-# How long one request head may take once its first byte has arrived (slowloris bound).
-HEAD_TIMEOUT = 30.0
+# Bytes asyncio's stream reader buffers before pausing the socket.
+STREAM_LIMIT = 2**20
+# The default idle deadline under its old name (see relay.HEAD_TIMEOUT); never read here.
+IDLE_TIMEOUT = Limits().idle_timeout
 
 
 @dataclass(slots=True)
 class ProxyContext:
-    config: EffectiveConfig
+    policy: CompiledPolicy
     tokens: TokenSource
     resolver: Resolver
     ca: InterceptionCA
     upstream_tls: ssl.SSLContext
     metrics: ProxyMetrics
-    sink: EventSink
+    recorder: Recorder
+    limits: Limits
+    programs: ProgramResolver | None = None
 
-    def emit(self, event: dict[str, Any]) -> None:
+    async def resolve(self, host: str, port: int) -> Resolved:
         try:
-            self.sink(event)
-        except Exception:  # a broken sink must not break traffic
-            log.exception("OCSF event sink failed")
-
-    async def destinations(
-        self, host: str, port: int, allowed_ips: Sequence[str]
-    ) -> tuple[IPAddress, ...]:
-        """Resolve ``host`` and keep only addresses the endpoint may reach."""
-        try:
-            addresses = await asyncio.wait_for(self.resolver.resolve(host, port), RESOLVE_TIMEOUT)
+            async with asyncio.timeout(self.limits.resolve_timeout):
+                addresses = await self.resolver.resolve(host, port)
         except (ResolveError, OSError, TimeoutError) as exc:
-            raise ProxyAnswer(
-                ErrorCode.UPSTREAM_UNREACHABLE, detail=f"{host} did not resolve: {exc}"
-            ) from exc
-        usable, problem = validate_addresses(addresses, allowed_ips)
-        if problem is not None:
-            raise ProxyAnswer(ErrorCode.SSRF_DENIED, detail=f"{host}: {problem}")
-        return usable
+            return Resolved(error=str(exc) or type(exc).__name__)
+        return Resolved(tuple(addresses))
+
+    async def obtain(self, binding: GrantBinding) -> Granted:
+        try:
+            token = await self.tokens.obtain(binding)
+        except GrantError as error:
+            return Granted(error=error)
+        except Exception as exc:  # a defect in the source still fails the request closed
+            log.exception("token source failed unexpectedly for %s", binding.id)
+            detail = f"unexpected {type(exc).__name__} from the token source"
+            return Granted(error=error_for_reason(GrantFailure.TOKEN_ENDPOINT_ERROR, detail))
+        return Granted(token.value)
 
     async def dial(
         self, host: str, port: int, addresses: Sequence[IPAddress], *, tls: bool
-    ) -> tuple[SocketStream, IPAddress]:
-        """Connect to the first validated address that answers."""
+    ) -> tuple[SocketStream | None, Dialed]:
+        """Connect to the first validated address that answers (never the name again)."""
         last: BaseException | None = None
         for address in addresses:
             try:
-                reader, writer = await asyncio.wait_for(
-                    asyncio.open_connection(
+                async with asyncio.timeout(self.limits.dial_timeout):
+                    reader, writer = await asyncio.open_connection(
                         str(address),
                         port,
                         ssl=self.upstream_tls if tls else None,
                         server_hostname=host if tls else None,
-                        limit=2**20,
-                    ),
-                    DIAL_TIMEOUT,
-                )
+                        limit=STREAM_LIMIT,
+                    )
             except (OSError, ssl.SSLError, TimeoutError) as exc:
                 last = exc
                 continue
-            return SocketStream(reader, writer), address
-        raise ProxyAnswer(
-            ErrorCode.UPSTREAM_UNREACHABLE, detail=f"{host}:{port} unreachable: {last}"
-        )
+            return SocketStream(reader, writer), Dialed(address)
+        return None, Dialed(error=f"{host}:{port} unreachable: {last!r}")
+
+    async def identify(self, sock: socket.socket | None) -> Program:
+        if self.programs is None:
+            return UNKNOWN_PROGRAM
+        try:
+            return self.programs.identify(sock)
+        except OSError as exc:
+            log.info("could not identify the program behind a connection: %s", exc)
+            return UNKNOWN_PROGRAM

@@ -1,9 +1,8 @@
-"""The one authorization step: every request, CONNECT or not, is decided here.
+"""What one authorization decides, and the pure checks it is made of.
 
-Pure: the effective config and plain request facts in, a :class:`Decision` out. The CONNECT
-adapter asks with ``method="CONNECT"`` and no path (only host and port are known yet); every
-request inside a tunnel and every absolute-form request is asked again with its method and
-path. Default deny: nothing is allowed that no endpoint admits.
+:class:`Decision` is the answer of :meth:`grantbox.proxy.policy.CompiledPolicy.authorize`;
+the functions here judge one aspect of a request each (its path, a method override, the
+addresses a cleartext token would go to) and are tested on their own.
 """
 
 from __future__ import annotations
@@ -17,24 +16,15 @@ from urllib.parse import unquote_plus
 
 from grantbox.profiles import (
     Access,
-    EffectiveConfig,
     Endpoint,
     Enforcement,
     GrantBinding,
-    PatternError,
     TlsMode,
-    cleartext_allowed,
-    host_matches,
-    host_specificity,
     is_loopback_host,
-    parse_host_pattern,
-    parse_path_pattern,
-    path_matches,
-    request_path,
 )
 
 from .answers import ErrorCode
-from .destinations import IPAddress
+from .destinations import IPAddress, Network
 
 Scheme = Literal["http", "https"]
 
@@ -45,12 +35,20 @@ ACCESS_METHODS: dict[Access, frozenset[str] | None] = {
     Access.FULL: None,  # every method
 }
 
-# Headers and the query parameter with which many web frameworks (Rails, Laravel, Express's
-# method-override, Google APIs…) let a request say it is really another method.
+# Headers and the query parameter with which many web frameworks (Rails, Laravel, Symfony,
+# Express's method-override, Google APIs…) let a request say it is really another method.
+# Header names are compared with '_' read as '-': CGI and PHP turn both into the same
+# HTTP_X_HTTP_METHOD_OVERRIDE variable.
 METHOD_OVERRIDE_HEADERS = frozenset(
     {"x-http-method-override", "x-http-method", "x-method-override"}
 )
 _METHOD_PARAMETER = "_method"
+# PHP turns ' ', '.' and an unclosed '[' in parameter names into '_' (and drops leading
+# spaces first), so ".method", "[method" and " _method" reach Symfony/Laravel as "_method";
+# " method" is refused too (a parser that keeps the space reads it so).
+# Rack and other older parsers also split the query on ';'.
+_QUERY_SEPARATORS = re.compile(r"[&;]")
+_PHP_NAME_MANGLING = str.maketrans({" ": "_", ".": "_", "[": "_"})
 # Methods whose answer echoes the request, headers included: never given a token.
 ECHOING_METHODS = frozenset({"TRACE", "TRACK"})
 
@@ -70,6 +68,7 @@ class Decision:
     endpoint: Endpoint | None = None
     binding: GrantBinding | None = None
     audit_denial: str | None = None  # the denial an ``audit`` endpoint let through
+    networks: tuple[Network, ...] = ()  # the endpoint's ``allowed_ips``, parsed
 
     @property
     def tls(self) -> TlsMode:
@@ -134,134 +133,45 @@ def _restricts_methods(endpoint: Endpoint) -> bool:
     return any(rule.method != "*" for rule in endpoint.rules)
 
 
+def parameter_names(raw: str) -> frozenset[str]:
+    """The names common frameworks may give a query or form parameter: percent-decoded,
+    then mangled the way PHP does (``.method``, `` method`` and ``[method`` become
+    ``_method``, ``_method[]`` is the array ``_method``), with and without the leading
+    spaces PHP drops."""
+    decoded = unquote_plus(raw).split("\x00", 1)[0]
+    return frozenset(_php_name(name) for name in (decoded, decoded.lstrip(" ")))
+
+
+def _php_name(name: str) -> str:
+    bracket = name.find("[")
+    if bracket >= 0 and "]" in name[bracket:]:
+        name = name[:bracket]
+    return name.translate(_PHP_NAME_MANGLING).lower()
+
+
+def is_method_override_header(name: str) -> bool:
+    return name.lower().replace("_", "-") in METHOD_OVERRIDE_HEADERS
+
+
 def method_override_problem(
     endpoint: Endpoint, header_names: Iterable[str], target: str
 ) -> str | None:
     """Why a request that asks to be treated as another method is refused.
 
     Only where the endpoint restricts methods: there an override header or ``_method``
-    query parameter would let the upstream run a method the policy refused. (A ``_method``
-    field inside a form body cannot be seen here; see tests/security/README.md.)
+    query parameter (in any spelling a framework reads as one) would let the upstream run
+    a method the policy refused. (A ``_method`` field inside a form body cannot be seen
+    here; see tests/security/README.md.)
     """
     if not _restricts_methods(endpoint):
         return None
     for name in header_names:
-        if name.lower() in METHOD_OVERRIDE_HEADERS:
+        if is_method_override_header(name):
             return f"{name} on an endpoint that restricts methods"
     query = target.split("#", 1)[0].partition("?")[2]
-    for field in query.split("&"):
-        if unquote_plus(field.split("=", 1)[0]).lower() == _METHOD_PARAMETER:
+    if not query:
+        return None
+    for item in _QUERY_SEPARATORS.split(query):
+        if _METHOD_PARAMETER in parameter_names(item.split("=", 1)[0]):
             return "_method query parameter on an endpoint that restricts methods"
     return None
-
-
-def _rules_admit(endpoint: Endpoint, method: str, path: str) -> bool:
-    if endpoint.protocol is None:
-        return True
-    if endpoint.access is not None:
-        methods = ACCESS_METHODS[endpoint.access]
-        return methods is None or method in methods
-    if not endpoint.rules:
-        return True
-    return any(
-        (rule.method in ("*", method)) and path_matches(rule.path, path) for rule in endpoint.rules
-    )
-
-
-def _specificity(endpoint: Endpoint) -> tuple[tuple[int, ...], int]:
-    # Equal host specificity: prefer an inspecting endpoint over a raw tunnel.
-    return host_specificity(parse_host_pattern(endpoint.host)), int(endpoint.tls is TlsMode.AUTO)
-
-
-def _host_port_candidates(
-    config: EffectiveConfig, host: str, port: int
-) -> list[tuple[str, Endpoint]]:
-    found = []
-    for entry, endpoint in config.endpoints():
-        try:
-            if port in endpoint.all_ports and host_matches(endpoint.host, host):
-                parse_path_pattern(endpoint.path)
-                for rule in endpoint.rules:
-                    parse_path_pattern(rule.path)
-                found.append((entry, endpoint))
-        except PatternError:
-            # Validation refuses these; an endpoint that slipped through matches nothing.
-            continue
-    found.sort(key=lambda pair: _specificity(pair[1]), reverse=True)
-    return found
-
-
-def authorize(
-    config: EffectiveConfig,
-    *,
-    method: str,
-    host: str,
-    port: int,
-    path: str | None,
-    scheme: Scheme,
-    header_names: Iterable[str] = (),
-) -> Decision:
-    """Admit or refuse one request.
-
-    ``path`` is ``None`` for CONNECT (the tunnel is admitted by host and port; each request
-    inside it is decided again). ``scheme`` is how the proxy will speak to the upstream:
-    ``http`` means cleartext, where a token may go only to loopback or in-cluster hosts.
-    ``header_names`` are the request's header names (method-override headers are refused
-    where an endpoint restricts methods).
-    """
-    candidates = _host_port_candidates(config, host, port)
-    if not candidates:
-        return Decision(False, ErrorCode.POLICY_DENIED, f"no endpoint allows {host}:{port}")
-    if path is None:
-        entry, endpoint = candidates[0]
-        return Decision(True, entry=entry, endpoint=endpoint)
-
-    target = request_path(path)
-    problem = path_problem(target)
-    if problem is not None:
-        return Decision(False, ErrorCode.INVALID_REQUEST, problem)
-
-    chosen: tuple[str, Endpoint] | None = None
-    audited: tuple[str, Endpoint] | None = None
-    for entry, endpoint in candidates:
-        if path_matches(endpoint.path, target) and _rules_admit(endpoint, method, target):
-            chosen = (entry, endpoint)
-            break
-        if audited is None and endpoint.enforcement is Enforcement.AUDIT:
-            audited = (entry, endpoint)
-
-    audit_denial: str | None = None
-    if chosen is None:
-        detail = f"no endpoint allows {method} {host}:{port}{target}"
-        if audited is None:
-            return Decision(False, ErrorCode.POLICY_DENIED, detail)
-        chosen, audit_denial = audited, detail
-
-    entry, endpoint = chosen
-    override = method_override_problem(endpoint, header_names, path)
-    if override is not None:
-        if endpoint.enforcement is not Enforcement.AUDIT:
-            return Decision(False, ErrorCode.POLICY_DENIED, override, entry=entry)
-        audit_denial = audit_denial or override
-    binding = None
-    if endpoint.tls is not TlsMode.SKIP:
-        binding = config.bindings.select(host, port, target)
-    if binding is not None and method.upper() in ECHOING_METHODS:
-        return Decision(
-            False,
-            ErrorCode.POLICY_DENIED,
-            f"{method} would echo the credential of binding {binding.id}",
-            entry=entry,
-        )
-    if binding is not None and scheme == "http" and not cleartext_allowed(host):
-        return Decision(
-            False,
-            ErrorCode.CLEARTEXT_CREDENTIAL_REFUSED,
-            f"binding {binding.id} needs TLS to {host}:{port}",
-            entry=entry,
-            endpoint=endpoint,
-            binding=binding,
-        )
-    return Decision(
-        True, entry=entry, endpoint=endpoint, binding=binding, audit_denial=audit_denial
-    )

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # Cloud metadata services: refused whatever the policy says.
 METADATA_ADDRESSES = frozenset(
@@ -84,17 +85,21 @@ def always_refused(address: IPAddress) -> str | None:
     return None
 
 
-def parse_allowed_ips(
-    allowed_ips: Iterable[str],
-) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-    return tuple(ipaddress.ip_network(value, strict=False) for value in allowed_ips)
+def parse_allowed_ips(allowed_ips: Iterable[str | Network]) -> tuple[Network, ...]:
+    return tuple(
+        value
+        if isinstance(value, ipaddress.IPv4Network | ipaddress.IPv6Network)
+        else ipaddress.ip_network(value, strict=False)
+        for value in allowed_ips
+    )
 
 
-def address_problem(address: IPAddress, allowed_ips: Sequence[str]) -> str | None:
+def address_problem(address: IPAddress, allowed_ips: Sequence[str | Network]) -> str | None:
     """Why the proxy may not dial ``address`` for an endpoint, or ``None`` when it may.
 
     Loopback only when ``allowed_ips`` lists it; with ``allowed_ips`` set, only addresses
-    inside one of them; link-local and metadata addresses never.
+    inside one of them; link-local and metadata addresses never. ``allowed_ips`` may be
+    given as text or as networks already parsed (the compiled policy's).
     """
     refused = always_refused(address)
     if refused is not None:
@@ -111,12 +116,12 @@ def address_problem(address: IPAddress, allowed_ips: Sequence[str]) -> str | Non
     return None
 
 
-def _is_loopback_network(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
+def _is_loopback_network(network: Network) -> bool:
     return network.network_address.is_loopback and network.broadcast_address.is_loopback
 
 
 def validate_addresses(
-    addresses: Sequence[IPAddress], allowed_ips: Sequence[str]
+    addresses: Sequence[IPAddress], allowed_ips: Sequence[str | Network]
 ) -> tuple[tuple[IPAddress, ...], str | None]:
     """The addresses that may be dialled, or ``((), why)`` when none may.
 
@@ -131,10 +136,11 @@ def validate_addresses(
         refused = always_refused(address)
         if refused is not None:
             return (), refused
+    networks = parse_allowed_ips(allowed_ips)
     usable: list[IPAddress] = []
     first_problem = ""
     for address in addresses:
-        problem = address_problem(address, allowed_ips)
+        problem = address_problem(address, networks)
         if problem is None:
             if address not in usable:
                 usable.append(address)

@@ -1,20 +1,19 @@
-"""OCSF events the proxy emits: HTTP Activity per request decision and injection outcome,
-Network Activity per connection.
+"""OCSF events the proxy emits: one HTTP Activity event per request (or CONNECT).
 
-Pure builders: plain facts in, a JSON-ready dict out. They never take a token: the only
-header list they accept goes through :func:`grantbox.proxy.rewrite.redact` first.
+A pure builder: plain facts in, a JSON-ready dict out. It never takes a token: the only
+header list it accepts went through :func:`grantbox.proxy.rewrite.redact` first.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
+
+from .rewrite import redact
 
 OCSF_VERSION = "1.3.0"
 HTTP_ACTIVITY = 4002
-NETWORK_ACTIVITY = 4001
 NETWORK_CATEGORY = 4
 
 # HTTP Activity activity_id: one per method, per the OCSF schema (never "Fail=4", which is
@@ -32,12 +31,6 @@ HTTP_METHOD_ACTIVITY: dict[str, int] = {
 }
 ACTIVITY_OTHER = 99
 
-# Network Activity activity_id.
-NET_OPEN = 1
-NET_CLOSE = 2
-NET_FAIL = 4
-NET_REFUSE = 5
-
 ACTION_ALLOWED, ACTION_DENIED = 1, 2
 DISPOSITION_ALLOWED, DISPOSITION_BLOCKED = 1, 2
 SEVERITY_INFO, SEVERITY_LOW, SEVERITY_MEDIUM = 1, 2, 3
@@ -48,7 +41,12 @@ _PRODUCT = {"name": "grantbox", "vendor_name": "grantbox", "feature": {"name": "
 
 @dataclass(frozen=True, slots=True)
 class RequestFacts:
-    """What an HTTP Activity event says about one request."""
+    """What an HTTP Activity event says about one request.
+
+    ``fields`` are the agent's header lines as received; events show them redacted
+    (credential-like headers, and the ``hidden`` names: the binding's header in whatever
+    form the agent sent it). Redaction happens when the event is built, off the hot path.
+    """
 
     method: str
     scheme: str
@@ -56,9 +54,17 @@ class RequestFacts:
     port: int
     path: str
     sandbox_id: str = ""
-    headers: list[list[str]] = field(default_factory=list)  # already redacted
+    fields: tuple[tuple[bytes, bytes], ...] = field(default=(), repr=False)
     client: str = ""
     dst_ip: str = ""
+    hidden: tuple[str, ...] = ()
+
+    def hiding(self, name: str) -> RequestFacts:
+        return replace(self, hidden=(*self.hidden, name))
+
+    @property
+    def headers(self) -> list[list[str]]:
+        return redact(self.fields, extra=self.hidden)
 
     @property
     def url(self) -> str:
@@ -71,13 +77,15 @@ class RequestFacts:
         return f"{self.scheme}://{authority}{self.path}"
 
 
-def _base(class_uid: int, activity_id: int, message: str) -> dict[str, Any]:
+def _base(
+    class_uid: int, activity_id: int, message: str, when: float | None = None
+) -> dict[str, Any]:
     return {
         "class_uid": class_uid,
         "category_uid": NETWORK_CATEGORY,
         "activity_id": activity_id,
         "type_uid": class_uid * 100 + activity_id,
-        "time": int(time.time() * 1000),
+        "time": int((time.time() if when is None else when) * 1000),
         "message": message,
         "metadata": {"version": OCSF_VERSION, "product": _PRODUCT},
     }
@@ -103,7 +111,7 @@ def _http(facts: RequestFacts) -> dict[str, Any]:
             "url_string": facts.url,
         },
     }
-    if facts.headers:
+    if facts.fields:
         request["http_headers"] = [{"name": n, "value": v} for n, v in facts.headers]
     out: dict[str, Any] = {
         "http_request": request,
@@ -122,7 +130,7 @@ def _activity(method: str) -> int:
     return HTTP_METHOD_ACTIVITY.get(method.upper(), ACTIVITY_OTHER)
 
 
-def http_decision(
+def http_activity(
     facts: RequestFacts,
     *,
     allowed: bool,
@@ -130,18 +138,30 @@ def http_decision(
     detail: str = "",
     entry: str | None = None,
     audit_denial: str | None = None,
+    binding_id: str | None = None,
+    reason: str | None = None,
+    dst_ip: str = "",
+    when: float | None = None,
 ) -> dict[str, Any]:
-    """The policy decision for one request (or CONNECT)."""
+    """The one event of one request (or CONNECT): its decision and, where a binding
+    applied, whether its token was injected or why not (never the token)."""
+    injected = allowed and binding_id is not None
     if allowed and audit_denial:
         message = f"audit: would deny {facts.method} {facts.url}: {audit_denial}"
+    elif injected:
+        message = f"allowed {facts.method} {facts.url} with a token for {binding_id}"
     elif allowed:
         message = f"allowed {facts.method} {facts.url}"
+    elif reason:
+        message = f"token grant failed for {binding_id} on {facts.method} {facts.url}: {reason}"
     else:
         message = f"denied {facts.method} {facts.url}: {code}"
-    event = _base(HTTP_ACTIVITY, _activity(facts.method), message)
+    event = _base(HTTP_ACTIVITY, _activity(facts.method), message, when)
     severity = SEVERITY_LOW if audit_denial else None
     event.update(_outcome(allowed, severity))
     event.update(_http(facts))
+    if dst_ip:
+        event["dst_endpoint"]["ip"] = dst_ip
     extra = event.setdefault("unmapped", {})
     if entry:
         event["firewall_rule"] = {"name": entry, "type": "network_policy"}
@@ -153,58 +173,13 @@ def http_decision(
     if audit_denial:
         extra["enforcement"] = "audit"
         extra["would_deny"] = audit_denial
+    if binding_id is not None:
+        extra["binding"] = binding_id
+        if injected:
+            extra["injection"] = "injected"
+        elif reason:
+            extra["injection"] = "failed"
+            extra["reason"] = reason
     if not extra:
         event.pop("unmapped")
-    return event
-
-
-def http_injection(
-    facts: RequestFacts,
-    *,
-    binding_id: str,
-    ok: bool,
-    reason: str | None = None,
-    detail: str = "",
-) -> dict[str, Any]:
-    """The outcome of obtaining and placing a token for one request (never the token)."""
-    if ok:
-        message = f"token injected for {binding_id} into {facts.method} {facts.url}"
-    else:
-        message = f"token grant failed for {binding_id} on {facts.method} {facts.url}: {reason}"
-    event = _base(HTTP_ACTIVITY, _activity(facts.method), message)
-    event.update(_outcome(ok))
-    event.update(_http(facts))
-    extra = event.setdefault("unmapped", {})
-    extra["binding"] = binding_id
-    extra["injection"] = "injected" if ok else "failed"
-    if reason:
-        extra["reason"] = reason
-        event["status_code"] = "token_grant_failed"
-    if detail:
-        event["status_detail"] = detail
-    return event
-
-
-def network_activity(
-    activity_id: int,
-    *,
-    host: str,
-    port: int,
-    message: str,
-    allowed: bool = True,
-    dst_ip: str = "",
-    client: str = "",
-    traffic: Mapping[str, int] | None = None,
-) -> dict[str, Any]:
-    """A connection opened, closed, refused or failed."""
-    event = _base(NETWORK_ACTIVITY, activity_id, message)
-    event.update(_outcome(allowed))
-    dst: dict[str, Any] = {"hostname": host, "port": port}
-    if dst_ip:
-        dst["ip"] = dst_ip
-    event["dst_endpoint"] = dst
-    if client:
-        event["src_endpoint"] = {"name": client}
-    if traffic:
-        event["traffic"] = dict(traffic)
     return event

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 # Largest request head (request line + headers) the proxy reads; larger → 431.
 MAX_HEAD_BYTES = 64 * 1024
+# Digits a Content-Length may have (h11's bound: more could overflow a peer's parser).
+MAX_LENGTH_DIGITS = 20
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _METHOD = _TOKEN
@@ -43,10 +45,11 @@ class Field:
     name: bytes
     value: bytes
     spaced: bool = False
+    lower: bytes = b""  # the name, lower-cased (filled in when empty)
 
-    @property
-    def lower(self) -> bytes:
-        return self.name.lower()
+    def __post_init__(self) -> None:
+        if not self.lower:
+            object.__setattr__(self, "lower", self.name.lower())
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,8 +64,18 @@ class RequestHead:
         return [f.value for f in self.fields if f.lower == key]
 
     def first(self, name: str) -> bytes | None:
-        found = self.values(name)
-        return found[0] if found else None
+        key = name.encode()
+        for f in self.fields:
+            if f.lower == key:
+                return f.value
+        return None
+
+    def tokens(self, name: str) -> set[bytes]:
+        """The comma-separated, lower-cased tokens of every ``name`` field."""
+        found: set[bytes] = set()
+        for value in self.values(name):
+            found.update(t.strip().lower() for t in value.split(b",") if t.strip())
+        return found
 
 
 def find_head_end(buffer: bytes | bytearray) -> int:
@@ -92,7 +105,7 @@ def _parse_field(line: bytes) -> Field:
     value = value.strip(b" \t")
     if _BAD_VALUE_BYTE.search(value):
         raise FramingError("control byte (NUL, CR, LF or other) in a header value")
-    return Field(stripped, value, spaced=stripped != name)
+    return Field(stripped, value, stripped != name, stripped.lower())
 
 
 def _check_framing(fields: tuple[Field, ...], version: bytes) -> None:
@@ -104,6 +117,8 @@ def _check_framing(fields: tuple[Field, ...], version: bytes) -> None:
         raise FramingError("Content-Length together with Transfer-Encoding")
     if lengths and not lengths[0].value.isdigit():
         raise FramingError("Content-Length is not a decimal number")
+    if lengths and len(lengths[0].value) > MAX_LENGTH_DIGITS:
+        raise FramingError("Content-Length is too long")
     if len(codings) > 1 or (codings and codings[0].value.lower() != b"chunked"):
         raise FramingError("Transfer-Encoding other than a single 'chunked'")
     if codings and version == b"HTTP/1.0":

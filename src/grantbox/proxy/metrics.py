@@ -27,6 +27,16 @@ class ProxyMetrics:
             "Agent connections currently open.",
             registry=self.registry,
         )
+        self.refused_connections = Counter(
+            "grantbox_proxy_refused_connections",
+            "Agent connections refused because the connection cap was reached.",
+            registry=self.registry,
+        )
+        self.accept_errors = Counter(
+            "grantbox_proxy_accept_errors",
+            "accept() failures (for example out of descriptors).",
+            registry=self.registry,
+        )
         self.bytes = Counter(
             "grantbox_proxy_bytes",
             "Bytes relayed, by direction (upstream = agent to destination).",

@@ -1,11 +1,13 @@
-"""The per-request HTTP/1.1 relay: every request on a connection is parsed and decided.
+"""The per-request HTTP/1.1 relay: it carries out each request's flow and its outcome.
 
 One :class:`HttpRelay` serves one agent connection (a forward connection, or the inside
-of a CONNECT tunnel). For each request it reads the head itself (:mod:`.framing`), asks
-:func:`.decision.authorize`, validates the destination, obtains and places a token, and
-only then dials and forwards; bodies stream in both directions through h11, chunk by
-chunk. A fresh server-side ``h11.Connection`` parses each request, so no byte of a
-pipelined request is read by anything before its own head has been checked.
+of a CONNECT tunnel). For each request it reads the head itself (:mod:`.framing`), runs the
+request's :mod:`.flow` - carrying out its commands (resolve, identify the program, obtain a
+token, dial) - hands the outcome to the recorder once, and then does what the outcome says:
+answer a refusal, hand a CONNECT to the tunnel adapter, or forward the rewritten request and
+stream both bodies through h11, chunk by chunk. A fresh server-side ``h11.Connection``
+parses each request, so no byte of a pipelined request is read by anything before its own
+head has been checked.
 """
 
 from __future__ import annotations
@@ -14,38 +16,71 @@ import asyncio
 import contextlib
 import math
 import re
-from dataclasses import dataclass
+import socket
+import ssl
+from dataclasses import dataclass, field
 
 import h11
 
-from grantbox.profiles import GrantBinding
-
 from .answers import ErrorCode, ProxyAnswer
-from .context import HEAD_TIMEOUT, IDLE_TIMEOUT, ProxyContext, log
-from .decision import Decision, authorize, cleartext_address_problem
-from .destinations import IPAddress, address_problem
-from .events import RequestFacts, http_decision, http_injection
+from .context import ProxyContext
+from .destinations import IPAddress
+from .flow import (
+    Arrival,
+    Command,
+    Dial,
+    Dialed,
+    Flow,
+    Forward,
+    IdentifyProgram,
+    ObtainToken,
+    Outcome,
+    Refuse,
+    Resolve,
+    Resolved,
+    Result,
+    refuse_unparsed,
+    request_flow,
+)
 from .framing import (
     FramingError,
     HeadTooLarge,
     RequestHead,
     find_head_end,
     parse_head,
-    serialize_head,
 )
-from .rewrite import downstream_response_headers, redact, upstream_request_headers
+from .limits import Limits
+from .policy import Program
+from .rewrite import ResponseFraming, UnsafeResponse, downstream_response_headers
 from .streams import READ_SIZE, ByteStream, SocketStream
-from .targets import RequestTarget, Tunnel, request_target
-from .tokens import InjectionError, credential_header, grant_failure_reason
+from .targets import Tunnel
 
 _LEADING_EMPTY_LINES = re.compile(rb"(?:\r\n)+")
 
+# The default deadlines under the names tests written before :class:`Limits` shorten
+# (tests/security/test_slow_clients.py; tests/support/proxy_harness.py turns them into the
+# Limits it passes in). Nothing here reads them: the proxy's limits are always its own.
+HEAD_TIMEOUT = Limits().head_timeout
+IDLE_TIMEOUT = Limits().idle_timeout
+
 
 @dataclass(slots=True)
-class ConnectRequested:
-    """A CONNECT arrived on a forward connection; the tunnel adapter takes over."""
+class AgentConnection:
+    """One accepted agent connection: who it is, and (once asked) which program holds it."""
 
-    head: RequestHead
+    peer: str = ""
+    sock: socket.socket | None = field(default=None, repr=False)
+    program: Program | None = None
+
+
+@dataclass(slots=True)
+class Handover:
+    """An admitted CONNECT for the tunnel adapter; ``upstream`` is the dialled connection
+    of a raw (``tls: skip``) tunnel."""
+
+    outcome: Forward
+    upstream: SocketStream | None
+    leftover: bytes
 
 
 @dataclass(slots=True)
@@ -57,7 +92,7 @@ class _Upstream:
 
 
 class _HeadTimeout(Exception):
-    """A request head started but did not complete within HEAD_TIMEOUT."""
+    """A request head started but did not complete within the head deadline."""
 
 
 class _ClientGone(Exception):
@@ -73,34 +108,32 @@ class HttpRelay:
         self,
         ctx: ProxyContext,
         client: ByteStream,
+        agent: AgentConnection,
         *,
         tunnel: Tunnel | None = None,
         buffer: bytes = b"",
-        peer: str = "",
     ) -> None:
         self._ctx = ctx
         self._client = client
-        self._tunnel = tunnel
+        self._agent = agent
+        self._arrival = Arrival(tunnel, agent.peer)
         self._buffer = bytearray(buffer)
-        self._peer = peer
         self._upstream: _Upstream | None = None
 
-    async def run(self) -> ConnectRequested | None:
-        """Serve requests until the connection ends (or a CONNECT hands it over)."""
+    async def run(self) -> Handover | None:
+        """Serve requests until the connection ends, or return an admitted CONNECT for the
+        tunnel adapter to open."""
         try:
             while True:
                 try:
                     raw = await self._read_head()
                 except HeadTooLarge as exc:
-                    await self._refuse(_invalid(exc))
+                    await self._refuse_unparsed(_invalid(exc))
                     return None
                 except _HeadTimeout:
-                    answer = ProxyAnswer(
-                        ErrorCode.INVALID_REQUEST,
-                        status=408,
-                        detail=f"request head not complete within {HEAD_TIMEOUT:g} s",
-                    )
-                    await self._refuse(answer)
+                    detail = f"request head not complete within {self._ctx.limits.head_timeout:g} s"
+                    answer = ProxyAnswer(ErrorCode.INVALID_REQUEST, status=408, detail=detail)
+                    await self._refuse_unparsed(answer)
                     return None
                 except TimeoutError:
                     return None
@@ -109,53 +142,55 @@ class HttpRelay:
                 try:
                     head = parse_head(raw)
                 except FramingError as exc:
-                    await self._refuse(_invalid(exc), method=raw.split(b" ", 1)[0][:16])
+                    await self._refuse_unparsed(_invalid(exc), raw.split(b" ", 1)[0][:16])
                     return None
-                if head.method == b"CONNECT":
-                    if self._tunnel is not None:
-                        answer = ProxyAnswer(
-                            ErrorCode.INVALID_REQUEST, detail="CONNECT inside a tunnel"
-                        )
-                        await self._refuse(answer, method=b"CONNECT")
-                        return None
-                    await self._close_upstream()
-                    return ConnectRequested(head)
-                if not await self._serve(head):
+                outcome = await self._decide(head)
+                if isinstance(outcome, Refuse):
+                    await self._answer(outcome)
+                    return None
+                if outcome.connect:
+                    upstream = None
+                    if outcome.raw and self._upstream is not None:
+                        upstream, self._upstream = self._upstream.stream, None
+                    return Handover(outcome, upstream, bytes(self._buffer))
+                if not await self._forward(outcome):
                     return None
         finally:
             await self._close_upstream()
 
-    @property
-    def leftover(self) -> bytes:
-        return bytes(self._buffer)
-
     # -- reading -------------------------------------------------------------------------
 
     async def _read_head(self) -> bytes | None:
-        """The next head. An idle connection may wait :data:`IDLE_TIMEOUT` for it to start
-        (TimeoutError); once it has started it must be complete within :data:`HEAD_TIMEOUT`
+        """The next head. An idle connection may wait the idle timeout for it to start
+        (TimeoutError); once it has started it must be complete within the head timeout
         (:class:`_HeadTimeout`), so a head trickled byte by byte cannot hold the
         connection for the idle timeout."""
+        limits = self._ctx.limits
         loop = asyncio.get_running_loop()
         head_started = False
         try:
-            async with asyncio.timeout(IDLE_TIMEOUT) as deadline:
+            async with asyncio.timeout(limits.idle_timeout) as deadline:
                 while True:
                     # RFC 9112 §2.2: ignore empty lines before a request line - all of
                     # them in one step, so a flood of CRLFs costs no more than any bytes.
-                    empty = _LEADING_EMPTY_LINES.match(self._buffer)
-                    if empty is not None:
-                        del self._buffer[: empty.end()]
-                    if self._buffer and not head_started:
-                        head_started = True
-                        when = min(deadline.when() or math.inf, loop.time() + HEAD_TIMEOUT)
-                        deadline.reschedule(when)
+                    if self._buffer[:2] == b"\r\n":
+                        empty = _LEADING_EMPTY_LINES.match(self._buffer)
+                        if empty is not None:
+                            del self._buffer[: empty.end()]
                     end = find_head_end(self._buffer)
                     if end > 0:
                         raw = bytes(self._buffer[:end])
                         del self._buffer[:end]
                         return raw
-                    data = await self._client.recv()
+                    if self._buffer and not head_started:
+                        # A head has started and is not complete: it has head_timeout.
+                        head_started = True
+                        when = min(deadline.when() or math.inf, loop.time() + limits.head_timeout)
+                        deadline.reschedule(when)
+                    try:
+                        data = await self._client.recv()
+                    except (OSError, ConnectionError, ssl.SSLError):
+                        return None  # the agent reset or broke the connection: it is over
                     if not data:
                         return None
                     self._buffer.extend(data)
@@ -164,162 +199,151 @@ class HttpRelay:
                 raise _HeadTimeout from None
             raise
 
-    # -- one request ---------------------------------------------------------------------
+    # -- the flow ------------------------------------------------------------------------
 
-    async def _serve(self, head: RequestHead) -> bool:
-        """Handle one request; True when the connection may carry another."""
-        method = head.method.decode("ascii")
+    async def _decide(self, head: RequestHead) -> Outcome:
+        """Run the request's flow, carrying out its commands; record its one outcome."""
+        flow: Flow = request_flow(self._ctx.policy, head, self._arrival)
         try:
-            target = request_target(head, self._tunnel)
-        except FramingError as exc:
-            await self._refuse(_invalid(exc), method=head.method)
-            return False
-        decision = authorize(
-            self._ctx.config,
-            method=method,
-            host=target.host,
-            port=target.port,
-            path=target.target,
-            scheme=target.scheme,
-            header_names=(f.name.decode("ascii") for f in head.fields),
-        )
-        # Events show the agent's headers with credentials (and the binding's header, in
-        # whatever form the agent sent it) redacted.
-        hidden = (decision.binding.header_name,) if decision.binding else ()
-        facts = RequestFacts(
-            method=method,
-            scheme=target.scheme,
-            host=target.host,
-            port=target.port,
-            path=target.path,
-            sandbox_id=self._ctx.config.sandbox_id,
-            headers=redact(((f.name, f.value) for f in head.fields), extra=hidden),
-            client=self._peer,
-        )
-        self._record_decision(facts, decision)
-        if not decision.allowed:
-            assert decision.code is not None
-            await self._answer(ProxyAnswer(decision.code, detail=decision.detail), target)
-            return False
-        try:
-            return await self._forward(head, target, decision, facts)
-        except ProxyAnswer as answer:
-            self._ctx.metrics.requests.labels("denied", str(answer.code)).inc()
-            self._ctx.emit(
-                http_decision(facts, allowed=False, code=str(answer.code), detail=answer.detail)
-            )
-            await self._answer(answer, target)
-            return False
+            command = next(flow)
+            while True:
+                command = flow.send(await self._carry_out(command))
+        except StopIteration as stop:
+            outcome: Outcome = stop.value
+        self._ctx.recorder.record(outcome)
+        return outcome
 
-    def _record_decision(self, facts: RequestFacts, decision: Decision) -> None:
-        # Metrics count final outcomes: a denial here, or (in _forward) a request that was
-        # actually sent upstream; a later refusal (ssrf, grant, dial) is counted there.
-        if not decision.allowed:
-            self._ctx.metrics.requests.labels("denied", str(decision.code)).inc()
-        self._ctx.emit(
-            http_decision(
-                facts,
-                allowed=decision.allowed,
-                code=str(decision.code) if decision.code else None,
-                detail=decision.detail,
-                entry=decision.entry,
-                audit_denial=decision.audit_denial,
-            )
-        )
-        if decision.audit_denial:
-            log.warning("audit-mode endpoint let through: %s", decision.audit_denial)
+    async def _carry_out(self, command: Command) -> Result:
+        ctx = self._ctx
+        if isinstance(command, Resolve):
+            reused = self._reusable(command.host, command.port)
+            if reused is not None:
+                return Resolved((reused.address,))
+            return await ctx.resolve(command.host, command.port)
+        if isinstance(command, ObtainToken):
+            return await ctx.obtain(command.binding)
+        if isinstance(command, Dial):
+            return await self._dial(command)
+        assert isinstance(command, IdentifyProgram)
+        if self._agent.program is None:
+            self._agent.program = await ctx.identify(self._agent.sock)
+        return self._agent.program
 
-    async def _forward(
-        self, head: RequestHead, target: RequestTarget, decision: Decision, facts: RequestFacts
-    ) -> bool:
-        binding = decision.binding
-        addresses = await self._addresses(target, decision)
-        if binding is not None and target.scheme == "http":
-            problem = cleartext_address_problem(target.host, addresses)
-            if problem is not None:
-                raise ProxyAnswer(ErrorCode.CLEARTEXT_CREDENTIAL_REFUSED, detail=problem)
-        try:
-            clean = serialize_head(head, drop=binding.header_name if binding else None)
-        except FramingError as exc:
-            raise _invalid(exc) from exc
-        down = h11.Connection(h11.SERVER)
-        down.receive_data(clean)
-        try:
-            request = down.next_event()
-        except h11.RemoteProtocolError as exc:
-            raise ProxyAnswer(ErrorCode.INVALID_REQUEST, detail=str(exc)) from exc
-        if not isinstance(request, h11.Request):
-            raise ProxyAnswer(ErrorCode.INVALID_REQUEST, detail="incomplete request head")
+    def _reusable(self, host: str, port: int) -> _Upstream | None:
+        """The open upstream connection to this destination, if it can carry a request."""
+        current = self._upstream
+        if current is None or current.key[1:] != (host, port):
+            return None
+        if not current.stream.reusable or current.conn.our_state is not h11.IDLE:
+            return None
+        return current
 
-        inject: tuple[str, str] | None = None
-        if binding is not None:
-            inject = await self._inject(binding, facts)
-        upstream = await self._connect(target, addresses)
-        headers = upstream_request_headers(
-            request.headers.raw_items(), host=target.authority.encode("ascii"), inject=inject
+    async def _dial(self, command: Dial) -> Dialed:
+        key = (command.scheme, command.host, command.port)
+        current = self._upstream
+        if (
+            current is not None
+            and current.key == key
+            and current.address in command.addresses
+            and current.stream.reusable
+            and current.conn.our_state is h11.IDLE
+        ):
+            return Dialed(current.address)
+        await self._close_upstream()
+        stream, dialed = await self._ctx.dial(
+            command.host, command.port, command.addresses, tls=command.tls
         )
+        if stream is not None and dialed.address is not None:
+            self._upstream = _Upstream(key, dialed.address, stream, h11.Connection(h11.CLIENT))
+        return dialed
+
+    # -- forwarding ----------------------------------------------------------------------
+
+    async def _forward(self, outcome: Forward) -> bool:
+        """Send the admitted request and stream the exchange; True when the connection may
+        carry another request."""
+        upstream = self._upstream
+        down = outcome.server
+        assert upstream is not None
+        if down is None:
+            return await self._exchange_bodiless(outcome, upstream)
         outgoing = h11.Request(
-            method=request.method, target=target.target.encode("ascii"), headers=headers
+            method=outcome.method, target=outcome.target.encode("ascii"), headers=outcome.headers
         )
-        self._ctx.metrics.requests.labels("allowed", "audit" if decision.audit_denial else "").inc()
         if self._buffer:  # (an empty receive_data would tell h11 the agent hung up)
             down.receive_data(bytes(self._buffer))
             self._buffer.clear()
         return await self._exchange(down, upstream, outgoing)
 
-    async def _addresses(self, target: RequestTarget, decision: Decision) -> tuple[IPAddress, ...]:
-        current = self._upstream
-        if current is not None and not current.stream.reusable:
-            await self._close_upstream()
-            current = None
-        if current is not None and current.key == (target.scheme, target.host, target.port):
-            # Reuse only while the open connection's address is still one this request's
-            # endpoint may reach.
-            if address_problem(current.address, decision.allowed_ips) is None:
-                return (current.address,)
-            await self._close_upstream()
-        return await self._ctx.destinations(target.host, target.port, decision.allowed_ips)
-
-    async def _inject(self, binding: GrantBinding, facts: RequestFacts) -> tuple[str, str]:
+    async def _exchange_bodiless(self, outcome: Forward, up: _Upstream) -> bool:
+        """A request without a body: send it, then relay the answer in this task (no body
+        to stream alongside, so no second task)."""
+        request = h11.Request(
+            method=outcome.method, target=outcome.target.encode("ascii"), headers=outcome.headers
+        )
         try:
-            token = await self._ctx.tokens.obtain(binding)
-            header = credential_header(binding, token.value)
-        except InjectionError as exc:
-            reason, detail = exc.reason, exc.detail
-        except Exception as exc:  # any grant failure fails the request closed
-            reason = grant_failure_reason(exc)
-            detail = str(getattr(exc, "detail", "")) or type(exc).__name__
+            data = up.conn.send(request)
+            up.conn.send(h11.EndOfMessage())
+            await up.stream.send(data)
+        except (OSError, ConnectionError) as exc:
+            await self._close_upstream()
+            detail = f"sending the request failed: {exc}"
+            await self._send_answer(ProxyAnswer(ErrorCode.UPSTREAM_UNREACHABLE, detail=detail))
+            return False
+        framing = ResponseFraming()
+        pending = bytearray()
+        started = False
+        downstream = self._ctx.metrics.bytes.labels("downstream")
+        try:
+            while True:
+                event = up.conn.next_event()
+                if event is h11.NEED_DATA:
+                    if pending:
+                        await self._client.send(bytes(pending))
+                        pending.clear()
+                    up.conn.receive_data(await up.stream.recv())
+                    continue
+                if isinstance(event, h11.InformationalResponse):
+                    continue
+                if isinstance(event, h11.Response):
+                    # Judged before anything is sent: an unsafe head still gets a 502.
+                    headers = downstream_response_headers(event.headers.raw_items())
+                    pending += framing.head(
+                        event.status_code, event.reason, headers, close=not outcome.keep_alive
+                    )
+                    started = True
+                elif isinstance(event, h11.Data):
+                    downstream.inc(len(event.data))
+                    pending += framing.data(event.data)
+                    if len(pending) >= READ_SIZE:
+                        await self._client.send(bytes(pending))
+                        pending.clear()
+                elif isinstance(event, h11.EndOfMessage):
+                    pending += framing.end()
+                    await self._client.send(bytes(pending))
+                    break
+                elif isinstance(event, h11.ConnectionClosed):
+                    raise ConnectionError("upstream closed before answering")
+        except (h11.ProtocolError, UnsafeResponse, OSError, ConnectionError) as failure:
+            await self._close_upstream()
+            if not started:
+                detail = _upstream_failure(failure)
+                await self._send_answer(ProxyAnswer(ErrorCode.UPSTREAM_UNREACHABLE, detail=detail))
+            return False
+        if up.conn.our_state is h11.DONE and up.conn.their_state is h11.DONE:
+            up.conn.start_next_cycle()
         else:
-            self._ctx.metrics.injections.labels("injected").inc()
-            self._ctx.emit(http_injection(facts, binding_id=binding.id, ok=True))
-            return header
-        self._ctx.metrics.injections.labels(reason).inc()
-        self._ctx.emit(
-            http_injection(facts, binding_id=binding.id, ok=False, reason=reason, detail=detail)
-        )
-        log.warning("token grant failed for %s: %s (%s)", binding.id, reason, detail)
-        raise ProxyAnswer(ErrorCode.TOKEN_GRANT_FAILED, reason=reason, detail=detail)
-
-    async def _connect(self, target: RequestTarget, addresses: tuple[IPAddress, ...]) -> _Upstream:
-        key = (target.scheme, target.host, target.port)
-        current = self._upstream
-        if current is not None and current.key == key and current.conn.our_state is h11.IDLE:
-            return current
-        await self._close_upstream()
-        stream, address = await self._ctx.dial(
-            target.host, target.port, addresses, tls=target.scheme == "https"
-        )
-        self._upstream = _Upstream(key, address, stream, h11.Connection(h11.CLIENT))
-        return self._upstream
-
-    # -- streaming -----------------------------------------------------------------------
+            self._upstream_dead()
+        return outcome.keep_alive
 
     async def _exchange(self, down: h11.Connection, up: _Upstream, request: h11.Request) -> bool:
         try:
             await up.stream.send(up.conn.send(request))
         except (OSError, ConnectionError) as exc:
             await self._close_upstream()
-            raise ProxyAnswer(ErrorCode.UPSTREAM_UNREACHABLE, detail=str(exc)) from exc
+            detail = f"sending the request failed: {exc}"
+            await self._send_answer(ProxyAnswer(ErrorCode.UPSTREAM_UNREACHABLE, detail=detail))
+            return False
         started = asyncio.Event()
         body = asyncio.create_task(self._send_body(down, up))
         reply = asyncio.create_task(self._send_response(down, up, started))
@@ -339,16 +363,14 @@ class HttpRelay:
                 break
         if failure is not None:
             await self._close_upstream()
-            if started.is_set():
-                return False
-            if isinstance(failure, _ClientGone):
+            if started.is_set() or isinstance(failure, _ClientGone):
                 return False
             if isinstance(failure, _BadRequestBody):
-                await self._answer(ProxyAnswer(ErrorCode.INVALID_REQUEST, detail=str(failure)))
-                return False
-            await self._answer(
-                ProxyAnswer(ErrorCode.UPSTREAM_UNREACHABLE, detail=_upstream_failure(failure))
-            )
+                answer = ProxyAnswer(ErrorCode.INVALID_REQUEST, detail=str(failure))
+            else:
+                detail = _upstream_failure(failure)
+                answer = ProxyAnswer(ErrorCode.UPSTREAM_UNREACHABLE, detail=detail)
+            await self._send_answer(answer)
             return False
         if body.cancelled() or down.their_state is not h11.DONE:
             await self._close_upstream()
@@ -372,6 +394,8 @@ class HttpRelay:
             task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
 
     async def _send_body(self, down: h11.Connection, up: _Upstream) -> None:
+        idle = self._ctx.limits.idle_timeout
+        upstream_bytes = self._ctx.metrics.bytes.labels("upstream")
         while True:
             try:
                 event = down.next_event()
@@ -380,7 +404,8 @@ class HttpRelay:
             if event is h11.NEED_DATA:
                 try:
                     # A body that stops arriving must not hold the upstream connection.
-                    data = await asyncio.wait_for(self._client.recv(), IDLE_TIMEOUT)
+                    async with asyncio.timeout(idle):
+                        data = await self._client.recv()
                 except TimeoutError:
                     raise _ClientGone("agent stalled during the request body") from None
                 if not data:
@@ -388,7 +413,7 @@ class HttpRelay:
                 down.receive_data(data)
                 continue
             if isinstance(event, h11.Data):
-                self._ctx.metrics.bytes.labels("upstream").inc(len(event.data))
+                upstream_bytes.inc(len(event.data))
                 await up.stream.send(up.conn.send(h11.Data(data=event.data)))
             elif isinstance(event, h11.EndOfMessage):
                 tail = up.conn.send(h11.EndOfMessage())
@@ -443,27 +468,18 @@ class HttpRelay:
 
     # -- answers -------------------------------------------------------------------------
 
-    async def _refuse(self, answer: ProxyAnswer, method: bytes = b"") -> None:
-        """Answer a request refused before its destination was known (bad framing)."""
-        tunnel = self._tunnel
-        facts = RequestFacts(
-            method=method.decode("ascii", "replace") or "UNKNOWN",
-            scheme=tunnel.scheme if tunnel else "http",
-            host=tunnel.host if tunnel else "",
-            port=tunnel.port if tunnel else 0,
-            path="",
-            sandbox_id=self._ctx.config.sandbox_id,
-            client=self._peer,
-        )
-        self._ctx.metrics.requests.labels("denied", str(answer.code)).inc()
-        self._ctx.emit(
-            http_decision(facts, allowed=False, code=str(answer.code), detail=answer.detail)
-        )
-        await self._answer(answer)
+    async def _refuse_unparsed(self, answer: ProxyAnswer, method: bytes = b"") -> None:
+        """Record and answer a request refused before its head could be parsed."""
+        outcome = refuse_unparsed(answer, self._arrival, self._ctx.policy, method)
+        self._ctx.recorder.record(outcome)
+        await self._answer(outcome)
 
-    async def _answer(self, answer: ProxyAnswer, target: RequestTarget | None = None) -> None:
-        shown = f"{target.host}:{target.port}" if target else ""
-        log.info("proxy answered %s %s: %s", answer.status, answer.code, answer.detail)
+    async def _answer(self, outcome: Refuse) -> None:
+        facts = outcome.facts
+        shown = f"{facts.host}:{facts.port}" if facts.host else ""
+        await self._send_answer(outcome.answer, shown)
+
+    async def _send_answer(self, answer: ProxyAnswer, shown: str = "") -> None:
         with contextlib.suppress(OSError, ConnectionError):
             await self._client.send(answer.to_bytes(shown))
 
@@ -483,5 +499,5 @@ def _upstream_failure(failure: BaseException) -> str:
 
 
 def _invalid(exc: FramingError) -> ProxyAnswer:
-    status = 431 if isinstance(exc, HeadTooLarge) else None
+    status = 431 if isinstance(exc, HeadTooLarge) else 0
     return ProxyAnswer(ErrorCode.INVALID_REQUEST, status=status, detail=str(exc))

@@ -105,3 +105,49 @@ def redact(headers: Iterable[tuple[bytes, bytes]], extra: Iterable[str] = ()) ->
         ]
         for n, v in headers
     ]
+
+
+class ResponseFraming:
+    """How a relayed response is framed for the agent, the way h11 would frame it.
+
+    The upstream's response was parsed by h11 (its body arrives as decoded data); this
+    writes it again for an HTTP/1.1 agent: a body of known length keeps its Content-Length,
+    any other body is chunked (Transfer-Encoding wins over Content-Length, as h11 read it),
+    and ``Connection: close`` is added when the agent asked to close. Pure bytes out.
+    """
+
+    __slots__ = ("chunked",)
+
+    def __init__(self) -> None:
+        self.chunked = False
+
+    def head(
+        self, status: int, reason: bytes, headers: Sequence[tuple[bytes, bytes]], *, close: bool
+    ) -> bytes:
+        lowered = [name.lower() for name, _ in headers]
+        out = list(headers)
+        has_body = not (status < 200 or status in (204, 304))
+        if has_body and (b"transfer-encoding" in lowered or b"content-length" not in lowered):
+            self.chunked = True
+            out = [(n, v) for n, v in out if n.lower() not in _FRAMING]
+            out.append((b"Transfer-Encoding", b"chunked"))
+        if close:
+            out = [(n, v) for n, v in out if n.lower() != b"connection"]
+            out.append((b"Connection", b"close"))
+        lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
+        lines.extend(b"%s: %s\r\n" % (name, value) for name, value in out)
+        lines.append(b"\r\n")
+        return b"".join(lines)
+
+    def data(self, data: bytes) -> bytes:
+        if not self.chunked:
+            return data
+        if not data:
+            return b""
+        return b"%x\r\n%s\r\n" % (len(data), data)
+
+    def end(self) -> bytes:
+        return b"0\r\n\r\n" if self.chunked else b""
+
+
+_FRAMING = frozenset({b"content-length", b"transfer-encoding"})

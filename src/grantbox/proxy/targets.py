@@ -7,6 +7,7 @@ agent cannot CONNECT to one host and address its requests to another.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass
 from typing import Literal
@@ -45,6 +46,7 @@ def _authority(host: str, port: int, scheme: Scheme) -> str:
     return shown if port == default else f"{shown}:{port}"
 
 
+@functools.lru_cache(maxsize=1024)
 def _valid_host(host: str) -> bool:
     if not host or len(host) > 253:
         return False

@@ -36,7 +36,13 @@ def _now() -> datetime.datetime:
 class InterceptionCA:
     """The proxy's CA. ``repr`` shows the subject only."""
 
-    def __init__(self, common_name: str = "grantbox egress proxy CA") -> None:
+    def __init__(
+        self,
+        common_name: str = "grantbox egress proxy CA",
+        *,
+        leaf_cache_size: int = LEAF_CACHE_SIZE,
+    ) -> None:
+        self._leaf_cache_size = leaf_cache_size
         self._key = ec.generate_private_key(ec.SECP256R1())
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
         public = self._key.public_key()
@@ -125,7 +131,7 @@ class InterceptionCA:
         with self._lock:
             self._contexts[key] = context
             self.minted += 1
-            while len(self._contexts) > LEAF_CACHE_SIZE:
+            while len(self._contexts) > self._leaf_cache_size:
                 self._contexts.popitem(last=False)
         return context
 

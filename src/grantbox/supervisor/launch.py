@@ -32,6 +32,8 @@ class SupervisorOptions:
     upstream_ca_file: Path | None = None
     rootless: bool | None = None
     declared_env: dict[str, str] = field(default_factory=dict)
+    # Where to serve the proxy's and grant engine's Prometheus metrics (off when None).
+    metrics_listen: tuple[str, int] | None = None
 
     def hidden(self) -> tuple[str, ...]:
         """The identity socket's directory, the token's directory, and any extra ones."""

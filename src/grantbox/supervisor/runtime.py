@@ -14,17 +14,18 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, start_http_server
 
 from grantbox.drivers.invocation import ORPHANED_EXIT_CODE
-from grantbox.grants import GrantEngine
+from grantbox.grants import GrantEngine, TokenEndpointClient
 from grantbox.identity import WorkloadIdentityClient
 from grantbox.profiles import EffectiveConfig, SandboxPolicy, build_effective_config
-from grantbox.proxy import EgressProxy, SystemResolver, parse_overrides
+from grantbox.proxy import EgressProxy, ProcPrograms, SystemResolver, parse_overrides
 from grantbox.sandbox.launcher import launch
 from grantbox.sandbox.limits import CgroupUnavailable, Limits, SandboxCgroup, resolve
 from grantbox.sandbox.network import SandboxNetwork, create_sandbox_network
@@ -50,6 +51,12 @@ EXEC_TIMEOUT_CODE = 124
 MAX_LINE = 16 * 1024
 
 
+def _read_ca(options: SupervisorOptions) -> str:
+    """The ``--upstream-ca`` bundle, trusted by token requests as by the proxy's upstreams."""
+    path = options.upstream_ca_file
+    return "" if path is None else path.read_text(encoding="ascii", errors="ignore")
+
+
 class Supervisor:
     def __init__(self, options: SupervisorOptions) -> None:
         self.options = options
@@ -59,8 +66,15 @@ class Supervisor:
             options.gateway_url, options.sandbox_id, options.token_file
         )
         self._identity = WorkloadIdentityClient(options.identity_socket)
-        self._engine = GrantEngine(self._identity)
+        # One registry for the proxy's, the grant engine's and the outbox's metrics
+        # (--metrics-listen).
         self._registry = CollectorRegistry()
+        self._metrics_server: Any = None
+        self._engine = GrantEngine(
+            self._identity,
+            client=TokenEndpointClient(extra_ca_pem=_read_ca(options)),
+            registry=self._registry,
+        )
         self._shipper = Shipper(
             {"events": self._client.ship_events, "logs": self._client.ship_logs}
         )
@@ -81,12 +95,23 @@ class Supervisor:
 
     @property
     def registry(self) -> CollectorRegistry:
-        """Where the supervisor's metrics are registered (its outbox's among them)."""
+        """Where the sandbox proxy's, grant engine's and outbox's metrics are registered."""
         return self._registry
 
     @property
     def shipper(self) -> Shipper:
         return self._shipper
+
+    def serve_metrics(self) -> tuple[str, int] | None:
+        """Serve the supervisor's metrics where ``--metrics-listen`` says (once); the address
+        bound, or None when not asked to."""
+        if self.options.metrics_listen is None:
+            return None
+        if self._metrics_server is None:
+            host, port = self.options.metrics_listen
+            self._metrics_server, _thread = start_http_server(port, host, registry=self._registry)
+        bound = self._metrics_server.server_address
+        return str(bound[0]), int(bound[1])
 
     # -- the agent's view -------------------------------------------------------------
     def launch_spec(self, argv: Sequence[str]) -> LaunchSpec:
@@ -166,7 +191,12 @@ class Supervisor:
             resolver=resolver,
             upstream_ca_file=self.options.upstream_ca_file,
             events=self._event,
+            registry=self._registry,
+            # binaries: the agent's (and each exec's) processes are this process's
+            # descendants below the stage and init that launch() starts.
+            programs=ProcPrograms(sandbox_of=os.getpid()),
         )
+        self.serve_metrics()
         self._ca_pem = trust_bundle(self._proxy.ca_cert_pem.decode())
         self._network = create_sandbox_network(
             self.options.proxy_port, rootless=self.rootless, agent_ids=self._agent_ids(config)
@@ -214,6 +244,9 @@ class Supervisor:
         await asyncio.gather(*self._tasks, *self._execs, return_exceptions=True)
         if self._proxy is not None:
             await self._proxy.stop()
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+            self._metrics_server.server_close()
         if self._network is not None:
             self._network.close()
         if self._cgroup is not None and not await asyncio.to_thread(self._cgroup.remove):

@@ -1,0 +1,196 @@
+"""The printed comparison: tables, ratios and the goals of issue #15, as text and Markdown.
+
+Pure formatting over :mod:`bench.peers.stats` values, so the smoke test can feed canned
+figures. The Markdown block is what the README's "Performance" section quotes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from .idle import IdlePair, IdleResult
+from .stats import Ratio, Summary, goal_line, ratio
+
+# (numerator, denominator) rate ratios printed for each section, grantbox first.
+HTTP_RATIOS = (
+    ("grantbox", "tinyproxy"),
+    ("grantbox", "mitmproxy"),
+    ("grantbox", "squid"),
+    ("grantbox", "direct"),
+    ("sandbox", "tinyproxy"),
+    ("sandbox", "mitmproxy"),
+    ("sandbox", "squid"),
+    ("sandbox", "direct"),
+)
+TLS_RATIOS = (("grantbox", "mitmproxy"), ("grantbox", "squid"), ("grantbox", "direct"))
+NAMES = {
+    "direct": "direct",
+    "squid": "squid",
+    "tinyproxy": "tinyproxy",
+    "mitmproxy": "mitmproxy",
+    "grantbox": "grantbox",
+    "sandbox": "grantbox sandbox",
+}
+
+
+@dataclass(frozen=True)
+class Table:
+    """One section's figures, ready to print."""
+
+    title: str
+    labels: Mapping[str, str]  # route key -> label, in display order
+    summaries: Mapping[str, Summary]
+    failed: Mapping[str, str]
+    notes: Sequence[str] = ()
+
+
+def _k(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+def section_lines(table: Table) -> list[str]:
+    lines = [table.title]
+    header = f"  {'route':38}{'req/s':>9}  {'(rounds)':<19}{'p50 ms':>8}{'p99 ms':>9}{'errors':>8}"
+    lines += [header, "  " + "-" * (len(header) - 2)]
+    for key, label in table.labels.items():
+        summary = table.summaries.get(key)
+        if summary is None:
+            reason = table.failed.get(key, "not run")
+            lines.append(f"  {label:38}{'—':>9}  {reason[:80]}")
+            continue
+        spread = f"({_k(summary.rate_low)}–{_k(summary.rate_high)})"
+        lines.append(
+            f"  {label:38}{_k(summary.rate):>9}  {spread:<19}"
+            f"{summary.p50_ms:8.2f}{summary.p99_ms:9.2f}{summary.errors:8d}"
+        )
+    lines += [f"  {note}" for note in table.notes]
+    return lines
+
+
+def ratios(
+    summaries: Mapping[str, Summary], pairs: Sequence[tuple[str, str]]
+) -> list[tuple[str, str, Ratio]]:
+    found = []
+    for top, bottom in pairs:
+        if top in summaries and bottom in summaries:
+            measured = ratio(summaries[top], summaries[bottom])
+            if measured is not None:
+                found.append((top, bottom, measured))
+    return found
+
+
+def ratio_lines(summaries: Mapping[str, Summary], pairs: Sequence[tuple[str, str]]) -> list[str]:
+    lines = ["  req/s ratios (per-round range in brackets; p50 against the same peer):"]
+    for top, bottom, measured in ratios(summaries, pairs):
+        p50 = summaries[top].p50_ms / summaries[bottom].p50_ms if summaries[bottom].p50_ms else 0
+        name = f"{NAMES[top]} / {NAMES[bottom]}"
+        lines.append(f"    {name:30}{measured.text():24} p50 {p50:.2f}×")
+    return lines
+
+
+def http_goal_lines(summaries: Mapping[str, Summary]) -> list[str]:
+    """Issue #15's goals on both grantbox paths: ≥ 1.0× tinyproxy, ≥ 10× mitmproxy, p50 no
+    worse than tinyproxy's."""
+    lines = ["  goals (issue #15), token injected on every request:"]
+    for key in ("grantbox", "sandbox"):
+        if key not in summaries:
+            continue
+        tiny = summaries.get("tinyproxy")
+        mitm = summaries.get("mitmproxy")
+        parts = [
+            goal_line("vs tinyproxy", ratio(summaries[key], tiny) if tiny else None, 1.0),
+            goal_line("vs mitmproxy", ratio(summaries[key], mitm) if mitm else None, 10.0),
+        ]
+        if tiny is not None:
+            ok = summaries[key].p50_ms <= tiny.p50_ms
+            parts.append(
+                f"p50 {summaries[key].p50_ms:.2f} ms vs tinyproxy's {tiny.p50_ms:.2f} ms "
+                f"({'met' if ok else 'NOT met'})"
+            )
+        lines.append(f"    {NAMES[key]}: " + "; ".join(parts))
+    return lines
+
+
+def tls_goal_lines(summaries: Mapping[str, Summary]) -> list[str]:
+    if "grantbox" not in summaries or "mitmproxy" not in summaries:
+        return []
+    measured = ratio(summaries["grantbox"], summaries["mitmproxy"])
+    return ["  goal (issue #15): " + goal_line("grantbox / mitmproxy", measured, 5.0)]
+
+
+def _per(result: IdleResult) -> str:
+    per = result.per_connection_kib
+    return "—" if per is None else f"{per:.1f}"
+
+
+def idle_lines(results: Mapping[str, IdlePair], labels: Mapping[str, str]) -> list[str]:
+    header = (
+        f"  {'route':38}{'fresh held':>11}{'KiB/conn':>10}{'used held':>11}{'KiB/conn':>10}"
+        f"{'RSS at rest':>13}"
+    )
+    lines = [header, "  " + "-" * (len(header) - 2)]
+    for key, pair in results.items():
+        lines.append(
+            f"  {labels[key]:38}{pair.fresh.held:>11}{_per(pair.fresh):>10}"
+            f"{pair.used.held:>11}{_per(pair.used):>10}"
+            f"{pair.fresh.rss_before_kib / 1024:>9.1f} MiB"
+        )
+        for mode, result in (("fresh", pair.fresh), ("used", pair.used)):
+            if result.held < result.wanted:
+                reason = result.failures[0] if result.failures else "closed by the server"
+                lines.append(f"    {mode}: {result.wanted - result.held} not held ({reason})")
+    return lines
+
+
+def _ms(value: float) -> str:
+    """Latency with the digits that matter: 0.43, 21.8, 219."""
+    if value < 10:
+        return f"{value:.2f}"
+    return f"{value:.1f}" if value < 100 else f"{value:.0f}"
+
+
+def markdown(
+    *,
+    machine: str,
+    settings: str,
+    http: Table | None,
+    tls: Table | None,
+    idle: Mapping[str, IdlePair],
+    idle_labels: Mapping[str, str],
+    idle_count: int,
+) -> list[str]:
+    """The figures in the layout of the README's "Performance" section."""
+    lines = [f"One run on {machine}; {settings}.", ""]
+    sections = (
+        (http, HTTP_RATIOS, "plain HTTP, 16 connections"),
+        (tls, TLS_RATIOS, "TLS interception, 16 kept-alive tunnels"),
+    )
+    for table, pairs, heading in sections:
+        if table is None or not table.summaries:
+            continue
+        lines += [f"| {heading} | req/s (slowest–fastest round) | p50 ms | p99 ms |"]
+        lines += ["|---|---|---|---|"]
+        for key, label in table.labels.items():
+            s = table.summaries.get(key)
+            if s is not None:
+                spread = f"{_k(s.rate)} ({_k(s.rate_low)}–{_k(s.rate_high)})"
+                lines.append(f"| {label} | {spread} | {_ms(s.p50_ms)} | {_ms(s.p99_ms)} |")
+        lines.append("")
+        found = ratios(table.summaries, pairs)
+        if found:
+            lines.append(
+                "; ".join(f"{NAMES[a]} / {NAMES[b]} {r.text()}" for a, b, r in found) + "."
+            )
+            lines.append("")
+    if idle:
+        lines += [
+            f"| {idle_count:,} idle connections | KiB each, fresh | KiB each, used once |",
+            "|---|---|---|",
+        ]
+        for key, pair in idle.items():
+            used = _per(pair.used)
+            if pair.used.held < pair.used.wanted:
+                used += f" ({pair.used.held} held)"
+            lines.append(f"| {idle_labels[key]} | {_per(pair.fresh)} | {used} |")
+    return lines

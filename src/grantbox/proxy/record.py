@@ -1,0 +1,88 @@
+"""The one place a request's outcome is recorded: one OCSF event, one metric update.
+
+Every path - forward, CONNECT, plain HTTP and TLS inside a tunnel, ``tls: skip`` tunnels,
+requests refused before their head parsed - ends in one :mod:`.flow` outcome, and the
+connection code hands that outcome here exactly once.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .answers import ErrorCode
+from .events import http_activity
+from .flow import Forward, Outcome, Refuse
+from .metrics import ProxyMetrics
+from .sink import EventQueue
+
+log = logging.getLogger("grantbox.proxy")
+
+EventSink = Callable[[dict[str, Any]], None]
+
+
+class Recorder:
+    """Turns outcomes into events for ``sink`` (which must not block) and metrics."""
+
+    def __init__(self, metrics: ProxyMetrics, sink: EventSink) -> None:
+        self._metrics = metrics
+        self._sink = sink
+        self._allowed = metrics.requests.labels("allowed", "")
+        self._audited = metrics.requests.labels("allowed", "audit")
+        self._injected = metrics.injections.labels("injected")
+
+    def record(self, outcome: Outcome) -> None:
+        build = self._forwarded(outcome) if isinstance(outcome, Forward) else self._refused(outcome)
+        try:
+            if isinstance(self._sink, EventQueue):
+                self._sink.defer(build)  # built off the request's path, when written
+            else:
+                self._sink(build())
+        except Exception:  # a broken sink must not break traffic
+            log.exception("OCSF event sink failed")
+
+    def _forwarded(self, outcome: Forward) -> Callable[[], dict[str, Any]]:
+        decision = outcome.decision
+        (self._audited if decision.audit_denial else self._allowed).inc()
+        binding_id = None
+        if outcome.injected and decision.binding is not None:
+            binding_id = decision.binding.id
+            self._injected.inc()
+        if decision.audit_denial:
+            log.warning("audit-mode endpoint let through: %s", decision.audit_denial)
+        return functools.partial(
+            http_activity,
+            outcome.facts,
+            dst_ip=str(outcome.address) if outcome.address is not None else "",
+            allowed=True,
+            entry=decision.entry,
+            audit_denial=decision.audit_denial,
+            binding_id=binding_id,
+            when=time.time(),
+        )
+
+    def _refused(self, outcome: Refuse) -> Callable[[], dict[str, Any]]:
+        answer = outcome.answer
+        self._metrics.requests.labels("denied", str(answer.code)).inc()
+        binding_id = outcome.binding.id if outcome.binding is not None else None
+        if answer.code is ErrorCode.TOKEN_GRANT_FAILED and answer.reason is not None:
+            self._metrics.injections.labels(str(answer.reason)).inc()
+            log.warning(
+                "token grant failed for %s: %s (%s)", binding_id, answer.reason, answer.detail
+            )
+        else:
+            log.info("proxy answered %s %s: %s", answer.status, answer.code, answer.detail)
+        return functools.partial(
+            http_activity,
+            outcome.facts,
+            when=time.time(),
+            allowed=False,
+            code=str(answer.code),
+            detail=answer.detail,
+            entry=outcome.entry,
+            binding_id=binding_id if answer.reason is not None else None,
+            reason=str(answer.reason) if answer.reason is not None else None,
+        )
