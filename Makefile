@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: all setup test lint typecheck pytest demo bench clean lock
+.PHONY: all setup peers test lint typecheck pytest demo bench clean lock
 
 all: test
 
@@ -21,7 +21,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy src/grantbox
 
-pytest: $(STAMP)
+# Real SPIRE, Keycloak and Helm (plus a go-spiffe client) for tests/interop and the chart
+# tests, built from the registries at pinned versions into .cache/peers; a no-op when warm.
+peers: $(STAMP)
+	./scripts/peers.sh
+
+pytest: $(STAMP) peers
 	$(BIN)/pytest
 
 test: lint typecheck pytest
@@ -54,3 +59,4 @@ lock:
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	@echo "(the peers cache .cache/peers is kept; remove it by hand to rebuild SPIRE, Helm and Keycloak)"

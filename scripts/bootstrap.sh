@@ -11,9 +11,12 @@ VENV=${VENV:-.venv}
 # a second program for binary-scoped policy tests; util-linux's setpriv/unshare and
 # iproute2's ip drive and inspect the namespaces; libseccomp2 builds the agent's seccomp
 # filter; uidmap's newuidmap/newgidmap give rootless agents a subordinate uid; PostgreSQL
-# backs the store tests). Installed only when missing and only when we are root; otherwise we
-# say what is missing and let the tests that need them skip.
-packages=(curl wget iproute2 util-linux ca-certificates libseccomp2 uidmap postgresql)
+# backs the store tests; runc and containers-common's default seccomp profile run the
+# sandbox Pod as a kubelet would; gcc and libc6-dev let scripts/peers.sh build SPIRE with cgo
+# for SQLite, Maven and Java 17 fetch and run Keycloak; Go itself comes with the machine).
+# Installed only when missing and only when we are root; otherwise we say what is missing.
+packages=(curl wget iproute2 util-linux ca-certificates libseccomp2 uidmap postgresql
+          runc golang-github-containers-common gcc libc6-dev maven openjdk-17-jre-headless)
 command -v kubectl >/dev/null || packages+=(kubernetes-client)  # `kubectl kustomize` in tests
 missing=()
 for pkg in "${packages[@]}"; do

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import jwt
 import pytest
 from spiffe import JwtSource, TrustDomain, WorkloadApiClient
@@ -117,6 +118,34 @@ async def test_bundle_matches_spiffe_format(agent: IdentityAgent) -> None:
         assert key["kid"]
         assert key["kty"] == "EC" and key["crv"] == "P-256"
         assert "d" not in key  # never the private half
+
+
+async def test_bundle_endpoint_serves_the_workload_api_bundle(oidc_agent: IdentityAgent) -> None:
+    """The HTTP bundle endpoint (what Keycloak's SPIFFE provider reads) publishes the same
+    JWT bundle as the Workload API, keys marked ``jwt-svid``, and SVIDs verify against it;
+    a rotation shows up there with a higher ``spiffe_sequence``."""
+    agent = oidc_agent
+    assert agent.bundle_url == f"{agent.oidc_url}/bundle"
+    async with httpx.AsyncClient(trust_env=False) as http:
+        answer = await http.get(agent.bundle_url)
+        assert answer.status_code == 200
+        assert answer.headers["content-type"].startswith("application/json")
+        assert answer.headers["cache-control"] == "no-store"
+        served = answer.json()
+        message = await call(agent.socket_path("s1"), "FetchJWTBundles", wapi.JWTBundlesRequest())
+        assert served == json.loads(message.bundles[f"spiffe://{TRUST_DOMAIN}"])
+        assert set(served) == {"keys", "spiffe_sequence", "spiffe_refresh_hint"}
+        assert served["spiffe_refresh_hint"] == 300
+        for key in served["keys"]:
+            assert key["use"] == "jwt-svid" and key["kid"] and "d" not in key
+        response = await call(
+            agent.socket_path("s1"), "FetchJWTSVID", wapi.JWTSVIDRequest(audience=[AUDIENCE])
+        )
+        assert verify(response.svids[0].svid, jwt.PyJWKSet.from_dict(served))["sub"] == SANDBOX_ID
+        await agent.rotate_keys()
+        rotated = (await http.get(agent.bundle_url)).json()
+    assert rotated["spiffe_sequence"] > served["spiffe_sequence"]
+    assert {k["kid"] for k in served["keys"]} < {k["kid"] for k in rotated["keys"]}
 
 
 @pytest.mark.parametrize("algorithm", ["ES256", "RS256"])

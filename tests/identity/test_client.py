@@ -94,7 +94,7 @@ async def test_denied_caller_retries_then_reports_denied(
     socket = agent.add_workload("locked", "grantbox/locked", uids=[65534])
     client = WorkloadIdentityClient(str(socket), call_timeout=0.5, deadline=1.0)
     with (
-        caplog.at_level(logging.WARNING, logger="grantbox.identity"),
+        caplog.at_level(logging.WARNING, logger="grantbox"),
         pytest.raises(IdentityDenied) as info,
     ):
         await client.fetch_jwt_svid(AUDIENCE)

@@ -1,10 +1,10 @@
-"""The Helm chart without Helm (no helm binary here): values, schema, and what templates use.
+"""The Helm chart without running Helm: values, schema, and what templates use.
 
 What is checked: values.yaml against values.schema.json; the schema refusing bad values and
 agreeing with the driver on socket paths; every ``.Values`` path a template uses exists; the
 ConfigMap sets only variables the gateway reads (proved by reading them); RBAC and the
-ClusterSPIFFEID match what the driver creates. What is NOT checked here: that Helm renders
-the templates (see deploy/README.md).
+ClusterSPIFFEID match what the driver creates. Rendering with real Helm is checked in
+tests/interop/test_helm.py.
 """
 
 from __future__ import annotations

@@ -7,14 +7,29 @@ so a contract that silently stopped matching anything would fail here.
 
 from __future__ import annotations
 
+import logging
 import sys
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
-from importlinter.cli import lint_imports
+from importlinter.cli import lint_imports as _lint_imports
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def lint_imports(**options: Any) -> int:
+    """import-linter's run, without its side effect of disabling every logger that exists
+    (later tests assert on log records of loggers created before)."""
+    manager = logging.Logger.manager
+    disabled = {name: logger.disabled for name, logger in manager.loggerDict.items()
+                if isinstance(logger, logging.Logger)}  # fmt: skip
+    try:
+        return int(_lint_imports(**options))
+    finally:
+        for name, was in disabled.items():
+            logging.getLogger(name).disabled = was
 
 
 def _contract_layers() -> list[str]:

@@ -178,6 +178,8 @@ class TokenEndpoint:
         self.base_url = ""
         self._jwks = _JwksCache(oidc_url) if oidc_url else None
         self._release = asyncio.Event()
+        self._refusals_left = 0
+        self._refusal = ""
         self._serial = itertools.count(1)
         self._token_requests_changed = asyncio.Condition()
 
@@ -217,6 +219,14 @@ class TokenEndpoint:
     def behave(self, behaviour: Behaviour) -> None:
         self.behaviour = behaviour
 
+    def refuse_next(
+        self, count: int, description: str = "Token was issued too far in the past to be used now"
+    ) -> None:
+        """Answer the next ``count`` token requests ``401 invalid_client`` (as Keycloak does
+        for an assertion older than it accepts), then behave as set again."""
+        self._refusals_left = count
+        self._refusal = description
+
     async def wait_for_requests(self, count: int, timeout: float = 10.0) -> None:
         async with asyncio.timeout(timeout), self._token_requests_changed:
             await self._token_requests_changed.wait_for(lambda: self.request_count >= count)
@@ -252,6 +262,12 @@ class TokenEndpoint:
         await self._answer(request, send)
 
     async def _answer(self, request: SeenRequest, send: Send) -> None:
+        if self._refusals_left > 0:
+            self._refusals_left -= 1
+            self.rejections.append(self._refusal)
+            body = {"error": "invalid_client", "error_description": self._refusal}
+            await _send(send, 401, json.dumps(body).encode())
+            return
         b = self.behaviour
         if b.delay and b.kind != "trickle":
             await self._sleep(b.delay)

@@ -27,8 +27,16 @@ def _ports(value: str | None) -> DemoPorts:
     help="Leave the sandbox, provider and profile in place and keep everything running "
     "until Ctrl-C.",
 )
+@click.option(
+    "--issuer",
+    type=click.Choice(["embedded", "keycloak"]),
+    default="embedded",
+    show_default=True,
+    help="The token service: the demo's own issuer, or real Keycloak (built by `make peers`) "
+    "trusting the identity agent's SPIFFE bundle endpoint.",
+)
 @click.option("--ports", "ports_text", hidden=True, metavar="ISSUER,ALPHA,BETA")
-def demo(keep: bool, ports_text: str | None) -> None:
+def demo(keep: bool, issuer: str, ports_text: str | None) -> None:
     """Show a sandboxed curl receiving tokens for alpha and beta, minted from the sandbox's
     own SPIFFE identity, with no secret anywhere.
 
@@ -38,4 +46,4 @@ def demo(keep: bool, ports_text: str | None) -> None:
     sandbox, shows what each service received and logged, checks it, and cleans up.
     Exits 0 only when every check passed.
     """
-    raise SystemExit(run_demo(keep=keep, ports=_ports(ports_text)))
+    raise SystemExit(run_demo(keep=keep, ports=_ports(ports_text), issuer=issuer))

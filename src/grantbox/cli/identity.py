@@ -166,6 +166,7 @@ def _print_summary(agent: IdentityAgent) -> None:
     if agent.oidc_url is not None:
         click.echo(f"  oidc discovery: {agent.oidc_url}/.well-known/openid-configuration")
         click.echo(f"  jwks: {agent.oidc_url}/keys")
+        click.echo(f"  spiffe bundle endpoint: {agent.bundle_url}")
     if agent.admin_socket is not None:
         click.echo(f"  admin socket: {agent.admin_socket}")
     sys.stdout.flush()

@@ -1,5 +1,10 @@
 """``grantbox up``: gateway, local identity agent and local driver in one foreground command.
 
+With ``--spire-server-socket``/``--spire-agent-socket``/``--spire-parent-id`` an external
+SPIRE gives the sandboxes their identities instead of the local agent: one registration
+entry per sandbox, selected by a gid reserved for its supervisor (see
+:mod:`grantbox.drivers.spire`).
+
 Ctrl-C or SIGTERM stops the sandboxes first (each supervisor takes its fenced agent and
 network namespace with it), then the gateway and the identity agent, and removes the runtime
 directory holding the sockets, so nothing is left behind.
@@ -19,6 +24,12 @@ import click
 import platformdirs
 
 from grantbox.drivers import LocalDriver, LocalDriverSettings
+from grantbox.drivers.spire import (
+    SpireError,
+    SpireRegistrar,
+    SpireSettings,
+    parse_gid_range,
+)
 from grantbox.gateway import GatewayServer, GatewaySettings
 from grantbox.gateway.settings import DEFAULT_LISTEN, parse_listen
 from grantbox.gateway.state_dir import StateDirError, secure_tree
@@ -81,12 +92,39 @@ def _step(message: str) -> None:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Extra CA file the sandboxes' proxies trust for upstream TLS.",
 )
+@click.option(
+    "--spire-server-socket",
+    type=click.Path(path_type=Path),
+    help="Take sandbox identities from this SPIRE server (its admin socket) instead of the "
+    "local identity agent; needs --spire-agent-socket and --spire-parent-id.",
+)
+@click.option(
+    "--spire-agent-socket",
+    type=click.Path(path_type=Path),
+    help="The SPIRE agent's Workload API socket (hidden from every sandbox's agent).",
+)
+@click.option(
+    "--spire-parent-id", metavar="SPIFFE_ID", help="This host's SPIRE agent ID (or its alias)."
+)
+@click.option("--spire-server-command", default="spire-server", show_default=True)
+@click.option(
+    "--spire-gid-range",
+    default="1900000000-1900000999",
+    show_default=True,
+    metavar="FIRST-LAST",
+    help="Gids reserved for supervisors; SPIRE tells sandboxes apart by them.",
+)
 def up(
     listen: str,
     trust_domain: str,
     oidc_listen: str,
     resolve: tuple[str, ...],
     upstream_ca: Path | None,
+    spire_server_socket: Path | None,
+    spire_agent_socket: Path | None,
+    spire_parent_id: str | None,
+    spire_server_command: str,
+    spire_gid_range: str,
 ) -> None:
     """Run the gateway, a local identity agent and the local driver until Ctrl-C.
 
@@ -95,6 +133,26 @@ def up(
       grantbox up
       grantbox sandbox create --name agent -- sleep infinity
     """
+    spire_options = (spire_server_socket, spire_agent_socket, spire_parent_id)
+    spire: SpireSettings | None = None
+    if any(option is not None for option in spire_options):
+        if spire_server_socket is None or spire_agent_socket is None or not spire_parent_id:
+            raise click.UsageError(
+                "--spire-server-socket, --spire-agent-socket and --spire-parent-id go together"
+            )
+        try:
+            first, count = parse_gid_range(spire_gid_range)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
+        spire = SpireSettings(
+            server_socket=spire_server_socket.resolve(),
+            agent_socket=spire_agent_socket.resolve(),
+            parent_id=spire_parent_id,
+            trust_domain=trust_domain,
+            gid_first=first,
+            gid_count=count,
+            server_command=spire_server_command,
+        )
     try:
         parse_listen(listen)
         oidc = parse_listen(oidc_listen)
@@ -118,7 +176,9 @@ def up(
             )
     try:
         ca = upstream_ca.resolve() if upstream_ca else None
-        asyncio.run(_run(settings, trust_domain, oidc, resolve, ca))
+        asyncio.run(_run(settings, trust_domain, oidc, resolve, ca, spire))
+    except SpireError as exc:
+        fail(f"grantbox up could not use SPIRE: {exc}")
     except OSError as exc:
         reason = exc.strerror or str(exc)
         fail(f"grantbox up could not start: {reason} (gateway {listen}, OIDC {oidc_listen})")
@@ -131,6 +191,7 @@ async def _run(
     oidc: tuple[str, int],
     resolve: tuple[str, ...],
     upstream_ca: Path | None,
+    spire: SpireSettings | None = None,
 ) -> None:
     runtime = default_runtime_dir()
     # Nobody but us may list or traverse an instance's sockets (sandboxes of any instance
@@ -145,18 +206,32 @@ async def _run(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
-    agent = IdentityAgent(
-        socket_dir=owned / "workloads",
-        trust_domain=trust_domain,
-        state_dir=settings.state_dir / "identity",
-        oidc_listen=oidc,
-        admin_socket=owned / "admin.sock",
-    )
+    agent = None
+    if spire is None:
+        agent = IdentityAgent(
+            socket_dir=owned / "workloads",
+            trust_domain=trust_domain,
+            state_dir=settings.state_dir / "identity",
+            oidc_listen=oidc,
+            admin_socket=owned / "admin.sock",
+        )
     gateway: GatewayServer | None = None
     driver: LocalDriver | None = None
     try:
-        await agent.start()
-        _step(f"identity agent: spiffe://{agent.trust_domain}, OIDC discovery at {agent.oidc_url}")
+        if agent is not None:
+            await agent.start()
+            _step(
+                f"identity agent: spiffe://{agent.trust_domain}, OIDC discovery at {agent.oidc_url}"
+            )
+        else:
+            assert spire is not None
+            await SpireRegistrar(spire).check()
+            _step(
+                f"identity: SPIRE, spiffe://{spire.trust_domain}/grantbox/sandbox/<id> "
+                f"(agent {spire.agent_socket}, one entry per sandbox via {spire.server_socket})"
+            )
+        # The SPIRE server's admin socket is as good as the trust domain's keys: out of reach.
+        spire_hidden = () if spire is None else (str(spire.server_socket.parent),)
         driver = LocalDriver(
             LocalDriverSettings(
                 state_root=settings.state_dir / "sandboxes",
@@ -166,9 +241,11 @@ async def _run(
                     str(settings.state_dir),
                     str(settings.config_dir),
                     *rootless_private_directories(),
+                    *spire_hidden,
                 ),
                 resolve=resolve,
                 upstream_ca_file=upstream_ca,
+                spire=spire,
             )
         )
         # Supervisors' long-polls must not hold the gateway's shutdown for their full length.
@@ -192,8 +269,9 @@ async def _run(
             # Cancelling long-polls of supervisors that are gone is expected, not an error.
             logging.getLogger("uvicorn.error").setLevel(logging.CRITICAL)
             await asyncio.to_thread(gateway.stop)
-        _step("stopping the identity agent")
-        await agent.stop()
+        if agent is not None:
+            _step("stopping the identity agent")
+            await agent.stop()
         shutil.rmtree(owned, ignore_errors=True)
         with contextlib.suppress(OSError):
             runtime.rmdir()

@@ -107,3 +107,35 @@ def check_proof_of_life(service: str, lines: Iterable[str], spiffe_id: str) -> C
         bool(proofs),
         f"{len(proofs)} accepted request(s) from {spiffe_id}",
     )
+
+
+def check_keycloak_answer(
+    service: str, answer: str | bytes, spiffe_id: str, issuer: str
+) -> list[Check]:
+    """Checks on one service answer when real Keycloak (realm ``issuer``) minted the token.
+
+    Keycloak's token differs from the demo issuer's in what is not grantbox's to decide:
+    ``sub`` is the client's service-account user, and the demo realm adds no ``account``
+    audience or ``profile``/``email`` scopes. What grantbox is responsible for is the same:
+    the audience and scope of the override, and a client that is the sandbox's identity.
+    """
+    claims = service_claims(answer)
+    if not claims:
+        return [Check(f"{service}: answered with claims", False, "no JSON claims in the answer")]
+    audiences, scopes = _audiences(claims), _scopes(claims)
+    return [
+        Check(
+            f"{service}: issued by Keycloak",
+            claims.get("iss") == issuer,
+            f"iss={claims.get('iss')}",
+        ),
+        Check(f"{service}: aud is [{service}]", audiences == [service], f"aud={audiences}"),
+        Check(
+            f"{service}: scope holds {service}", service in scopes, f"scope={' '.join(scopes)!r}"
+        ),
+        Check(
+            f"{service}: azp and client_id are the sandbox's SPIFFE ID",
+            claims.get("azp") == spiffe_id and claims.get("client_id") == spiffe_id,
+            f"azp={claims.get('azp')} client_id={claims.get('client_id')}",
+        ),
+    ]

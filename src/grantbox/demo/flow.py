@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from grantbox.drivers.protocol import sandbox_spiffe_path
 
@@ -19,7 +19,7 @@ from .checks import Check, check_answer, check_proof_of_life, proofs_of_life, se
 from .operator import CommandFailed, Operator
 from .probe import HttpProbe, curl_argv, parse_curl_output
 from .report import Reporter, StepFailed
-from .workloads import SERVICES, DemoPorts, DemoWorkloads, IdentitySettings
+from .workloads import SERVICES, DemoPorts, IdentitySettings, WorkloadProcess
 
 SERVICE_HOST = "{service}.localhost"
 PROBE_PATH = "/hello"
@@ -63,16 +63,28 @@ def sandbox_spiffe_id(trust_domain: str, sandbox_id: str) -> str:
     return f"spiffe://{trust_domain}{sandbox_spiffe_path(sandbox_id)}"
 
 
-def answer_checks(service: str, probe: HttpProbe, spiffe_id: str) -> list[Check]:
+AnswerChecks = Callable[[str, str, str], list[Check]]
+"""Checks on one service's answer body: ``(service, body, sandbox SPIFFE ID)``."""
+
+
+class Services(Protocol):
+    """The protected services whose logs hold the proof-of-life lines."""
+
+    def service(self, name: str) -> WorkloadProcess: ...
+
+
+def answer_checks(
+    service: str, probe: HttpProbe, spiffe_id: str, checks: AnswerChecks = check_answer
+) -> list[Check]:
     status = Check(f"{service}: answered 200", probe.status == 200, f"status={probe.status}")
-    return [status, *check_answer(service, probe.body, spiffe_id)]
+    return [status, *checks(service, probe.body, spiffe_id)]
 
 
 class DemoFlow:
     def __init__(
         self,
         operator: Operator,
-        workloads: DemoWorkloads,
+        workloads: Services,
         identity: IdentitySettings,
         profile_file: Path,
         report: Reporter,
@@ -83,6 +95,8 @@ class DemoFlow:
         sandbox_policy: Path | None = None,
         ready_timeout: float = 90.0,
         sleep: Callable[[float], None] = time.sleep,
+        register: Callable[[str], None] | None = None,
+        checks: AnswerChecks = check_answer,
     ) -> None:
         self.operator = operator
         self.workloads = workloads
@@ -95,6 +109,8 @@ class DemoFlow:
         self.sandbox_policy = sandbox_policy
         self.ready_timeout = ready_timeout
         self._sleep = sleep
+        self._register = register
+        self._checks = checks
 
     def run(self) -> DemoOutcome:
         outcome = DemoOutcome()
@@ -102,6 +118,9 @@ class DemoFlow:
         sandbox_id = outcome.sandbox_id = self.create_sandbox()
         outcome.spiffe_id = sandbox_spiffe_id(self.identity.trust_domain, sandbox_id)
         self.report.note(f"the sandbox's identity: {outcome.spiffe_id}")
+        if self._register is not None:
+            with self.report.step("register the sandbox's identity with the token service"):
+                self._register(outcome.spiffe_id)
         for service in SERVICES:
             with self.report.step(f"curl {service_url(service, self.ports)} inside the sandbox"):
                 probe = self.probe(service)
@@ -110,7 +129,7 @@ class DemoFlow:
                 self.report.claims(service, probe.status, service_claims(probe.body))
             else:  # e.g. the proxy's token_grant_failed answer, which names the reason
                 self.report.note(f"{service} answered {probe.status}: {probe.body.strip()[:500]}")
-            outcome.checks += answer_checks(service, probe, outcome.spiffe_id)
+            outcome.checks += answer_checks(service, probe, outcome.spiffe_id, self._checks)
         for service in SERVICES:
             lines = self.workloads.service(service).log_lines()
             shown = [line for line in lines if proofs_of_life([line], service)]

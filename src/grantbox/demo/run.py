@@ -17,6 +17,7 @@ from .embedded import DemoDirectories, running_embedded_default
 from .flow import DemoFlow, DemoOutcome, service_url
 from .operator import CommandFailed, Operator
 from .report import Reporter, StepFailed
+from .with_keycloak import running_keycloak_services, write_keycloak_profile
 from .workloads import DemoPorts, WorkloadError, find_example_dir, running_workloads
 
 PROFILE_FILE = "provider-profile.yaml"
@@ -50,8 +51,10 @@ def run_demo(
     ports: DemoPorts | None = None,
     root: Path | None = None,
     report: Reporter | None = None,
+    issuer: str = "embedded",
 ) -> int:
-    """Run the demo; 0 only when every check passed."""
+    """Run the demo; 0 only when every check passed. ``issuer`` is the token service:
+    ``embedded`` (the demo's own issuer) or ``keycloak`` (real Keycloak from ``make peers``)."""
     report = report or Reporter()
     ports = ports or DemoPorts()
     directories = DemoDirectories(root or Path(tempfile.mkdtemp(prefix="grantbox-demo-")))
@@ -66,20 +69,42 @@ def run_demo(
             report.note(
                 f"trust domain {identity.trust_domain}, OIDC discovery at {identity.oidc_url}"
             )
-            with report.step("start the token issuer, alpha and beta on loopback"):
-                workloads = running.enter_context(
-                    running_workloads(identity, directories.logs, ports=ports)
-                )
             example_dir = find_example_dir()
-            profile = _profile_file(example_dir, ports, workloads.issuer_url, directories.root)
-            flow = DemoFlow(
-                Operator(directories.environment()),
-                workloads,
-                identity,
-                profile,
-                report,
-                ports=ports,
-            )
+            if issuer == "keycloak":
+                with report.step("start Keycloak (trusting the identity agent), alpha and beta"):
+                    services = running.enter_context(
+                        running_keycloak_services(
+                            identity, directories.logs, directories.root, ports=ports
+                        )
+                    )
+                report.note(f"Keycloak realm {services.realm_url}")
+                profile = write_keycloak_profile(
+                    example_dir, ports, services.keycloak, directories.root
+                )
+                flow = DemoFlow(
+                    Operator(directories.environment()),
+                    services,
+                    identity,
+                    profile,
+                    report,
+                    ports=ports,
+                    register=services.register,
+                    checks=services.answer_checks,
+                )
+            else:
+                with report.step("start the token issuer, alpha and beta on loopback"):
+                    workloads = running.enter_context(
+                        running_workloads(identity, directories.logs, ports=ports)
+                    )
+                profile = _profile_file(example_dir, ports, workloads.issuer_url, directories.root)
+                flow = DemoFlow(
+                    Operator(directories.environment()),
+                    workloads,
+                    identity,
+                    profile,
+                    report,
+                    ports=ports,
+                )
             try:
                 outcome = flow.run()
             finally:

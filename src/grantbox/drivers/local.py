@@ -2,7 +2,9 @@
 
 For each sandbox it makes a private state directory (0700) holding the supervisor token
 (0600) and the supervisor's log, registers the sandbox's identity with the local identity
-agent (``spiffe://<td>/grantbox/sandbox/<id>``, usable only by the supervisor's uid), starts
+agent (``spiffe://<td>/grantbox/sandbox/<id>``, usable only by the supervisor's uid) or, with
+``spire`` settings, as a registration entry of an external SPIRE selected by a gid reserved
+for the sandbox's supervisor (:mod:`grantbox.drivers.spire`), starts
 ``grantbox supervisor run`` and reports its state to the gateway. Delete stops the
 supervisor (which takes its agent down), unregisters the identity and removes the directory,
 and returns only once the supervisor process is gone.
@@ -34,6 +36,14 @@ from grantbox.drivers.invocation import (
     SupervisorInvocation,
 )
 from grantbox.drivers.protocol import DriverError, DriverState, DriverStatus, SandboxSpec
+from grantbox.drivers.spire import (
+    SandboxEntry,
+    SpireError,
+    SpireRegistrar,
+    SpireSettings,
+    load_entry,
+    save_entry,
+)
 from grantbox.identity_agent import AdminError, add_workload_remote, remove_workload_remote
 from grantbox.logformat import parse_line
 
@@ -65,6 +75,8 @@ class LocalDriverSettings:
     resolve: tuple[str, ...] = ()
     upstream_ca_file: Path | None = None
     proxy_port: int = 3128
+    spire: SpireSettings | None = None
+    """Identities from this external SPIRE instead of the local agent's admin socket."""
 
 
 def supervisor_invocation(
@@ -213,6 +225,7 @@ class _Sandbox:
     waiter: asyncio.Task[None] | None = None
     log_copier: asyncio.Task[None] | None = None
     teardown: asyncio.Future[None] | None = None
+    spire_entry: SandboxEntry | None = None
     status: DriverStatus = field(default_factory=lambda: DriverStatus(DriverState.PENDING))
 
 
@@ -224,6 +237,7 @@ class LocalDriver:
         self._sandboxes: dict[str, _Sandbox] = {}
         self._updates: asyncio.Queue[tuple[str, DriverStatus]] = asyncio.Queue()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._spire = SpireRegistrar(settings.spire) if settings.spire is not None else None
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop | None:
@@ -261,12 +275,20 @@ class LocalDriver:
         try:
             token_file = directory / TOKEN_FILE
             _create_private(token_file, (spec.supervisor_token + "\n").encode())
-            socket = await add_workload_remote(
-                self.settings.identity_admin_socket,
-                workload,
-                spec.spiffe_path,
-                uids=[os.geteuid()],
-            )
+            group: int | None = None  # None: the supervisor keeps our own gid
+            if self._spire is not None:
+                registered = await self._spire.register(workload, spec.spiffe_path, os.geteuid())
+                entry.spire_entry = registered
+                save_entry(directory, registered)
+                socket = self._spire.agent_socket
+                group = registered.gid  # what SPIRE's unix attestor tells apart
+            else:
+                socket = await add_workload_remote(
+                    self.settings.identity_admin_socket,
+                    workload,
+                    spec.spiffe_path,
+                    uids=[os.geteuid()],
+                )
             invocation = supervisor_invocation(self.settings, spec, token_file, socket)
             entry.process = await asyncio.create_subprocess_exec(
                 *invocation.argv(supervisor_command()),
@@ -275,13 +297,14 @@ class LocalDriver:
                 stderr=asyncio.subprocess.STDOUT,
                 env=invocation.environment(path=os.environ.get("PATH", "/usr/bin:/bin")),
                 start_new_session=True,
+                group=group,
             )
             assert entry.process.stdout is not None
             entry.log_copier = asyncio.create_task(
                 copy_capped(entry.process.stdout, directory / LOG_FILE)
             )
             _create_private(directory / PID_FILE, f"{entry.process.pid}\n".encode())
-        except (OSError, AdminError, ValueError) as exc:
+        except (OSError, AdminError, ValueError, SpireError) as exc:
             await self._remove(spec.sandbox_id)
             raise DriverError(f"cannot start the supervisor: {exc}") from None
         entry.waiter = asyncio.create_task(self._wait(spec.sandbox_id, entry))
@@ -332,9 +355,19 @@ class LocalDriver:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
             await _until_gone(pid, STOP_GRACE)
-        with contextlib.suppress(AdminError, OSError):
-            await remove_workload_remote(self.settings.identity_admin_socket, directory.name)
+        await self._unregister(directory.name, load_entry(directory))
         shutil.rmtree(directory, ignore_errors=True)
+
+    async def _unregister(self, workload: str, spire_entry: SandboxEntry | None) -> None:
+        """Take the sandbox's identity away: its SPIRE entry, or its local agent workload."""
+        if self._spire is not None:
+            try:
+                await self._spire.unregister(workload, spire_entry)
+            except SpireError as exc:
+                log.warning("sandbox %s: its SPIRE entry was not deleted: %s", workload, exc)
+            return
+        with contextlib.suppress(AdminError, OSError):
+            await remove_workload_remote(self.settings.identity_admin_socket, workload)
 
     async def _remove(self, sandbox_id: str) -> None:
         """Tear one sandbox down; concurrent callers (a delete racing the supervisor's own
@@ -359,8 +392,7 @@ class LocalDriver:
                 await process.wait()
         if entry.log_copier is not None:
             await asyncio.gather(entry.log_copier, return_exceptions=True)
-        with contextlib.suppress(AdminError, OSError):
-            await remove_workload_remote(self.settings.identity_admin_socket, entry.workload)
+        await self._unregister(entry.workload, entry.spire_entry or load_entry(entry.directory))
         shutil.rmtree(entry.directory, ignore_errors=True)
         if self._sandboxes.get(sandbox_id) is entry:
             del self._sandboxes[sandbox_id]

@@ -23,6 +23,7 @@ from .answer import TokenAnswer, check_exchanged_token
 from .cache import AccessToken, Lookup, TokenCache, decide
 from .client import TokenEndpointClient
 from .errors import GrantError, GrantMisconfigured, TokenEndpointError, WorkloadIdentityUnavailable
+from .freshness import worth_fresh_svid
 from .lifetime import cache_ttl
 from .metrics import GrantMetrics
 from .request import CacheKey, cache_key, grant_kind, token_request_form
@@ -85,7 +86,10 @@ class GrantEngine:
     (e.g. one trusting a private CA); the engine owns it and closes it in :meth:`aclose`.
     ``identity_timeout`` bounds each SVID fetch. Metrics go to ``registry`` (a private one,
     readable as :attr:`registry`, when None). ``clock`` (monotonic seconds) and
-    ``jitter`` (uniform in [0, 1)) are injectable so cache timing can be tested exactly.
+    ``jitter`` (uniform in [0, 1)) are injectable so cache timing can be tested exactly;
+    ``wall_clock`` (Unix seconds) judges how old a refused SVID was.
+    A token endpoint that refuses a JWT-SVID which was not new as ``invalid_client`` gets
+    one more request with a fresh SVID (:mod:`grantbox.grants.freshness`).
     One engine serves one event loop.
     """
 
@@ -102,6 +106,7 @@ class GrantEngine:
         clock: Callable[[], float] = time.monotonic,
         jitter: Callable[[], float] = _system_random.random,
         x509: X509SvidSource | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._identity = identity
         if x509 is None and isinstance(identity, X509SvidSource):
@@ -115,6 +120,7 @@ class GrantEngine:
         self._metrics = GrantMetrics(registry)
         self._clock = clock
         self._jitter = jitter
+        self._wall_clock = wall_clock
         self._inflight: dict[CacheKey, asyncio.Task[AccessToken]] = {}
         self._keys: dict[GrantBinding, CacheKey] = {}  # cache_key() of each binding seen
         self._attached: frozenset[CacheKey] | None = None
@@ -218,7 +224,25 @@ class GrantEngine:
         if problem is not None:
             raise GrantMisconfigured(problem)
         assertion = await self._fetch_svid(binding)
-        answer = await self._exchange(binding, assertion)
+        try:
+            answer = await self._exchange(binding, assertion)
+        except GrantError as error:
+            if not assertion or not worth_fresh_svid(
+                error.reason, error.detail, assertion, self._wall_clock()
+            ):
+                raise
+            # The issuer may have refused the SVID for its age (a Workload API cache served
+            # it); the source has no cache of ours, so asking again gets what it serves now.
+            fresh = await self._fetch_svid(binding)
+            if fresh == assertion:
+                raise
+            log.info(
+                "token endpoint refused a JWT-SVID that was not new; retrying once with a "
+                "fresh one",
+                extra={"fields": {"binding": binding.id}},
+            )
+            self._metrics.fresh_svid_retries.inc()
+            answer = await self._exchange(binding, fresh)
         ttl = cache_ttl(answer.expires_in, binding.cache_ttl_seconds)
         return AccessToken(answer.access_token, started + ttl), ttl
 

@@ -45,6 +45,11 @@ class GrantMetrics:
             "obtain() calls that waited for a token request another caller started",
             registry=target,
         )
+        self.fresh_svid_retries = Counter(
+            "grantbox_token_fresh_svid_retries",
+            "Token requests repeated with a fresh JWT-SVID after the issuer refused an old one",
+            registry=target,
+        )
         self.failures_served = Counter(
             "grantbox_token_cache_failures_served",
             "obtain() calls answered with a remembered failure during backoff",

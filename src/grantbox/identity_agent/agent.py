@@ -26,7 +26,7 @@ from .admin import AdminServer
 from .attestation import AttestingListener, CallerDirectory, prepare_socket_dir
 from .authority import Authority
 from .keys import check_algorithm
-from .oidc import OidcServer, bind_tcp, build_app
+from .oidc import BUNDLE_PATH, OidcServer, bind_tcp, build_app
 from .registry import (
     MAX_UNIX_PATH,
     SOCKET_FILE,
@@ -108,6 +108,11 @@ class IdentityAgent:
         return self._x509.ca.certificate.public_bytes(serialization.Encoding.PEM)
 
     @property
+    def bundle_url(self) -> str | None:
+        """The SPIFFE bundle endpoint (JWT bundle, ``use: jwt-svid``), once started."""
+        return None if self._oidc_url is None else self._oidc_url + BUNDLE_PATH
+
+    @property
     def admin_socket(self) -> Path | None:
         return self._admin_socket
 
@@ -181,6 +186,7 @@ class IdentityAgent:
             issuer=lambda: self._authority.issuer or base_url,
             jwks=self._authority.oidc_jwks,
             algorithms=self._authority.published_algorithms,
+            bundle=self._authority.jwt_bundle,
         )
         self._oidc = OidcServer(app, sock)
         await self._oidc.start()

@@ -1,8 +1,11 @@
-"""OIDC discovery for the trust domain, shaped like SPIRE's OIDC Discovery Provider.
+"""The trust domain's keys over HTTP, the two ways relying parties look for them.
 
-``/.well-known/openid-configuration`` points to ``/keys``, a JWKS of the JWT-SVID signing
-keys with ``use: sig`` (what generic OIDC/JWT verifiers accept), so a token issuer verifies
-our SVIDs exactly as it would verify SPIRE's.
+* OIDC discovery, shaped like SPIRE's OIDC Discovery Provider:
+  ``/.well-known/openid-configuration`` points to ``/keys``, a JWKS of the JWT-SVID signing
+  keys with ``use: sig`` (what generic OIDC/JWT verifiers accept).
+* A SPIFFE bundle endpoint at ``/bundle`` (SPIFFE Trust Domain and Bundle spec): the JWT
+  bundle with ``use: jwt-svid`` keys plus ``spiffe_sequence`` and ``spiffe_refresh_hint``,
+  which is what Keycloak's SPIFFE identity provider reads to trust a trust domain.
 """
 
 from __future__ import annotations
@@ -16,11 +19,13 @@ from typing import Any
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 DISCOVERY_PATH = "/.well-known/openid-configuration"
 KEYS_PATH = "/keys"
+BUNDLE_PATH = "/bundle"
+_NO_STORE = {"Cache-Control": "no-store"}
 
 
 def discovery_document(issuer: str, jwks_uri: str, algorithms: list[str]) -> dict[str, Any]:
@@ -39,6 +44,7 @@ def build_app(
     issuer: Callable[[], str],
     jwks: Callable[[], dict[str, Any]],
     algorithms: Callable[[], list[str]],
+    bundle: Callable[[], bytes],
 ) -> Starlette:
     async def discovery(_: Request) -> JSONResponse:
         document = discovery_document(issuer(), base_url() + KEYS_PATH, algorithms())
@@ -47,8 +53,16 @@ def build_app(
     async def keys(_: Request) -> JSONResponse:
         return JSONResponse(jwks(), headers={"Cache-Control": "max-age=60"})
 
+    async def spiffe_bundle(_: Request) -> Response:
+        # The refresh hint inside the document is the caching contract; keep HTTP caches out.
+        return Response(bundle(), media_type="application/json", headers=_NO_STORE)
+
     return Starlette(
-        routes=[Route(DISCOVERY_PATH, discovery), Route(KEYS_PATH, keys)],
+        routes=[
+            Route(DISCOVERY_PATH, discovery),
+            Route(KEYS_PATH, keys),
+            Route(BUNDLE_PATH, spiffe_bundle),
+        ],
     )
 
 
