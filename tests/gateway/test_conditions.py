@@ -170,3 +170,31 @@ def test_truncation_is_a_flag_of_the_record(gw: GatewayCli, driver: RecordingDri
     assert text[3].endswith("] ends like a cut [truncated]")
     assert records[3]["truncated"] is False
     assert rfc3339(0.0) == "1970-01-01T00:00:00.000Z"
+
+
+def test_an_oversized_event_is_stored_as_a_truncated_record_and_events_stay_readable(
+    gw: GatewayCli, driver: RecordingDriver
+) -> None:
+    """An agent controls a URL up to the proxy's 64 KiB head: an event that large must never
+    be stored as cut JSON that breaks every later read of the sandbox's events."""
+    gw.ok("sandbox", "create", "--name", "box")
+    spec = driver.created[0]
+    url = "http://denied.invalid/" + "A" * 30_000
+
+    async def ship() -> None:
+        async with _client(spec) as client:
+            await client.ship_events(
+                [
+                    {"kind": "http", "n": 1},
+                    {"kind": "http", "http_request": {"url": {"url_string": url}}},
+                    {"kind": "http", "n": 3},
+                ]
+            )
+
+    asyncio.run(ship())
+    events = gw.json("sandbox", "events", "box")
+    assert [e["data"].get("n") for e in events] == [1, None, 3]
+    big = events[1]["data"]
+    assert big["truncated"] is True and big["kind"] == "http"
+    assert big["size"] > MAX_LOG_MESSAGE
+    assert "AAAA" not in json.dumps(big)

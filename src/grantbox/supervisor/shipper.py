@@ -19,7 +19,7 @@ from typing import Any
 from .gateway_client import SupervisorClientError
 from .outbox import Outbox
 from .retry import transient
-from .shipping import batches, flatten, halves
+from .shipping import batches, bounded_event, flatten, halves
 
 log = logging.getLogger("grantbox.supervisor")
 
@@ -60,7 +60,7 @@ class Shipper:
         return f"Shipper({waiting})"
 
     def event(self, item: Item) -> None:
-        self.outboxes["events"].put(item)
+        self.outboxes["events"].put(bounded_event(item))
 
     def log(self, message: str, stream: str, *, truncated: bool = False) -> None:
         line = {"message": message, "stream": stream, "ts": time.time(), "truncated": truncated}

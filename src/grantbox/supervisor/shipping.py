@@ -21,6 +21,10 @@ MAX_MESSAGE_BYTES = 8 * 1024
 MAX_BATCH_BYTES = 256 * 1024
 """A shipped batch's JSON-encoded size at most: a sixteenth of the gateway's 4 MiB limit."""
 MAX_BATCH_ITEMS = 1000
+MAX_EVENT_BYTES = 8 * 1024
+"""An event's JSON-encoded size at most; its strings (a URL is the agent's, up to the proxy's
+64 KiB head) are cut to fit."""
+MIN_STRING = 64
 
 
 def encoded_size(value: Any) -> int:
@@ -40,6 +44,33 @@ def bounded_message(text: str, limit: int = MAX_MESSAGE_BYTES) -> tuple[str, boo
         else:
             high = middle - 1
     return text[:low], True
+
+
+def _cut_strings(value: Any, length: int) -> Any:
+    if isinstance(value, str):
+        return value[:length]
+    if isinstance(value, Mapping):
+        return {key: _cut_strings(item, length) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_cut_strings(item, length) for item in value]
+    return value
+
+
+def bounded_event(event: Mapping[str, Any], limit: int = MAX_EVENT_BYTES) -> dict[str, Any]:
+    """``event`` whole when its encoding fits ``limit``; else with every string value cut to
+    the longest length (halving) that makes it fit, and ``unmapped.truncated: true`` (OCSF's
+    place for extras). Failing even that, only its ``kind``, marked truncated."""
+    if encoded_size(event) <= limit:
+        return dict(event)
+    length = limit
+    while length > MIN_STRING:
+        length //= 2
+        cut = _cut_strings(event, length)
+        extra = cut.get("unmapped")
+        cut["unmapped"] = {**(extra if isinstance(extra, dict) else {}), "truncated": True}
+        if encoded_size(cut) <= limit:
+            return dict(cut)
+    return {"kind": str(event.get("kind") or "event")[:64], "unmapped": {"truncated": True}}
 
 
 def batches(

@@ -136,6 +136,15 @@ def _keep_newest(
         session.execute(delete(model).where(model.sandbox_id == sandbox_id, model.seq <= cutoff))
 
 
+def _event_data(item: Mapping[str, Any], kind: str) -> str:
+    """The event as stored: whole, or (when larger than the bound) a record saying so.
+    Never JSON cut in the middle, which would break every later read of the events."""
+    data = json.dumps(item, sort_keys=True, default=str)
+    if len(data) <= MAX_LOG_MESSAGE:
+        return data
+    return json.dumps({"kind": kind, "truncated": True, "size": len(data)})
+
+
 class SandboxService:
     def __init__(
         self,
@@ -430,12 +439,13 @@ class SandboxService:
             if session.get(SandboxRow, sandbox_id) is None:
                 raise NotFound("sandbox not found")
             for item in events:
+                kind = str(item.get("kind") or "event")[:64]
                 session.add(
                     EventRow(
                         sandbox_id=sandbox_id,
                         ts=float(item.get("ts") or time.time()),
-                        kind=str(item.get("kind") or "event")[:64],
-                        data=json.dumps(item, sort_keys=True, default=str)[:MAX_LOG_MESSAGE],
+                        kind=kind,
+                        data=_event_data(item, kind),
                     )
                 )
             # Every proxied request yields events: keep them bounded like the logs.
