@@ -89,7 +89,7 @@ async def test_a_backlog_shows_as_a_condition_while_the_sandbox_stays_ready(
     assert drained["reason"] == "UpToDate"
     assert drained["since"] > condition["since"]
     assert "lost so far" not in drained["message"]
-    lines = stack.gw.run("sandbox", "logs", "busy", "-o", "json", "--limit", "10000").stdout
+    lines = stack.gw.run("sandbox", "logs", "busy", "-o", "json", "--tail", "-1").stdout
     messages = [json.loads(line)["message"] for line in lines.splitlines() if line.strip()]
     assert messages[:6000] == [str(i) for i in range(1, 6001)]
     assert view()["phase"] == "ready"

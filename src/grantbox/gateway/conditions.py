@@ -13,11 +13,12 @@ the report. Pure functions over plain data.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from .timestamps import rfc3339
 
 MAX_CONDITIONS = 8
 MAX_MESSAGE = 1000
@@ -50,11 +51,6 @@ class Condition:
             "message": self.message,
             "since": self.since,
         }
-
-
-def rfc3339(seconds: float) -> str:
-    moment = dt.datetime.fromtimestamp(seconds, dt.UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def merge(

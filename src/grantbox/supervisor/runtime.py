@@ -33,6 +33,7 @@ from grantbox.sandbox.spec import LaunchSpec
 from grantbox.sandbox.subids import for_operator, why_not
 from grantbox.sandbox.trust import trust_bundle
 
+from .exec_session import run_exec
 from .gateway_client import ExecRequestItem, SupervisorClient, SupervisorClientError
 from .launch import Fence, SupervisorOptions, agent_launch_spec
 from .metrics import register_outbox_metrics
@@ -47,7 +48,6 @@ HEARTBEAT_INTERVAL = 5.0
 SHIP_INTERVAL = 0.5
 LONG_POLL_SECONDS = 25.0
 STOP_GRACE = 5.0
-EXEC_TIMEOUT_CODE = 124
 MAX_LINE = 16 * 1024
 
 
@@ -89,6 +89,7 @@ class Supervisor:
         self._orphaned = ""
         self._tasks: set[asyncio.Task[Any]] = set()
         self._execs: set[asyncio.Task[None]] = set()
+        self._fence_error = ""
 
     def __repr__(self) -> str:
         return f"Supervisor(sandbox_id={self.options.sandbox_id!r})"
@@ -228,6 +229,7 @@ class Supervisor:
             code = waiter.result()
             level = logging.INFO if code == 0 else logging.WARNING
             log.log(level, "sandbox %s: agent exited with %s", self.options.sandbox_id, code)
+            await self._report_exit(code)
             return code
         await _terminate(agent, waiter)
         await asyncio.gather(*pumps, return_exceptions=True)
@@ -238,7 +240,7 @@ class Supervisor:
             task.cancel()
         if not self._orphaned:  # the gateway would refuse anything more
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._shipper.ship_once(), 2.0)
+                await asyncio.wait_for(self._ship_once(), 2.0)
         for task in list(self._tasks) + list(self._execs):
             task.cancel()
         await asyncio.gather(*self._tasks, *self._execs, return_exceptions=True)
@@ -380,12 +382,23 @@ class Supervisor:
             if not line:
                 return
             text, truncated = bounded_message(line.decode(errors="replace").rstrip("\n"))
+            if name == "stderr" and text.startswith("sandbox: "):
+                self._fence_error = text  # why the fence could not run the command
             self._shipper.log(text, name, truncated=truncated)
+
+    async def _ship_once(self) -> None:
+        """One shipping round (events first); the gateway saying the sandbox is gone ends it."""
+        try:
+            await self._shipper.ship_once()
+        except SupervisorClientError as exc:
+            if not exc.sandbox_gone:
+                raise
+            await self._orphan(str(exc))
 
     async def _ship(self) -> None:
         while not self._stopping.is_set():
             await self._pause(SHIP_INTERVAL)
-            await self._shipper.ship_once()
+            await self._ship_once()
 
     # -- exec ---------------------------------------------------------------------------
     async def _serve_exec(self) -> None:
@@ -400,53 +413,22 @@ class Supervisor:
 
     async def _run_exec(self, item: ExecRequestItem) -> None:
         assert self._network is not None
-        try:
-            process = await launch(
-                self.launch_spec(item.command),
-                self._network,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-            )
-        except (OSError, ValueError) as exc:
-            await self._exec_report(
-                item.exec_id, b"sandbox: cannot start: %s\n" % str(exc).encode()
-            )
-            await self._exec_exit(item.exec_id, 126)
-            return
-        assert process.stdout is not None and process.stderr is not None
-        relays = asyncio.gather(
-            self._relay(item.exec_id, process.stdout, "stdout"),
-            self._relay(item.exec_id, process.stderr, "stderr"),
-        )
-        try:
-            code = await asyncio.wait_for(process.wait(), item.timeout_seconds)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
-            code = EXEC_TIMEOUT_CODE
-        except asyncio.CancelledError:
-            process.kill()
-            await process.wait()
-            raise
-        await relays
-        await self._exec_exit(item.exec_id, code)
+        network = self._network
 
-    async def _relay(self, exec_id: str, stream: asyncio.StreamReader, name: str) -> None:
-        while chunk := await stream.read(65536):
-            try:
-                await self._client.exec_output(exec_id, name, chunk)
-            except SupervisorClientError as exc:
-                log.warning("exec %s: output relay failed: %s", exec_id, exc)
+        def start(stdin: int | None, stdout: int | None, stderr: int | None) -> Any:
+            spec = self.launch_spec(item.command)
+            return launch(spec, network, stdin=stdin, stdout=stdout, stderr=stderr)
 
-    async def _exec_report(self, exec_id: str, data: bytes) -> None:
-        with contextlib.suppress(SupervisorClientError):
-            await self._client.exec_output(exec_id, "stderr", data)
+        await run_exec(self._client, item, start, before_exit=self._ship_once)
 
-    async def _exec_exit(self, exec_id: str, code: int) -> None:
+    async def _report_exit(self, code: int) -> None:
+        """Tell the gateway how the sandbox's own command ended, and why when the fence
+        could not run it (init's ``sandbox: …`` line), before this process exits."""
+        reason = self._fence_error.removeprefix("sandbox: ")
         try:
-            await self._client.exec_exit(exec_id, code)
-        except SupervisorClientError as exc:
-            log.warning("exec %s: exit report failed: %s", exec_id, exc)
+            await asyncio.wait_for(self._client.report_exit(code, reason), 5.0)
+        except (SupervisorClientError, TimeoutError) as exc:
+            log.warning("could not report the command's exit to the gateway: %s", exc)
 
 
 def _not_gone(exc: Exception) -> bool:

@@ -47,8 +47,27 @@ class AttachProvider(_Body):
 
 class ExecCreate(_Body):
     command: list[str] = Field(min_length=1, max_length=256)
-    timeout_seconds: float = Field(default=300.0, gt=0, le=3600)
+    timeout_seconds: float = Field(default=300.0, gt=0, le=86_400)
     pickup_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    stdin: bool = Field(default=False, description="the operator will send input")
+    tty: bool = Field(default=False, description="run the command on a terminal")
+    rows: int = Field(default=0, ge=0, le=1000)
+    cols: int = Field(default=0, ge=0, le=1000)
+
+
+class ExecInput(_Body):
+    data: str = Field(default="", max_length=1_048_576, description="base64 of the bytes")
+    eof: bool = False
+
+
+class ExecResize(_Body):
+    rows: int = Field(ge=1, le=1000)
+    cols: int = Field(ge=1, le=1000)
+
+
+class SandboxExit(_Body):
+    exit_code: int = Field(ge=-255, le=255)
+    reason: str = Field(default="", max_length=4000)
 
 
 class ConditionReport(_Body):

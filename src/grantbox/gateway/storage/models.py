@@ -103,6 +103,9 @@ class SandboxStatusRow(Base):
     last_heartbeat: Mapped[float | None] = mapped_column(Float, nullable=True)
     applied_revision: Mapped[str] = mapped_column(String(80), default="")
     supervisor_error: Mapped[str] = mapped_column(Text, default="")
+    # How the sandbox's command ended, as its supervisor reported it (None while it runs).
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True, default=None)
+    exit_reason: Mapped[str] = mapped_column(Text, default="")
     # The supervisor's last reported conditions (grantbox.gateway.conditions), as JSON.
     conditions: Mapped[str] = mapped_column(Text, default="[]", server_default="[]")
 

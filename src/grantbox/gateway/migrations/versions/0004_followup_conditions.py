@@ -4,8 +4,8 @@
 Existing rows read as no conditions and untruncated lines (a line cut before this revision
 still carries the supervisor's mark in its text).
 
-Revision ID: 0003_followup
-Revises: 0002_fence
+Revision ID: 0004_followup
+Revises: 0003_sandbox_exit
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003_followup"
-down_revision = "0002_fence"
+revision = "0004_followup"
+down_revision = "0003_sandbox_exit"
 branch_labels = None
 depends_on = None
 
