@@ -25,11 +25,18 @@ _COLUMNS = (
     ("COMMAND", "command", lambda v: _shorten(" ".join(v or ()) or "(idle)")),
     ("CREATED", "created_at"),
     ("REASON", "phase_reason"),
+    ("CONDITIONS", "conditions", lambda v: _conditions(v)),
 )
 NO_SANDBOXES = "no sandboxes (create one with `grantbox sandbox create NAME -- COMMAND`)"
 DEFAULT_TAIL = 1000
 WAIT_POLL = 0.25
 OMITTED_HEADER = "grantbox-omitted"
+
+
+def _conditions(conditions: list[dict[str, Any]] | None) -> str:
+    """The conditions that hold (``status: True``), each with its message."""
+    held = [c for c in conditions or () if c.get("status") == "True"]
+    return "; ".join(f"{c.get('type')}: {c.get('message', '')}" for c in held)
 
 
 def _shorten(text: str, width: int = 40) -> str:
@@ -350,7 +357,9 @@ def logs(
             out.write(message + "\n")
             out.flush()
         else:
-            say(f"{item.get('time', '')} [{item.get('stream', '')}] {message}")
+            # The flag is the gateway's, never the agent's text: the mark follows the line.
+            cut = " [truncated]" if item.get("truncated") else ""
+            say(f"{item.get('time', '')} [{item.get('stream', '')}] {message}{cut}")
 
     _follow_records(name, "logs", _params(tail, since, follow), gateway, fmt, show)
 

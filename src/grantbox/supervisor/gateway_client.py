@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -164,8 +164,18 @@ class SupervisorClient:
         secrets = StaticSecrets({str(k): str(v) for k, v in values.items()})
         return EffectiveConfig.from_dict(data).with_secrets(secrets)
 
-    async def heartbeat(self, applied_revision: str = "", error: str = "") -> dict[str, Any]:
-        body = {"applied_revision": applied_revision, "error": error}
+    async def heartbeat(
+        self,
+        applied_revision: str = "",
+        error: str = "",
+        conditions: Sequence[Mapping[str, str]] = (),
+    ) -> dict[str, Any]:
+        """``conditions`` are ``{type, status, reason, message}`` (the gateway adds ``since``)."""
+        body = {
+            "applied_revision": applied_revision,
+            "error": error,
+            "conditions": [dict(condition) for condition in conditions],
+        }
         data: dict[str, Any] = (await self._request("POST", "/heartbeat", json_body=body)).json()
         return data
 

@@ -94,7 +94,10 @@ def create_app(
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         gateway.feed.bind(asyncio.get_running_loop())
         gateway.sandboxes.records.bind(asyncio.get_running_loop())
-        tasks: list[asyncio.Task[Any]] = [asyncio.create_task(gateway.orchestrator.follow_driver())]
+        tasks: list[asyncio.Task[Any]] = [
+            asyncio.create_task(gateway.orchestrator.follow_driver()),
+            asyncio.create_task(gateway.orchestrator.reconcile_driver()),
+        ]
         if resume_sandboxes:
             tasks.append(gateway.orchestrator.start_resuming())
         try:

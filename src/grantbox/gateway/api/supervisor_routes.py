@@ -85,8 +85,9 @@ async def supervisor_heartbeat(
 ) -> dict[str, Any]:
     own_sandbox(claims, sandbox_id)
     gateway = gateway_of(request)
+    conditions = [condition.model_dump() for condition in body.conditions]
     await _for_live_sandbox(
-        gateway.sandboxes.heartbeat, sandbox_id, body.applied_revision, body.error
+        gateway.sandboxes.heartbeat, sandbox_id, body.applied_revision, body.error, conditions
     )
     view = await _for_live_sandbox(gateway.sandboxes.get_by_id, sandbox_id)
     return {

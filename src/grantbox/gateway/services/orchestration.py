@@ -19,16 +19,28 @@ from grantbox.drivers.protocol import (
     ComputeDriver,
     DriverState,
     DriverStatus,
+    Reconciling,
+    RequestedLimits,
+    SandboxRefused,
     SandboxSpec,
     sandbox_spiffe_path,
 )
 from grantbox.gateway.auth import SupervisorTokenIssuer
-from grantbox.gateway.errors import Unavailable
+from grantbox.gateway.errors import InvalidRequest, Unavailable
 from grantbox.gateway.exec_relay import ExecRelay
+from grantbox.profiles import LimitsPolicy
 
 from .sandboxes import SandboxService, SandboxView
 
 log = logging.getLogger("grantbox.gateway.sandboxes")
+
+RECONCILE_INTERVAL = 30.0
+
+
+def requested_limits(policy: Mapping[str, Any]) -> RequestedLimits:
+    """The stored policy's ``limits`` for the driver (validated when the policy was)."""
+    limits = LimitsPolicy.model_validate(policy.get("limits") or {})
+    return RequestedLimits(limits.processes, limits.memory_mib, limits.cpus)
 
 
 class SandboxOrchestrator:
@@ -70,7 +82,7 @@ class SandboxOrchestrator:
         view = await anyio.to_thread.run_sync(
             self.sandboxes.create, name, providers, policy, command
         )
-        await self._start(driver, view)
+        await self._start(driver, view, new=True)
         return await anyio.to_thread.run_sync(self.sandboxes.get_by_id, view.id)
 
     def _spec(self, view: SandboxView) -> SandboxSpec:
@@ -82,12 +94,19 @@ class SandboxOrchestrator:
             supervisor_token=self.issuer.mint(view.id),
             spiffe_path=sandbox_spiffe_path(view.id),
             labels={"grantbox.dev/sandbox": view.name, "grantbox.dev/sandbox-id": view.id},
+            limits=requested_limits(view.policy),
         )
 
-    async def _start(self, driver: ComputeDriver, view: SandboxView) -> None:
+    async def _start(self, driver: ComputeDriver, view: SandboxView, *, new: bool = False) -> None:
+        """Have the driver start the sandbox; a failure shows in its status, except that a
+        new sandbox the driver refuses as asked (above a ceiling) is refused and forgotten."""
         try:
             await driver.create(self._spec(view))
         except Exception as exc:
+            if new and isinstance(exc, SandboxRefused):
+                # Nothing started: the request must change, so it leaves no record behind.
+                await anyio.to_thread.run_sync(self.sandboxes.remove, view.id)
+                raise InvalidRequest(f"sandbox '{view.name}' refused: {exc}") from None
             self._restarting.discard(view.id)
             log.warning("driver could not start sandbox %s: %s", view.name, exc)
             failed = DriverStatus(DriverState.FAILED, f"driver could not start it: {exc}")
@@ -175,3 +194,21 @@ class SandboxOrchestrator:
                 )
             except Exception:
                 log.exception("could not record driver status for %s", sandbox_id)
+
+    async def reconcile_driver(self, interval: float = RECONCILE_INTERVAL) -> None:
+        """Have a driver whose sandboxes outlive this process (pods) remove those this
+        gateway no longer knows: at start, then every ``interval`` seconds (runs for the
+        server's lifetime)."""
+        driver = self.driver
+        if not isinstance(driver, Reconciling):
+            return
+
+        async def known() -> set[str]:
+            return set(await anyio.to_thread.run_sync(self.sandboxes.live_ids))
+
+        while True:
+            try:
+                await driver.reconcile(known)
+            except Exception as exc:
+                log.warning("could not reconcile the driver's sandboxes: %s", exc)
+            await anyio.sleep(interval)

@@ -22,6 +22,7 @@ from grantbox.drivers.protocol import DriverState, DriverStatus
 from grantbox.gateway.agent_ids import UidRange, choose_free
 from grantbox.gateway.catalog import Catalog
 from grantbox.gateway.changes import ChangeFeed
+from grantbox.gateway.conditions import Condition, dumps, loads, merge
 from grantbox.gateway.consistency import (
     SandboxAttachments,
     check_name,
@@ -84,6 +85,7 @@ class SandboxView:
     updated_at: float
     exit_code: int | None = None
     agent_uid: int | None = None
+    conditions: tuple[Condition, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -102,6 +104,7 @@ class SandboxView:
             "created_at": rfc3339(self.created_at),
             "updated_at": rfc3339(self.updated_at),
             "agent_uid": self.agent_uid,
+            "conditions": [condition.to_dict() for condition in self.conditions],
         }
 
 
@@ -170,6 +173,15 @@ def _keep_newest(
         session.execute(delete(model).where(model.sandbox_id == sandbox_id, model.seq <= cutoff))
 
 
+def _event_data(item: Mapping[str, Any], kind: str) -> str:
+    """The event as stored: whole, or (when larger than the bound) a record saying so.
+    Never JSON cut in the middle, which would break every later read of the events."""
+    data = json.dumps(item, sort_keys=True, default=str)
+    if len(data) <= MAX_LOG_MESSAGE:
+        return data
+    return json.dumps({"kind": kind, "truncated": True, "size": len(data)})
+
+
 class SandboxService:
     def __init__(
         self,
@@ -225,6 +237,7 @@ class SandboxService:
             updated_at=row.updated_at,
             exit_code=facts.exit_code,
             agent_uid=row.agent_uid,
+            conditions=loads(status.conditions) if status else (),
         )
 
     def list_all(self) -> list[SandboxView]:
@@ -237,6 +250,13 @@ class SandboxService:
         for view in self.list_all():
             counts[view.phase.value] += 1
         return counts
+
+    def live_ids(self) -> list[str]:
+        """Ids of the sandboxes that should run: every record not being deleted."""
+        with self._store.read() as session:
+            deleting = select(SandboxStatusRow.sandbox_id).where(SandboxStatusRow.deleting)
+            query = select(SandboxRow.id).where(SandboxRow.id.not_in(deleting))
+            return list(session.scalars(query).all())
 
     def get(self, name: str) -> SandboxView:
         with self._store.read() as session:
@@ -414,14 +434,24 @@ class SandboxService:
             row.driver_state = status.state.value
             row.driver_message = status.message[:2000]
 
-    def heartbeat(self, sandbox_id: str, applied_revision: str, error: str) -> None:
+    def heartbeat(
+        self,
+        sandbox_id: str,
+        applied_revision: str,
+        error: str,
+        conditions: Sequence[Mapping[str, Any]] = (),
+    ) -> None:
+        """Record a heartbeat; ``conditions`` replace the last report (see
+        :mod:`grantbox.gateway.conditions`), keeping ``since`` of unchanged ones."""
         with self._store.write() as session:
             row = session.get(SandboxStatusRow, sandbox_id)
             if row is None or row.deleting:
                 raise NotFound("sandbox not found or being deleted")
-            row.last_heartbeat = time.time()
+            now = time.time()
+            row.last_heartbeat = now
             row.applied_revision = applied_revision[:80]
             row.supervisor_error = error[:2000]
+            row.conditions = dumps(merge(loads(row.conditions), conditions, now))
 
     def record_exit(self, sandbox_id: str, exit_code: int, reason: str) -> None:
         """The supervisor says the sandbox's command ended (before it exits itself)."""
@@ -447,6 +477,7 @@ class SandboxService:
             status.supervisor_error = ""
             status.exit_code = None
             status.exit_reason = ""
+            status.conditions = "[]"
             session.flush()
             return self._view(session, row)
 
@@ -470,12 +501,14 @@ class SandboxService:
             if session.get(SandboxRow, sandbox_id) is None:
                 raise NotFound("sandbox not found")
             for line in lines:
+                message = str(line.get("message", ""))
                 session.add(
                     LogRow(
                         sandbox_id=sandbox_id,
                         ts=plausible_time(line.get("ts"), now),
                         stream=str(line.get("stream") or "supervisor")[:32],
-                        message=str(line.get("message", ""))[:MAX_LOG_MESSAGE],
+                        message=message[:MAX_LOG_MESSAGE],
+                        truncated=bool(line.get("truncated")) or len(message) > MAX_LOG_MESSAGE,
                     )
                 )
             _keep_newest(session, LogRow, sandbox_id, self.log_retention)
@@ -490,12 +523,13 @@ class SandboxService:
             if session.get(SandboxRow, sandbox_id) is None:
                 raise NotFound("sandbox not found")
             for item in events:
+                kind = str(item.get("kind") or "event")[:64]
                 session.add(
                     EventRow(
                         sandbox_id=sandbox_id,
                         ts=event_time(item, now),
-                        kind=str(item.get("kind") or "event")[:64],
-                        data=json.dumps(item, sort_keys=True, default=str)[:MAX_LOG_MESSAGE],
+                        kind=kind,
+                        data=_event_data(item, kind),
                     )
                 )
             # Every proxied request yields events: keep them bounded like the logs.
@@ -546,7 +580,13 @@ class SandboxService:
             LogRow, sandbox_id, after=after, since=since, tail=tail, limit=limit
         )
         items = [
-            {"seq": r.seq, "time": rfc3339(r.ts), "stream": r.stream, "message": r.message}
+            {
+                "seq": r.seq,
+                "time": rfc3339(r.ts),
+                "stream": r.stream,
+                "message": r.message,
+                "truncated": r.truncated,
+            }
             for r in rows
         ]
         return RecordPage(items, omitted)
