@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import os
 import ssl
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -22,8 +21,11 @@ from typing import Any, TypeVar
 
 import click
 import httpx
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from grantbox.gateway.settings import GATEWAY_FILE, OPERATOR_TOKEN_FILE, default_config_dir
+from grantbox.settings import ENV_PREFIX
 
 from .output import fail
 
@@ -39,6 +41,15 @@ class GatewayCallError(Exception):
         super().__init__(message)
         self.status = status
         self.code = code
+
+
+class OperatorEnvironment(BaseSettings):
+    """The gateway and operator token from ``GRANTBOX_GATEWAY`` and ``GRANTBOX_TOKEN``."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_ignore_empty=True, frozen=True)
+
+    gateway: str = ""
+    token: SecretStr = SecretStr("")
 
 
 @functools.cache
@@ -78,10 +89,11 @@ def resolve_target(gateway: str | None) -> tuple[str, str]:
     """``(url, token)`` from flags, environment and the user config directory."""
     config_dir = default_config_dir()
     recorded = recorded_gateway(config_dir)
+    environment = OperatorEnvironment()
     if gateway:
         url = check_url(gateway, "--gateway")
-    elif os.environ.get("GRANTBOX_GATEWAY"):
-        url = check_url(os.environ["GRANTBOX_GATEWAY"], "GRANTBOX_GATEWAY")
+    elif environment.gateway:
+        url = check_url(environment.gateway, "GRANTBOX_GATEWAY")
     else:
         url = str(recorded.get("url") or "")
     if not url:
@@ -89,7 +101,7 @@ def resolve_target(gateway: str | None) -> tuple[str, str]:
             "no gateway configured: pass --gateway URL or set GRANTBOX_GATEWAY "
             "(or start one with `grantbox up` / `grantbox gateway serve`)"
         )
-    token = os.environ.get("GRANTBOX_TOKEN", "").strip()
+    token = environment.token.get_secret_value().strip()
     if not token:
         token_file = Path(recorded.get("token_file") or config_dir / OPERATOR_TOKEN_FILE)
         try:

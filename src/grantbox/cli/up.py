@@ -36,7 +36,7 @@ from grantbox.drivers.spire import (
     parse_gid_range,
 )
 from grantbox.gateway import GatewayServer, GatewaySettings
-from grantbox.gateway.settings import DEFAULT_LISTEN, parse_listen
+from grantbox.gateway.settings import DEFAULT_LISTEN, parse_listen, runtime_dir_override
 from grantbox.gateway.state_dir import StateDirError, secure_tree
 from grantbox.identity_agent import IdentityAgent
 from grantbox.sandbox import isolation_problem, shadow_problem, subids
@@ -51,9 +51,9 @@ SHUTDOWN_GRACE = 1  # seconds the gateway waits for long-polls of stopped superv
 def default_runtime_dir() -> Path:
     """Sockets live here: ``$GRANTBOX_RUNTIME_DIR``, ``/run/grantbox`` as root, else the
     user's runtime directory."""
-    override = os.environ.get("GRANTBOX_RUNTIME_DIR")
-    if override:
-        return Path(override)
+    override = runtime_dir_override()
+    if override is not None:
+        return override
     if os.geteuid() == 0:
         return Path("/run/grantbox")
     return Path(platformdirs.user_runtime_dir("grantbox"))

@@ -45,18 +45,20 @@ def parse_listen(value: str) -> tuple[str, int]:
 
 
 class StateDirectories(BaseSettings):
-    """The two directories every grantbox command on this machine agrees on."""
+    """The directories every grantbox command on this machine agrees on (the runtime
+    directory, where sockets live, has no single default: ``grantbox up`` picks one)."""
 
     # An empty variable means unset, as it did before these were parsed by a model.
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_ignore_empty=True, frozen=True)
 
     state_dir: Path = Field(default_factory=lambda: Path(platformdirs.user_data_dir(APP_NAME)))
     config_dir: Path = Field(default_factory=lambda: Path(platformdirs.user_config_dir(APP_NAME)))
+    runtime_dir: Path | None = None
 
-    @field_validator("state_dir", "config_dir")
+    @field_validator("state_dir", "config_dir", "runtime_dir")
     @classmethod
-    def _not_empty(cls, value: Path) -> Path:
-        if str(value) in ("", "."):
+    def _not_empty(cls, value: Path | None) -> Path | None:
+        if value is not None and str(value) in ("", "."):
             raise ValueError("must name a directory")
         return value
 
@@ -76,6 +78,11 @@ def default_state_dir() -> Path:
 def default_config_dir() -> Path:
     """The user's config directory for grantbox, or ``$GRANTBOX_CONFIG_DIR``."""
     return _directories().config_dir
+
+
+def runtime_dir_override() -> Path | None:
+    """``$GRANTBOX_RUNTIME_DIR`` when set."""
+    return _directories().runtime_dir
 
 
 class GatewaySettings(StateDirectories):
