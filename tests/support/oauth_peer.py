@@ -30,6 +30,7 @@ import secrets
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,6 +67,8 @@ class Seen:
     peer_uri: str | None
     """The URI SAN of the client certificate, when one was presented."""
     peer_serial: int | None
+    at: float = 0.0
+    """When it arrived (``time.monotonic()``, one clock for every process on the host)."""
 
     def fields(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
@@ -230,7 +233,7 @@ class OAuthPeer:
         except (UnicodeDecodeError, ValueError):
             form = ()
         headers = tuple((k.decode().lower(), v.decode()) for k, v in request.headers)
-        seen = Seen(form, headers, peer_uri, peer_serial)
+        seen = Seen(form, headers, peer_uri, peer_serial, time.monotonic())
         with self._lock:
             self.seen.append(seen)
             queued = self._queued.pop(0) if self._queued else None

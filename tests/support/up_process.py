@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 from .grantbox_command import GRANTBOX, Grantbox
@@ -28,8 +29,9 @@ def up_environment(root: Path, runtime: Path) -> dict[str, str]:
 
 
 class UpProcess:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, args: Sequence[str] = ()) -> None:
         self.root = root
+        self.args = tuple(args)  # options of ``grantbox up``
         self.runtime = Path("/run") / f"gbx-op-{uuid.uuid4().hex[:8]}"
         self.env = up_environment(root, self.runtime)
         self.gb = Grantbox(env=self.env)
@@ -39,7 +41,7 @@ class UpProcess:
     def start(self) -> None:
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                [GRANTBOX, "up"],
+                [GRANTBOX, "up", *self.args],
                 env={**os.environ, **self.env},
                 stdin=subprocess.DEVNULL,
                 stdout=log,

@@ -15,7 +15,7 @@ import click
 import uvloop
 from prometheus_client import CollectorRegistry, start_http_server
 
-from grantbox.grants import GrantEngine, TokenEndpointClient
+from grantbox.grants import GrantEngine, TokenEndpointClient, read_ca_file
 from grantbox.identity import WorkloadIdentityClient
 from grantbox.identity.socket_uri import (
     ENDPOINT_ENV,
@@ -126,6 +126,10 @@ def run(
         overrides = parse_overrides(resolve)
     except ValueError as exc:
         fail(str(exc), code=2)
+    try:
+        extra_ca = read_ca_file(upstream_ca) if upstream_ca is not None else ""
+    except ValueError as exc:
+        fail(str(exc), code=2)
     address = _listen(listen)
     warning = identity_socket_warning(identity_socket, has_grants=bool(config.bindings))
     if warning:
@@ -137,7 +141,15 @@ def run(
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(
             _serve(
-                config, address, unix_path, identity_socket, ca_out, resolver, upstream_ca, metrics
+                config,
+                address,
+                unix_path,
+                identity_socket,
+                ca_out,
+                resolver,
+                upstream_ca,
+                extra_ca,
+                metrics,
             )
         )
 
@@ -180,14 +192,13 @@ async def _serve(
     ca_out: Path | None,
     resolver: SystemResolver,
     upstream_ca: Path | None,
+    extra_ca: str,
     metrics_address: tuple[str, int] | None,
 ) -> None:
+    """``extra_ca``: the certificates of ``upstream_ca``, checked before anything started."""
     limits = Limits()
     registry = CollectorRegistry()
     identity = WorkloadIdentityClient(identity_socket)
-    extra_ca = ""
-    if upstream_ca is not None:
-        extra_ca = await asyncio.to_thread(upstream_ca.read_text, "ascii", "ignore")
     engine = GrantEngine(
         identity, client=TokenEndpointClient(extra_ca_pem=extra_ca), registry=registry
     )

@@ -38,6 +38,7 @@ from grantbox.drivers.spire import (
 from grantbox.gateway import GatewayServer, GatewaySettings
 from grantbox.gateway.settings import DEFAULT_LISTEN, parse_listen, runtime_dir_override
 from grantbox.gateway.state_dir import StateDirError, secure_tree
+from grantbox.grants import read_ca_file
 from grantbox.identity_agent import IdentityAgent
 from grantbox.sandbox import isolation_problem, shadow_problem, subids
 
@@ -171,6 +172,8 @@ def up(
     try:
         parse_listen(listen)
         oidc = parse_listen(oidc_listen)
+        if upstream_ca is not None:
+            read_ca_file(upstream_ca)  # every supervisor reads it: refused here, not there
         settings = GatewaySettings.from_env(listen=listen)
         # Private before anything (the identity agent first) writes into it.
         secure_tree(settings.state_dir)

@@ -36,7 +36,7 @@ from .errors import (
 from .lifetime import Persistence, backoff_delay, cache_ttl, persistence, refresh_after
 from .request import CacheKey, GrantKind, cache_key, grant_kind, token_request_form
 from .svid import Svid, SvidSource, X509SvidSource
-from .tls import ClientCertificate, trust_context
+from .tls import ClientCertificate, read_ca_file, trust_context
 
 __all__ = [
     "MAX_BODY_BYTES",
@@ -72,6 +72,7 @@ __all__ = [
     "is_token68",
     "parse_retry_after",
     "persistence",
+    "read_ca_file",
     "refresh_after",
     "sanitise_oauth_field",
     "token_request_form",

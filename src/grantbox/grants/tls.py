@@ -25,7 +25,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
 MAX_CONTEXTS = 32
+MAX_CA_FILE_BYTES = 4 * 1024 * 1024
 
 
 class ClientCertificate(Protocol):
@@ -53,6 +57,40 @@ def trust_context(*, extra_ca_pem: str = "", pinned_ca_pem: str = "") -> ssl.SSL
     if extra_ca_pem:
         context.load_verify_locations(cadata=extra_ca_pem)
     return context
+
+
+def read_ca_file(path: Path) -> str:
+    """The certificates of an operator's CA file (``--upstream-ca``), as PEM.
+
+    Checked when it is given, so a wrong file is one clear error at start rather than every
+    sandbox's supervisor failing later with an SSL library message. Text between the PEM
+    blocks (the comments of bundles such as curl's) is allowed; a private key is not: a CA
+    file is public, and a key in it would be spread to every supervisor that reads it.
+    Raises ``ValueError`` with one line that names the file, never its content.
+    """
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(MAX_CA_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ValueError(
+            f"upstream CA file {path} cannot be read: {exc.strerror or 'error'}"
+        ) from None
+    if len(data) > MAX_CA_FILE_BYTES:
+        raise ValueError(
+            f"upstream CA file {path} is larger than {MAX_CA_FILE_BYTES // 1024 // 1024} MiB"
+        )
+    if b"PRIVATE KEY-----" in data:
+        raise ValueError(
+            f"upstream CA file {path} holds a private key; give it the CA certificates only"
+        )
+    try:
+        certificates = x509.load_pem_x509_certificates(data)
+    except ValueError:
+        raise ValueError(
+            f"upstream CA file {path} holds no PEM certificate that can be read "
+            "(-----BEGIN CERTIFICATE-----)"
+        ) from None
+    return "".join(c.public_bytes(serialization.Encoding.PEM).decode() for c in certificates)
 
 
 @contextlib.contextmanager

@@ -22,7 +22,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, start_http_server
 
 from grantbox.drivers.invocation import ORPHANED_EXIT_CODE
-from grantbox.grants import GrantEngine, TokenEndpointClient
+from grantbox.grants import GrantEngine, TokenEndpointClient, read_ca_file
 from grantbox.identity import WorkloadIdentityClient
 from grantbox.profiles import EffectiveConfig, SandboxPolicy, build_effective_config
 from grantbox.proxy import (
@@ -58,9 +58,10 @@ MAX_LINE = 16 * 1024
 
 
 def _read_ca(options: SupervisorOptions) -> str:
-    """The ``--upstream-ca`` bundle, trusted by token requests as by the proxy's upstreams."""
+    """The ``--upstream-ca`` bundle, trusted by token requests as by the proxy's upstreams
+    (``ValueError`` when the file is unusable: the supervisor stops with that one line)."""
     path = options.upstream_ca_file
-    return "" if path is None else path.read_text(encoding="ascii", errors="ignore")
+    return "" if path is None else read_ca_file(path)
 
 
 class Supervisor:
