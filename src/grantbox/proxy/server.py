@@ -53,8 +53,8 @@ LOG_INTERVAL = 10.0
 _OVER_CAP = answer_bytes(ErrorCode.CONNECTION_LIMIT_REACHED)
 
 
-def _log_lines(text: str) -> None:
-    for line in text.splitlines():
+def _log_lines(data: bytes) -> None:
+    for line in data.decode("ascii").splitlines():
         _events_log.info("%s", line)
 
 
