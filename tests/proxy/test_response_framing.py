@@ -27,6 +27,7 @@ from grantbox.proxy.framing import (
     request_head_bytes,
     response_head_end,
 )
+from grantbox.proxy.rewrite import ResponseFraming, downstream_response_headers, relayed_head
 from tests.support.proxy_clients import connection, read_reply
 from tests.support.proxy_harness import RecordingTokens, endpoint, make_config, running_proxy
 
@@ -177,6 +178,9 @@ def _heads(draw: st.DrawFn) -> bytes:
 @example(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n")
 @example(b"HTTP/1.1 204 No Content\r\nContent-Length: 2\r\n\r\n")
 @example(b"HTTP/1.1 200 OK\r\nConnection: x, close\r\nContent-Length: 2\r\n\r\n")
+@example(
+    b"HTTP/1.1 200 OK\r\nConnection: X-A\r\nX-A: 1\r\nKeep-Alive: 5\r\nContent-Length: 2\r\n\r\n"
+)
 @example(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n")
 @example(b"HTTP/1.1 200 OK\r\nX-A:\r\nContent-Length: 0\r\n\r\n")
 @example(b"HTTP/1.1 200 \xffok\r\nX-A: \xfe b\tc\r\nContent-Length: 0\r\n\r\n")
@@ -189,6 +193,12 @@ def test_what_the_fast_reader_accepts_h11_reads_the_same(raw: bytes) -> None:
     body = b"x" * head.length
     reading = _h11_reading(raw, body)
     assert reading == (head.status, head.reason, list(head.headers), body, head.close)
+    # the agent's head is what the general path writes for it
+    for close in (False, True):
+        general = ResponseFraming().head(
+            head.status, head.reason, downstream_response_headers(head.headers), close=close
+        )
+        assert relayed_head(head.status, head.reason, head.headers, close=close) == general
     # and nothing in it can reach the agent as a control byte
     assert all(not any((b < 0x20 and b != 0x09) or b == 0x7F for b in v) for _, v in head.headers)
 

@@ -60,7 +60,12 @@ from .framing import (
 )
 from .limits import Limits
 from .policy import Program
-from .rewrite import ResponseFraming, UnsafeResponse, downstream_response_headers
+from .rewrite import (
+    ResponseFraming,
+    UnsafeResponse,
+    downstream_response_headers,
+    relayed_head,
+)
 from .streams import READ_SIZE, ByteStream, SocketStream
 from .targets import Tunnel
 
@@ -311,13 +316,10 @@ class HttpRelay:
             answer = parse_response_head(bytes(received[:end])) if end > 0 else None
             if answer is None:  # not the common shape: h11 reads it (or refuses it)
                 return await self._answer_through_h11(outcome, up, bytes(received))
-            reply = ResponseFraming().head(
-                answer.status,
-                answer.reason,
-                downstream_response_headers(answer.headers),
-                close=not outcome.keep_alive,
+            reply = relayed_head(
+                answer.status, answer.reason, answer.headers, close=not outcome.keep_alive
             )
-        except (UnsafeResponse, OSError, ConnectionError) as failure:
+        except (OSError, ConnectionError) as failure:
             await self._close_upstream()
             detail = _upstream_failure(failure)
             await self._send_answer(ProxyAnswer(ErrorCode.UPSTREAM_UNREACHABLE, detail=detail))
