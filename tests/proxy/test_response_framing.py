@@ -189,9 +189,8 @@ def test_what_the_fast_reader_accepts_h11_reads_the_same(raw: bytes) -> None:
     head = parse_response_head(raw[:end]) if end > 0 else None
     if head is None:
         return
-    assert end == len(raw)
     body = b"x" * head.length
-    reading = _h11_reading(raw, body)
+    reading = _h11_reading(raw[:end], body)
     assert reading == (head.status, head.reason, list(head.headers), body, head.close)
     # the agent's head is what the general path writes for it
     for close in (False, True):
