@@ -9,9 +9,10 @@ dropped item by item with a count (see the supervisor's shipping loop). Pure fun
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypeVar
+
+from grantbox.proxy import event_json
 
 T = TypeVar("T")
 
@@ -24,7 +25,9 @@ TRUNCATED = " [grantbox: line truncated, {size} bytes in all]"
 
 
 def encoded_size(value: Any) -> int:
-    return len(json.dumps(value, ensure_ascii=True, separators=(",", ":")))
+    """Bytes of ``value`` as compact ASCII JSON (``json``'s, computed at orjson's speed:
+    every proxied request's event is measured)."""
+    return len(event_json(value))
 
 
 def bounded_message(text: str, limit: int = MAX_MESSAGE_BYTES) -> tuple[str, bool]:
