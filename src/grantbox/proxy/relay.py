@@ -460,8 +460,11 @@ class HttpRelay:
         return down.our_state is h11.DONE and down.their_state is h11.DONE
 
     def _end_exchange(self, up: _Upstream, conn: h11.Connection) -> None:
-        """Keep the upstream for the next request only if the exchange ended cleanly."""
-        if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
+        """Keep the upstream for the next request only if the exchange ended cleanly: both
+        sides done, and nothing sent past the answer (bytes that would otherwise be read as
+        the answer to the agent's next request)."""
+        done = conn.our_state is h11.DONE and conn.their_state is h11.DONE
+        if done and not conn.trailing_data[0]:
             up.idle = True
         else:
             self._upstream_dead()
