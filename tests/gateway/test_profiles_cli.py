@@ -88,7 +88,9 @@ def test_unreachable_gateway_is_one_clear_line(gw: GatewayCli) -> None:
     down = GatewayCli("http://127.0.0.1:9", gw.token, gw.workdir)
     assert "cannot reach the gateway at http://127.0.0.1:9" in down.refused("profile", "list")
     wrong = GatewayCli(gw.url, "not-the-token", gw.workdir)
-    assert "invalid operator token (HTTP 401)" in wrong.refused("profile", "list")
+    refused = wrong.refused("profile", "list")
+    assert "invalid operator token; check GRANTBOX_TOKEN" in refused
+    assert refused.endswith("(HTTP 401)")
 
 
 def test_a_file_that_does_not_parse_is_one_line_and_nothing_is_sent(gw: GatewayCli) -> None:

@@ -21,7 +21,7 @@ def test_runtime_credentials_only_for_profiles_resolved_at_run_time(gw: GatewayC
     assert "only valid for profiles whose required credentials" in error
     assert "github" in error
     assert "neither" not in error
-    assert "--runtime-credentials or" in gw.refused(
+    assert "or --runtime-credentials for profiles resolved at run time" in gw.refused(
         "provider", "create", "--name", "x", "--type", "alpha"
     )
 

@@ -138,9 +138,10 @@ def test_logs_shipped_by_the_supervisor_are_shown(
     asyncio.run(ship())
     out = gw.ok("sandbox", "logs", "box").stdout
     assert [line.split("] ", 1)[1] for line in out.splitlines()] == ["line 0", "line 1", "line 2"]
-    raw = gw.ok("sandbox", "logs", "box", "--since", "1", "-o", "json").stdout.splitlines()
+    raw = gw.ok("sandbox", "logs", "box", "--tail", "2", "-o", "json").stdout.splitlines()
     assert [json.loads(line)["message"] for line in raw] == ["line 1", "line 2"]
-    [event] = gw.json("sandbox", "events", "box")
+    lines = gw.ok("sandbox", "events", "box", "-o", "json").stdout.splitlines()
+    [event] = [json.loads(line) for line in lines]
     assert (event["kind"], event["data"]["host"]) == ("policy_denied", "evil.example")
 
 

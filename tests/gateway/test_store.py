@@ -289,10 +289,10 @@ def test_logs_keep_the_newest_lines_of_each_sandbox(replicas: tuple[Replica, Rep
     a.sandboxes.append_logs(two, [{"message": f"two {i}"} for i in range(3)])
     for i in range(12):
         a.sandboxes.append_logs(one, [{"message": f"one {i}"}])
-    assert [x["message"] for x in a.sandboxes.logs("one", 0, 100)] == [
+    assert [x["message"] for x in a.sandboxes.log_page(one).items] == [
         f"one {i}" for i in range(7, 12)
     ]
-    assert len(a.sandboxes.logs("two", 0, 100)) == 3
+    assert len(a.sandboxes.log_page(two).items) == 3
 
 
 def test_events_keep_the_newest_of_each_sandbox(replicas: tuple[Replica, Replica]) -> None:
@@ -304,8 +304,8 @@ def test_events_keep_the_newest_of_each_sandbox(replicas: tuple[Replica, Replica
     a.sandboxes.append_events(two, [{"kind": "http", "n": i} for i in range(2)])
     for i in range(10):
         a.sandboxes.append_events(one, [{"kind": "http", "n": i}])
-    assert [e["data"]["n"] for e in a.sandboxes.events("one", 0, 100)] == [6, 7, 8, 9]
-    assert len(a.sandboxes.events("two", 0, 100)) == 2
+    assert [e["data"]["n"] for e in a.sandboxes.event_page(one).items] == [6, 7, 8, 9]
+    assert len(a.sandboxes.event_page(two).items) == 2
 
 
 def test_stores_opened_together_migrate_once(db_url: str) -> None:

@@ -55,7 +55,7 @@ def test_a_token_for_sandbox_a_cannot_touch_sandbox_b(
         for method in operations
         if path.startswith("/api/v1/supervisor/")
     ]
-    assert len(supervisor_routes) == 8
+    assert len(supervisor_routes) == 10
     headers = {"Authorization": f"Bearer {a.supervisor_token}"}
     with httpx.Client(base_url=server.url, headers=headers) as client:
         for method, path in supervisor_routes:

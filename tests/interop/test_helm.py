@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from grantbox.demo.peers import Peers
+from grantbox.drivers.kubernetes import KubernetesDriverConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "grantbox"
@@ -143,6 +144,7 @@ def test_the_cluster_spiffe_id_gives_sandboxes_their_ids(peers: Peers) -> None:
         ),
         ("providerTokenGrants.spiffe.trustDomain=Example.ORG", "trustDomain"),
         ("sandboxes.appArmorProfile=Permissive", "appArmorProfile"),
+        ("sandboxes.maxResources.memory=lots", "maxResources"),
         ("unknownKey=1", "unknownKey"),
     ],
 )
@@ -162,3 +164,23 @@ def test_helm_honours_the_charts_kubernetes_floor(peers: Peers) -> None:
     assert render(peers, None, "--kube-version", "1.30.0")
     done = helm(peers, "template", "grantbox", str(CHART), "--kube-version", "1.29.0")
     assert done.returncode != 0 and "kubeVersion" in done.stderr
+
+
+def _driver_config(docs: list[dict[str, Any]]) -> KubernetesDriverConfig:
+    (configmap,) = by_kind(docs, "ConfigMap")
+    data = {k: v for k, v in configmap["data"].items() if k.startswith("GRANTBOX_K8S_")}
+    return KubernetesDriverConfig.from_env(data)
+
+
+def test_sandbox_sizing_reaches_the_driver(peers: Peers) -> None:
+    """The chart's sandbox resources and ceilings, rendered by Helm, read by the driver."""
+    defaults = _driver_config(render(peers, None))
+    assert defaults.resources == {
+        "requests": {"cpu": "100m", "memory": "128Mi"},
+        "limits": {"cpu": "1250m", "memory": "1280Mi"},
+    }
+    assert (defaults.max_memory_mib, defaults.max_cpus, defaults.max_processes) == (None,) * 3
+    ceilings = ["memory=8Gi", "cpu=2500m", "processes=4096"]
+    setting = ",".join(f"sandboxes.maxResources.{item}" for item in ceilings)
+    capped = _driver_config(render(peers, None, "--set", setting))
+    assert (capped.max_memory_mib, capped.max_cpus, capped.max_processes) == (8192, 2.5, 4096)

@@ -94,6 +94,8 @@ def test_default_values_validate(schema: dict[str, Any], values: dict[str, Any])
         {"sandboxes.appArmorProfile": "Localhost/grantbox-sandbox"},
         {"image.tag": "sha256:" + "a" * 64},
         {"imagePullSecrets": [{"name": "registry-credentials"}]},
+        {"sandboxes.maxResources": {"memory": "8Gi", "cpu": "4", "processes": 4096}},
+        {"sandboxes.maxResources": {"cpu": 2.5}},
     ],
 )
 def test_supported_alternatives_validate(
@@ -128,6 +130,9 @@ def test_supported_alternatives_validate(
         ("sandboxes.appArmorProfile", "unconfined"),
         ("sandboxes.namespace", "Sandboxes"),
         ("sandboxes.resources.limits.memory", "lots"),
+        ("sandboxes.maxResources.memory", "lots"),
+        ("sandboxes.maxResources.processes", -1),
+        ("sandboxes.maxResources.gpus", 1),
         ("service.type", "ExternalName"),
         ("imagePullSecrets", [{"name": ""}]),
         ("imagePullSecrets", [{"name": "Bad_Name"}]),
@@ -234,6 +239,9 @@ PROBES = {
     "GRANTBOX_K8S_MEMORY_REQUEST": "64Mi",
     "GRANTBOX_K8S_CPU_LIMIT": "2",
     "GRANTBOX_K8S_MEMORY_LIMIT": "1Gi",
+    "GRANTBOX_K8S_MAX_MEMORY": "8Gi",
+    "GRANTBOX_K8S_MAX_CPU": "4",
+    "GRANTBOX_K8S_MAX_PROCESSES": "4096",
 }
 
 

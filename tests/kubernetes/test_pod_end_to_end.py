@@ -9,6 +9,12 @@ directory at the Pod's socket directory (as the SPIFFE CSI driver would). The ag
 ``curl`` must come out at the upstream with a token granted for
 ``spiffe://example.org/grantbox/sandbox/<id>``; delete must remove the Pod and Secret.
 
+The sandbox's policy sets ``limits``: the Pod reserves them (plus the supervisor's share) in
+its ``resources``, and inside the container the supervisor applies them to the agent with
+the same launch code as on one host, together with seccomp, the minimal root and Landlock.
+The agent reports what it sees; the test reads the agent's cgroup bounds from the host
+(runc here does not apply the Pod's ``resources``: that is the kubelet's part).
+
 Differences from a cluster: the container shares the host's network namespace (no CNI), so
 ``/etc/hosts`` inside it points the gateway's and upstream's names at loopback.
 """
@@ -34,6 +40,7 @@ from kubernetes.aio import client
 
 from grantbox.drivers.kubernetes import TOKEN_DIR, KubernetesDriver
 from grantbox.identity_agent.registry import SOCKET_FILE
+from grantbox.sandbox.limits import find_layout
 from tests.support.fake_kube_api import FakeKubeApiServer, running_fake_kube_api
 from tests.support.gateway_server import GatewayCli, gateway_settings, serving
 from tests.support.identity_agent import running_agent
@@ -55,18 +62,56 @@ WORKLOAD = "sandbox-pod"
 
 # The agent reports what it can see of the supervisor's secrets in each request's query,
 # and whether the fence the supervisor builds inside the pod holds there too: its seccomp
-# filter, and a root with no /run (or anything else of the image beyond the system).
+# filter, a root with no /run (or anything else of the image beyond the system), and the
+# policy's limits: a grantbox cgroup, or (where the container may not make one) the
+# rlimits on processes and data (KiB).
 AGENT = f"""
 token=$(ls -A {TOKEN_DIR}/..data/ 2>/dev/null | wc -l)
 socket=$(ls -A {SOCKET_DIR}/ 2>/dev/null | wc -l)
 env=$(env | grep -c -e SPIFFE_ -e GRANTBOX_)
 seccomp=$(grep -c '^Seccomp:.2' /proc/self/status)
 run=$(ls -d /run /opt /srv 2>/dev/null | wc -l)
+limits="cgroup=$(grep -c grantbox- /proc/self/cgroup)&nproc=$(ulimit -u)&data=$(ulimit -d)"
 while :; do
-  curl -s -o /dev/null "URL?token=$token&socket=$socket&env=$env&seccomp=$seccomp&run=$run"
+  curl -s -o /dev/null \\
+    "URL?token=$token&socket=$socket&env=$env&seccomp=$seccomp&run=$run&$limits"
   sleep 0.2
 done
 """
+# The sandbox's own bounds (the policy's ``limits``), enforced by the supervisor in the pod.
+LIMITS = {"processes": 64, "memory_mib": 256, "cpus": 0.5}
+
+
+def agent_cgroup_limits(marker: str) -> dict[str, float]:
+    """The bounds of the grantbox cgroup the agent (a process whose command line holds
+    ``marker``) runs in, read from the host's cgroup files (v1 controllers or v2)."""
+    mountinfo = Path("/proc/self/mountinfo").read_text()
+    for entry in Path("/proc").iterdir():
+        try:
+            if not entry.name.isdigit() or marker.encode() not in (entry / "cmdline").read_bytes():
+                continue
+            own = (entry / "cgroup").read_text()
+        except OSError:
+            continue
+        if "grantbox-" not in own:
+            continue
+        layout = find_layout(mountinfo, own)
+        if layout.v1:
+            quota = int(Path(layout.v1["cpu"], "cpu.cfs_quota_us").read_text())
+            period = int(Path(layout.v1["cpu"], "cpu.cfs_period_us").read_text())
+            memory = int(Path(layout.v1["memory"], "memory.limit_in_bytes").read_text())
+            processes = Path(layout.v1["pids"], "pids.max").read_text()
+        else:
+            assert layout.v2 is not None
+            quota, period = map(int, Path(layout.v2, "cpu.max").read_text().split())
+            memory = int(Path(layout.v2, "memory.max").read_text())
+            processes = Path(layout.v2, "pids.max").read_text()
+        return {
+            "processes": int(processes),
+            "memory_mib": memory // (1024 * 1024),
+            "cpus": quota / period,
+        }
+    raise AssertionError(f"no process with {marker!r} in a grantbox cgroup")
 
 
 async def until(predicate: Callable[[], bool], seconds: float, what: str) -> None:
@@ -181,13 +226,18 @@ async def _run(
             gw.ok, "provider", "create", "--name", "pa", "--type", "alpha", "--runtime-credentials"
         )
         url = f"http://{ALPHA}:{upstream.port}/from-the-pod"
+        policy = gw.write("policy.yaml", {"limits": LIMITS})
         created = await asyncio.to_thread(
             gw.json, "sandbox", "create", "--name", "box", "--provider", "pa",
-            "--", "sh", "-c", AGENT.replace("URL", url),
+            "--policy", policy, "--", "sh", "-c", AGENT.replace("URL", url),
         )  # fmt: skip
         sandbox_id = created["id"]
         name = f"grantbox-sandbox-{sandbox_id}"
         pod = fake_api.objects("pods", NAMESPACE)[name]
+        # The pod reserves the sandbox's memory and CPU, plus the supervisor's share.
+        reserved = {"cpu": "750m", "memory": "512Mi"}
+        resources = pod["spec"]["containers"][0]["resources"]
+        assert resources == {"requests": reserved, "limits": reserved}
         secret = fake_api.objects("secrets", NAMESPACE)[name]
         # SPIRE's part: the ClusterSPIFFEID would give this pod its id (here: one workload).
         socket = agent.add_workload(WORKLOAD, f"grantbox/sandbox/{sandbox_id}")
@@ -222,8 +272,22 @@ async def _run(
             first = next(r for r in upstream.requests if r.header("authorization"))
             # Nothing of the Secret volume's files, the socket directory or the
             # supervisor's environment is visible to the agent; seccomp, the minimal root
-            # (and Landlock and limits, applied by the same launch code) hold in the pod.
-            assert first.target == "/from-the-pod?token=0&socket=0&env=0&seccomp=1&run=0"
+            # and the policy's limits (Landlock too: the same launch code) hold in the pod.
+            path, _, query = first.target.partition("?")
+            seen = dict(item.split("=", 1) for item in query.split("&"))
+            assert path == "/from-the-pod"
+            assert {k: seen[k] for k in ("token", "socket", "env", "seccomp", "run")} == {
+                "token": "0", "socket": "0", "env": "0", "seccomp": "1", "run": "0"
+            }  # fmt: skip
+            if seen["cgroup"] != "0":
+                # Seen from the host: the agent's group holds the policy's bounds.
+                assert agent_cgroup_limits("from-the-pod") == {
+                    "processes": LIMITS["processes"],
+                    "memory_mib": LIMITS["memory_mib"],
+                    "cpus": LIMITS["cpus"],
+                }
+            else:  # no cgroup in this container: rlimits per process (CPU unbounded)
+                assert (seen["nproc"], seen["data"]) == ("64", str(256 * 1024)), seen
             assert first.header("authorization") == [f"Bearer {issuer.issued[-1]}"]
             assert issuer.subjects[-1] == f"spiffe://example.org/grantbox/sandbox/{sandbox_id}"
             await until(

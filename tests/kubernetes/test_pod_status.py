@@ -119,14 +119,15 @@ def test_long_messages_are_cut() -> None:
         (pod("Pending"), None, Phase.PROVISIONING),
         (pod("Running", {"running": {}}), None, Phase.PROVISIONING),
         (pod("Running", {"running": {}}), "fresh", Phase.READY),
-        (pod("Succeeded", terminated(0)), "fresh", Phase.ERROR),
+        (pod("Succeeded", terminated(0)), "fresh", Phase.EXITED),
         (pod("Failed", terminated(1)), "fresh", Phase.ERROR),
     ],
 )
 def test_pod_phases_become_sandbox_phases(
     body: dict[str, Any], heartbeat: str | None, phase: Phase
 ) -> None:
-    """Pending→provisioning, Running→ready (once the supervisor reports), ended→error."""
+    """Pending→provisioning, Running→ready (once the supervisor reports), ended with 0→
+    exited, failed→error."""
     status = pod_status(body)
     now = time.time()
     facts = SandboxFacts(

@@ -16,8 +16,10 @@ from hypothesis import strategies as st
 
 from grantbox.supervisor.shipping import (
     MAX_BATCH_BYTES,
+    MAX_EVENT_BYTES,
     MAX_MESSAGE_BYTES,
     batches,
+    bounded_event,
     bounded_message,
     encoded_size,
     flatten,
@@ -29,19 +31,61 @@ _text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=20_000)
 
 
 @given(_text)
-def test_a_message_fits_its_bound_and_says_when_it_was_cut(text: str) -> None:
+def test_a_message_is_the_longest_prefix_that_fits_and_says_when_it_was_cut(text: str) -> None:
     message, truncated = bounded_message(text, 2048)
     assert encoded_size(message) <= 2048
+    assert text.startswith(message)
     assert truncated == (message != text)
-    if truncated:
-        assert "line truncated" in message
-        assert text.startswith(message[: message.index(" [grantbox: line truncated")])
+    if truncated:  # one more character would not have fitted
+        assert encoded_size(text[: len(message) + 1]) > 2048
 
 
 def test_sixty_thousand_control_bytes_are_cut_to_the_bound() -> None:
     message, truncated = bounded_message("\x01" * 60_000)
     assert truncated and encoded_size(message) <= MAX_MESSAGE_BYTES
-    assert "60000 bytes in all" in message
+    assert set(message) == {"\x01"}  # the cut is data (the flag), never text in the line
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | _text,
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+def _strings_are_prefixes(original: Any, cut: Any) -> bool:
+    if isinstance(original, str):
+        return isinstance(cut, str) and original.startswith(cut)
+    if isinstance(original, dict):
+        return all(_strings_are_prefixes(original[k], cut[k]) for k in original)
+    if isinstance(original, list):
+        return len(original) == len(cut) and all(map(_strings_are_prefixes, original, cut))
+    return bool(original == cut)
+
+
+@given(st.dictionaries(st.text(max_size=5), _json, max_size=5))
+def test_an_event_fits_its_bound_and_says_when_it_was_cut(event: dict[str, Any]) -> None:
+    bounded = bounded_event(event, 2048)
+    assert encoded_size(bounded) <= 2048
+    if encoded_size(event) <= 2048:
+        assert bounded == event
+        return
+    assert bounded["unmapped"]["truncated"] is True
+    if set(bounded) != {"kind", "unmapped"} or bounded.get("kind") != event.get("kind"):
+        rest = {k: v for k, v in event.items() if k != "unmapped"}
+        assert _strings_are_prefixes(rest, {k: bounded[k] for k in rest})
+
+
+def test_an_agents_thirty_kilobyte_url_is_cut_and_flagged() -> None:
+    url = "http://denied.invalid/" + "A" * 30_000
+    event = {"kind": "http", "http_request": {"url": {"url_string": url}}, "unmapped": {"x": 1}}
+    bounded = bounded_event(event)
+    assert encoded_size(bounded) <= MAX_EVENT_BYTES
+    assert url.startswith(bounded["http_request"]["url"]["url_string"])
+    assert len(bounded["http_request"]["url"]["url_string"]) >= 1024
+    assert bounded["unmapped"] == {"x": 1, "truncated": True}
 
 
 @given(st.lists(st.dictionaries(st.text(max_size=3), _text, max_size=3), max_size=60))
@@ -79,6 +123,8 @@ async def test_a_control_byte_flood_cannot_keep_events_from_the_operator(stack: 
         "i=0; while [ $i -lt 15 ]; do"
         f" curl -s -o /dev/null {stack.alpha_url}/granted-$i;"
         " curl -s -o /dev/null http://denied.invalid/refused-$i; i=$((i+1)); done;"
+        " curl -s -o /dev/null"
+        " http://denied.invalid/long-$(head -c 30000 /dev/zero | tr '\\000' A);"
         " echo flood-done; sleep 600"
     )
     await asyncio.to_thread(
@@ -101,10 +147,20 @@ async def test_a_control_byte_flood_cannot_keep_events_from_the_operator(stack: 
         60,
         "every OCSF event of the 30 requests in `sandbox events`",
     )
+    # An agent's 30 KB URL: its event arrives cut and flagged, and the events stay readable.
+    await until(lambda: mentions("/long-AAAA") >= 1, 30, "the long URL's event")
+    [long] = [e for e in events() if "/long-AAAA" in str(e)]
+    assert long["data"]["unmapped"]["truncated"] is True
+    assert len(json.dumps(long["data"])) <= 2 * MAX_EVENT_BYTES
     tokens = [r for r in stack.upstream.requests if r.target.startswith("/granted-")]
     assert len(tokens) == 15 and all(r.header("authorization") for r in tokens)
     await until(lambda: "flood-done" in stack.gw.run("sandbox", "logs", "loud").stdout, 30, "logs")
     logs = stack.gw.run("sandbox", "logs", "loud", "-o", "json").stdout
-    assert logs.count("line truncated, 60000 bytes in all") == 12
+    records = [json.loads(line) for line in logs.splitlines() if line.strip()]
+    cut = [r for r in records if r["truncated"]]
+    assert len(cut) == 12 and all(set(r["message"]) == {"\x01"} for r in cut)
+    assert [r for r in records if not r["truncated"]], "short lines are not flagged"
     assert max(len(line) for line in logs.splitlines()) < 4 * MAX_MESSAGE_BYTES
+    text = stack.gw.run("sandbox", "logs", "loud").stdout.splitlines()
+    assert sum(line.endswith(" [truncated]") for line in text) == 12
     assert stack.server.gateway.settings.max_body_bytes // 8 > MAX_BATCH_BYTES

@@ -12,6 +12,9 @@ does serve, so the real ``kubernetes`` client library can be pointed at it:
 
 Every request is recorded so tests can assert exactly what the client sent. Tests play the
 kubelet by calling :meth:`set_pod_status`, and can inject failures with :meth:`fail_next`.
+With ``linger_deletes`` set, a deleted pod stays (marked with ``deletionTimestamp``, as while
+a kubelet stops it) until the test calls :meth:`finish_deletions` or a delete with
+``gracePeriodSeconds=0`` forces it out, as the API does.
 It listens on 127.0.0.1 only and serves from a thread.
 """
 
@@ -97,6 +100,7 @@ class FakeKubeApiServer:
         self.requests: list[RecordedRequest] = []
         self.stopping = False
         self.end_watches_at_once = False  # a misbehaving server: every watch ends empty
+        self.linger_deletes = False  # deleted pods stay, terminating, until finished
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -172,6 +176,14 @@ class FakeKubeApiServer:
             pod = self._objects.pop(("pods", namespace, name))
             self._bump("DELETED", pod)
 
+    def finish_deletions(self) -> None:
+        """The kubelet has stopped every pod being deleted: they are gone."""
+        with self._lock:
+            for key, obj in list(self._objects.items()):
+                if key[0] == "pods" and obj["metadata"].get("deletionTimestamp"):
+                    del self._objects[key]
+                    self._bump("DELETED", obj)
+
     def expire_history(self) -> None:
         """Forget every event so far: watches resuming from any version seen get 410 Gone."""
         with self._lock:
@@ -218,7 +230,8 @@ class FakeKubeApiServer:
         if method == "GET" and name is not None:
             return self._read(handler, namespace, resource, name)
         if method == "DELETE" and name is not None:
-            return self._delete(handler, namespace, resource, name)
+            forced = query.get("gracePeriodSeconds") == "0"
+            return self._delete(handler, namespace, resource, name, forced)
         if method == "GET" and resource == "pods" and query.get("watch") == "true":
             return self._watch(handler, namespace, query)
         if method == "GET" and resource == "pods":
@@ -263,18 +276,25 @@ class FakeKubeApiServer:
         self._send(handler, 200, obj)
 
     def _delete(
-        self, handler: BaseHTTPRequestHandler, namespace: str, resource: str, name: str
+        self,
+        handler: BaseHTTPRequestHandler,
+        namespace: str,
+        resource: str,
+        name: str,
+        forced: bool,
     ) -> None:
         with self._lock:
             obj = self._objects.get((resource, namespace, name))
             if obj is None:
                 return self._send(handler, 404, _status(404, "NotFound", f"{name} not found"))
-            if resource == "pods":
-                # The API marks the pod first; the fake kubelet stops it at once.
+            if resource == "pods" and not obj["metadata"].get("deletionTimestamp"):
+                # The API marks the pod first; the fake kubelet stops it at once (unless
+                # told to linger).
                 obj["metadata"]["deletionTimestamp"] = _now()
                 self._bump("MODIFIED", obj)
-            del self._objects[(resource, namespace, name)]
-            self._bump("DELETED", obj)
+            if resource != "pods" or forced or not self.linger_deletes:
+                del self._objects[(resource, namespace, name)]
+                self._bump("DELETED", obj)
             answer = copy.deepcopy(obj)
         self._send(handler, 200, answer)
 

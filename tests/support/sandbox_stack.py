@@ -68,7 +68,8 @@ class Stack:
 
 
 @contextlib.asynccontextmanager
-async def running_stack(tmp_path: Path) -> AsyncIterator[Stack]:
+async def running_stack(tmp_path: Path, **settings: Any) -> AsyncIterator[Stack]:
+    """The stack; ``settings`` override the gateway's (e.g. ``supervisor_token_ttl``)."""
     socket_dir = Path(tempfile.mkdtemp(prefix="gbx-stack-", dir="/run"))
     os.chmod(socket_dir, 0o755)  # noqa: S103 - the fence, not permissions, must hide it
     try:
@@ -85,7 +86,7 @@ async def running_stack(tmp_path: Path) -> AsyncIterator[Stack]:
                     hide=(str(socket_dir),),
                 )
             )
-            server = GatewayServer(gateway_settings(tmp_path), driver, shutdown_grace=1)
+            server = GatewayServer(gateway_settings(tmp_path, **settings), driver, shutdown_grace=1)
             server.start()
             try:
                 gw = GatewayCli(server.url, server.operator_token, tmp_path)

@@ -3,15 +3,20 @@
 Where: ``--gateway``/``GRANTBOX_GATEWAY``, else the URL that ``gateway serve`` or
 ``grantbox up`` wrote to the user config directory. Who: ``GRANTBOX_TOKEN``, else the
 operator token file next to it. The token is only ever sent in the Authorization header.
+
+Failures become one human sentence (:func:`transport_problem`): what went wrong talking to
+the gateway and what to try, never an exception class name.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import ssl
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,6 +28,8 @@ from grantbox.gateway.settings import GATEWAY_FILE, OPERATOR_TOKEN_FILE, default
 from .output import fail
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+NOT_RUNNING_HINT = "is `grantbox up` running? (`grantbox status` checks)"
 
 
 class GatewayCallError(Exception):
@@ -44,14 +51,14 @@ def gateway_option(func: F) -> F:
     return click.option(
         "--gateway",
         "gateway",
-        envvar="GRANTBOX_GATEWAY",
         metavar="URL",
         help="Gateway URL (default: $GRANTBOX_GATEWAY, else the one `grantbox up` recorded).",
     )(func)
 
 
-def _recorded(config_dir: Path) -> dict[str, Any]:
-    path = config_dir / GATEWAY_FILE
+def recorded_gateway(config_dir: Path | None = None) -> dict[str, Any]:
+    """What ``grantbox up``/``gateway serve`` wrote about itself (empty when nothing)."""
+    path = (config_dir or default_config_dir()) / GATEWAY_FILE
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -59,11 +66,24 @@ def _recorded(config_dir: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def check_url(url: str, source: str) -> str:
+    if not url.startswith(("http://", "https://")):
+        raise GatewayCallError(
+            f"{source} {url!r} is not a gateway URL: write it as http://HOST:PORT (or https://…)"
+        )
+    return url
+
+
 def resolve_target(gateway: str | None) -> tuple[str, str]:
     """``(url, token)`` from flags, environment and the user config directory."""
     config_dir = default_config_dir()
-    recorded = _recorded(config_dir)
-    url = gateway or os.environ.get("GRANTBOX_GATEWAY") or recorded.get("url") or ""
+    recorded = recorded_gateway(config_dir)
+    if gateway:
+        url = check_url(gateway, "--gateway")
+    elif os.environ.get("GRANTBOX_GATEWAY"):
+        url = check_url(os.environ["GRANTBOX_GATEWAY"], "GRANTBOX_GATEWAY")
+    else:
+        url = str(recorded.get("url") or "")
     if not url:
         raise GatewayCallError(
             "no gateway configured: pass --gateway URL or set GRANTBOX_GATEWAY "
@@ -81,6 +101,33 @@ def resolve_target(gateway: str | None) -> tuple[str, str]:
     return url, token
 
 
+def _errno_text(exc: Exception) -> str:
+    """``[Errno 111] Connection refused`` → ``connection refused``."""
+    text = str(exc) or "no detail"
+    if text.startswith("[Errno") and "] " in text:
+        text = text.split("] ", 1)[1]
+    text = " ".join(text.split())
+    return text[:1].lower() + text[1:]
+
+
+def transport_problem(exc: Exception) -> str:
+    """What went wrong on the wire, in words (pure)."""
+    if isinstance(exc, httpx.TimeoutException):
+        return "it did not answer in time"
+    if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
+        return "the URL is not usable: write it as http://HOST:PORT (or https://…)"
+    if isinstance(exc, httpx.ConnectError):
+        detail = _errno_text(exc)
+        if "certificate" in detail or "ssl" in detail.lower():
+            return f"TLS failed ({detail}); check the URL's scheme and the gateway's certificate"
+        if "name or service not known" in detail or "nodename" in detail:
+            return "its host name does not resolve"
+        return detail
+    if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError):
+        return "the connection broke off"
+    return _errno_text(exc)
+
+
 def _error_from(response: httpx.Response) -> GatewayCallError:
     code, message = "", response.text.strip()[:300] or response.reason_phrase
     try:
@@ -91,7 +138,17 @@ def _error_from(response: httpx.Response) -> GatewayCallError:
     except ValueError:
         pass
     message = " ".join(message.split())
+    if response.status_code == 401:
+        message = f"{message}; check GRANTBOX_TOKEN or the operator token file"
     return GatewayCallError(f"{message} (HTTP {response.status_code})", response.status_code, code)
+
+
+@dataclass
+class Stream:
+    """An NDJSON answer being read: its headers, then its items as they arrive."""
+
+    headers: Mapping[str, str]
+    items: Iterator[dict[str, Any]]
 
 
 class GatewayClient:
@@ -126,6 +183,13 @@ class GatewayClient:
     def __exit__(self, *_exc: object) -> None:
         self.close()
 
+    def _unreachable(self, exc: Exception, lost: bool = False) -> GatewayCallError:
+        if lost:
+            return GatewayCallError(f"lost the gateway at {self.url}: {transport_problem(exc)}")
+        return GatewayCallError(
+            f"cannot reach the gateway at {self.url}: {transport_problem(exc)}; " + NOT_RUNNING_HINT
+        )
+
     def call(
         self,
         method: str,
@@ -133,39 +197,59 @@ class GatewayClient:
         *,
         body: Any = None,
         params: dict[str, Any] | None = None,
+        timeout: float | None = None,
     ) -> Any:
+        extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
         try:
-            response = self._http.request(method, "/api/v1" + path, json=body, params=params)
+            response = self._http.request(
+                method, "/api/v1" + path, json=body, params=params, **extra
+            )
         except httpx.HTTPError as exc:
-            raise GatewayCallError(
-                f"cannot reach the gateway at {self.url}: {type(exc).__name__}"
-            ) from None
+            raise self._unreachable(exc) from None
         if response.status_code >= 400:
             raise _error_from(response)
         if response.status_code == 204 or not response.content:
             return None
         return response.json()
 
-    def stream(self, path: str, body: Any, read_timeout: float) -> Iterator[dict[str, Any]]:
-        """NDJSON items of a streaming POST, as they arrive."""
+    @contextlib.contextmanager
+    def stream(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        params: dict[str, Any] | None = None,
+        read_timeout: float | None = 30.0,
+    ) -> Iterator[Stream]:
+        """An NDJSON answer; blank keep-alive lines are skipped. ``read_timeout=None``
+        waits for the next line forever (``--follow``)."""
         timeout = httpx.Timeout(30.0, read=read_timeout)
+        started = False
         try:
-            with self._http.stream("POST", "/api/v1" + path, json=body, timeout=timeout) as resp:
-                if resp.status_code >= 400:
-                    resp.read()
-                    raise _error_from(resp)
-                for line in resp.iter_lines():
-                    if line.strip():
-                        yield json.loads(line)
+            with self._http.stream(
+                method, "/api/v1" + path, json=body, params=params, timeout=timeout
+            ) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise _error_from(response)
+                started = True
+                yield Stream(response.headers, _items(response))
         except httpx.HTTPError as exc:
-            raise GatewayCallError(
-                f"lost the gateway at {self.url}: {type(exc).__name__}"
-            ) from None
+            raise self._unreachable(exc, lost=started) from None
 
 
-def connect(gateway: str | None) -> GatewayClient:
+def _items(response: httpx.Response) -> Iterator[dict[str, Any]]:
+    for line in response.iter_lines():
+        if line.strip():
+            item = json.loads(line)
+            if isinstance(item, dict):
+                yield item
+
+
+def connect(gateway: str | None, *, timeout: float = 30.0) -> GatewayClient:
     url, token = resolve_target(gateway)
-    return GatewayClient(url, token)
+    return GatewayClient(url, token, timeout=timeout)
 
 
 def reports_gateway_errors(func: F) -> F:

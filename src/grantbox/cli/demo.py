@@ -2,10 +2,35 @@
 
 from __future__ import annotations
 
+import socket
+
 import click
 
 from grantbox.demo import DemoPorts
 from grantbox.demo.run import run_demo
+
+from .output import fail
+
+SERVICES = ("token issuer", "alpha", "beta")
+
+
+def busy_ports(
+    ports: DemoPorts, host: str = "127.0.0.1", *, with_issuer: bool = True
+) -> list[tuple[str, int]]:
+    """The demo's ports that something else already listens on (bound the way the demo's
+    services bind them, so a port merely in TIME_WAIT does not count). Keycloak, when it is
+    the issuer, finds its own port."""
+    busy = []
+    for service, port in zip(SERVICES, (ports.issuer, ports.alpha, ports.beta), strict=True):
+        if port == 0 or (service == "token issuer" and not with_issuer):
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError:
+                busy.append((service, port))
+    return busy
 
 
 def _ports(value: str | None) -> DemoPorts:
@@ -46,4 +71,13 @@ def demo(keep: bool, issuer: str, ports_text: str | None) -> None:
     sandbox, shows what each service received and logged, checks it, and cleans up.
     Exits 0 only when every check passed.
     """
-    raise SystemExit(run_demo(keep=keep, ports=_ports(ports_text), issuer=issuer))
+    chosen = _ports(ports_text)
+    taken = busy_ports(chosen, with_issuer=issuer == "embedded")
+    if taken:
+        which = ", ".join(f"{port} ({service})" for service, port in taken)
+        fail(
+            f"the demo needs 127.0.0.1 port{'s' if len(taken) > 1 else ''} {which}, already "
+            f"in use; stop what listens there (`ss -ltnp` shows it) and run `grantbox demo` "
+            "again"
+        )
+    raise SystemExit(run_demo(keep=keep, ports=chosen, issuer=issuer))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from grantbox.gateway.settings import DEFAULT_LISTEN, parse_listen
 from grantbox.logformat import json_logging
 
 from .output import fail
+from .statelock import StateDirectoryBusy, holding_state_dir
 
 
 def _is_loopback(host: str) -> bool:
@@ -102,10 +104,28 @@ def serve(
             advertise_url=advertise_url,
             agent_uids=agent_uids,
         )
-        driver = make_driver(driver_name) if driver_name else None
-        server = GatewayServer(settings, driver)
-    except (DriverError, OSError, ValueError, RuntimeError) as exc:
+    except (OSError, ValueError, RuntimeError) as exc:
         fail(f"cannot start the gateway: {' '.join(str(exc).split())}")
+    # Two gateways on one SQLite file would silently share it: the default database is
+    # held like `grantbox up` holds it (other databases serve several replicas).
+    lock = (
+        holding_state_dir(settings.state_dir, "grantbox gateway serve")
+        if not settings.db_url
+        else contextlib.nullcontext()
+    )
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(lock)
+            driver = make_driver(driver_name) if driver_name else None
+            server = GatewayServer(settings, driver, driver_name=driver_name or "")
+        except StateDirectoryBusy as exc:
+            fail(str(exc))
+        except (DriverError, OSError, ValueError, RuntimeError) as exc:
+            fail(f"cannot start the gateway: {' '.join(str(exc).split())}")
+        _serve(server, settings, host, driver is None)
+
+
+def _serve(server: GatewayServer, settings: GatewaySettings, host: str, no_driver: bool) -> None:
     server.write_client_config()
     if not _is_loopback(host):
         click.echo(
@@ -118,6 +138,6 @@ def serve(
         f"database: {server.gateway.store.backend})",
         err=True,
     )
-    if driver is None:
+    if no_driver:
         click.echo("no compute driver: sandboxes can be declared but not started", err=True)
     asyncio.run(server.serve())

@@ -21,7 +21,8 @@ from grantbox.profiles import (
 )
 
 from .client import connect, gateway_option, reports_gateway_errors
-from .output import emit, fail, output_option
+from .naming import name_options
+from .output import emit, fail, output_option, say
 
 _DIAGNOSTIC_COLUMNS = (
     ("SEVERITY", "severity"),
@@ -157,7 +158,8 @@ def bindings(
         row["header"] = f"{binding.header_name} ({binding.header_style})"
         rows.append(row)
     if fmt == "table":
-        emit(rows, fmt, _BINDING_COLUMNS, title=f"grant bindings ({binding_set.content_hash[:19]})")
+        say(f"grant bindings ({binding_set.content_hash[:19]})", err=True)
+        emit(rows, fmt, _BINDING_COLUMNS)
     else:
         emit(
             {
@@ -223,25 +225,25 @@ def import_(
 def list_(gateway: str | None, fmt: str) -> None:
     """List built-in and imported profiles."""
     with connect(gateway) as client:
-        emit(client.call("GET", "/profiles"), fmt, _PROFILE_COLUMNS)
+        emit(client.call("GET", "/profiles"), fmt, _PROFILE_COLUMNS, empty="no profiles")
 
 
 @profile.command("export")
-@click.argument("profile_id", metavar="ID")
+@name_options("profile", metavar="ID")
 @gateway_option
 @click.option(
     "-o", "--output", "fmt", type=click.Choice(("yaml", "json")), default="yaml", show_default=True
 )
 @reports_gateway_errors
-def export(profile_id: str, gateway: str | None, fmt: str) -> None:
+def export(name: str, gateway: str | None, fmt: str) -> None:
     """Print a profile with its resource_version, ready to edit and `profile update`."""
     with connect(gateway) as client:
-        answer = client.call("GET", f"/profiles/{profile_id}")
+        answer = client.call("GET", f"/profiles/{name}")
     emit(answer["document"], fmt)
 
 
 @profile.command("update")
-@click.argument("profile_id", metavar="ID")
+@name_options("profile", metavar="ID")
 @click.option(
     "-f",
     "--file",
@@ -253,22 +255,22 @@ def export(profile_id: str, gateway: str | None, fmt: str) -> None:
 @gateway_option
 @output_option
 @reports_gateway_errors
-def update(profile_id: str, file: Path, gateway: str | None, fmt: str) -> None:
+def update(name: str, file: Path, gateway: str | None, fmt: str) -> None:
     """Replace a profile; refused if it changed since the export you edited."""
     documents = _documents_from([file])
     if len(documents) != 1:
         fail(f"{file}: an update takes exactly one profile, found {len(documents)}")
     with connect(gateway) as client:
-        answer = client.call("PUT", f"/profiles/{profile_id}", body={"document": documents[0]})
+        answer = client.call("PUT", f"/profiles/{name}", body={"document": documents[0]})
     emit(answer, fmt, _PROFILE_COLUMNS)
 
 
 @profile.command("delete")
-@click.argument("profile_id", metavar="ID")
+@name_options("profile", metavar="ID")
 @gateway_option
 @reports_gateway_errors
-def delete(profile_id: str, gateway: str | None) -> None:
+def delete(name: str, gateway: str | None) -> None:
     """Delete an imported profile (refused while a provider uses it)."""
     with connect(gateway) as client:
-        client.call("DELETE", f"/profiles/{profile_id}")
-    click.echo(f"profile {profile_id} deleted")
+        client.call("DELETE", f"/profiles/{name}")
+    say(f"profile {name} deleted")

@@ -8,7 +8,10 @@ from typing import Any
 import click
 
 from .client import connect, gateway_option, reports_gateway_errors
-from .output import emit, fail, output_option
+from .naming import name_options
+from .output import emit, fail, output_option, say, usage_error
+
+NO_PROVIDERS = "no providers (create one with `grantbox provider create NAME --type PROFILE`)"
 
 _COLUMNS = (
     ("NAME", "name"),
@@ -43,7 +46,7 @@ def provider() -> None:
 
 
 @provider.command("create")
-@click.option("--name", required=True, help="Provider name (a DNS label).")
+@name_options("provider")
 @click.option("--type", "profile_id", required=True, metavar="PROFILE", help="Profile id.")
 @click.option(
     "--runtime-credentials",
@@ -68,16 +71,17 @@ def create(
     gateway: str | None,
     fmt: str,
 ) -> None:
-    """Create a provider.
+    """Create a provider: a profile plus where its credentials come from.
+
+    A profile whose credentials are all token grants takes --runtime-credentials (no secret
+    is stored); a profile with no credentials at all (network access only) needs neither.
 
     \b
     Example:
-      grantbox provider create --name demo --type spiffe-token-grant-demo --runtime-credentials
+      grantbox provider create demo --type spiffe-token-grant-demo --runtime-credentials
     """
     if runtime_credentials and credentials:
-        fail("give either --runtime-credentials or --credential, not both")
-    if not runtime_credentials and not credentials:
-        fail("give --runtime-credentials or at least one --credential NAME=VALUE")
+        usage_error("give either --runtime-credentials or --credential, not both")
     body = {
         "name": name,
         "type": profile_id,
@@ -95,11 +99,11 @@ def create(
 def list_(gateway: str | None, fmt: str) -> None:
     """List providers."""
     with connect(gateway) as client:
-        emit(client.call("GET", "/providers"), fmt, _COLUMNS)
+        emit(client.call("GET", "/providers"), fmt, _COLUMNS, empty=NO_PROVIDERS)
 
 
 @provider.command("get")
-@click.argument("name")
+@name_options("provider")
 @gateway_option
 @output_option
 @reports_gateway_errors
@@ -110,7 +114,7 @@ def get(name: str, gateway: str | None, fmt: str) -> None:
 
 
 @provider.command("update")
-@click.argument("name")
+@name_options("provider")
 @click.option("--type", "profile_id", metavar="PROFILE", help="Switch to another profile.")
 @click.option("--runtime-credentials", is_flag=True, help="Switch to run-time credentials.")
 @click.option("--credential", "credentials", multiple=True, metavar="NAME=VALUE")
@@ -133,7 +137,7 @@ def update(
 ) -> None:
     """Change a provider's profile or credentials; attached sandboxes are re-checked."""
     if runtime_credentials and credentials:
-        fail("give either --runtime-credentials or --credential, not both")
+        usage_error("give either --runtime-credentials or --credential, not both")
     with connect(gateway) as client:
         if resource_version is None:
             resource_version = int(client.call("GET", f"/providers/{name}")["resource_version"])
@@ -148,11 +152,11 @@ def update(
 
 
 @provider.command("delete")
-@click.argument("name")
+@name_options("provider")
 @gateway_option
 @reports_gateway_errors
 def delete(name: str, gateway: str | None) -> None:
     """Delete a provider (refused while it is attached to a sandbox)."""
     with connect(gateway) as client:
         client.call("DELETE", f"/providers/{name}")
-    click.echo(f"provider {name} deleted")
+    say(f"provider {name} deleted")

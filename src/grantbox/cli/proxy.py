@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
+import stat
 import sys
 from pathlib import Path
 
@@ -15,6 +17,11 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from grantbox.grants import GrantEngine, TokenEndpointClient
 from grantbox.identity import WorkloadIdentityClient
+from grantbox.identity.socket_uri import (
+    ENDPOINT_ENV,
+    parse_socket_uri,
+    socket_from_environment,
+)
 from grantbox.logformat import json_logging
 from grantbox.profiles import EffectiveConfig
 from grantbox.proxy import (
@@ -120,6 +127,9 @@ def run(
     except ValueError as exc:
         fail(str(exc), code=2)
     address = _listen(listen)
+    warning = identity_socket_warning(identity_socket, has_grants=bool(config.bindings))
+    if warning:
+        click.echo(f"warning: {warning}", err=True)
     metrics = _listen(metrics_listen, "--metrics-listen") if metrics_listen else None
     click.get_current_context().with_resource(json_logging("info"))
     resolver = SystemResolver(overrides)
@@ -130,6 +140,30 @@ def run(
                 config, address, unix_path, identity_socket, ca_out, resolver, upstream_ca, metrics
             )
         )
+
+
+def identity_socket_warning(value: str | None, *, has_grants: bool) -> str:
+    """Why tokens will not come, said at start rather than on the first request ("" when
+    the socket is there or nothing needs a token)."""
+    if not has_grants:
+        return ""
+    consequence = (
+        "requests that need a token will be refused with token_grant_failed "
+        "(workload_identity_unavailable) until it is there"
+    )
+    try:
+        path = parse_socket_uri(value) if value else socket_from_environment()
+    except ValueError as exc:
+        return f"--identity-socket: {exc}; {consequence}"
+    if path is None:
+        return (
+            f"no Workload API socket: give --identity-socket or set {ENDPOINT_ENV}; {consequence}"
+        )
+    if not os.path.exists(path):
+        return f"Workload API socket {path} does not exist; {consequence}"
+    if not stat.S_ISSOCK(os.stat(path).st_mode):
+        return f"{path} is not a socket; {consequence}"
+    return ""
 
 
 def _write_events(data: bytes) -> None:

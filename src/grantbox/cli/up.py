@@ -7,7 +7,12 @@ entry per sandbox, selected by a gid reserved for its supervisor (see
 
 Ctrl-C or SIGTERM stops the sandboxes first (each supervisor takes its fenced agent and
 network namespace with it), then the gateway and the identity agent, and removes the runtime
-directory holding the sockets, so nothing is left behind.
+directory holding the sockets, so nothing is left behind. The sandboxes' records stay: the
+next ``grantbox up`` on the same state directory starts them again.
+
+Only one ``up`` runs per state directory (a second is refused, see :mod:`.statelock`). The
+gateway's address is recorded for the CLI only once everything answers, in one atomic
+write, so ``grantbox up & grantbox wait`` is a safe way to script it.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from grantbox.identity_agent import IdentityAgent
 from grantbox.sandbox import isolation_problem, shadow_problem, subids
 
 from .output import fail
+from .statelock import StateDirectoryBusy, holding_state_dir
 
 DEFAULT_TRUST_DOMAIN = "grantbox.local"
 SHUTDOWN_GRACE = 1  # seconds the gateway waits for long-polls of stopped supervisors
@@ -77,7 +83,15 @@ def _step(message: str) -> None:
 
 
 @click.command()
-@click.option("--listen", default=DEFAULT_LISTEN, show_default=True, metavar="HOST:PORT")
+@click.option(
+    "--listen",
+    default=DEFAULT_LISTEN,
+    show_default=True,
+    metavar="HOST:PORT",
+    envvar="GRANTBOX_LISTEN",
+    show_envvar=True,
+    help="Where the gateway listens (port 0: any free port; the CLI finds it anyway).",
+)
 @click.option("--trust-domain", default=DEFAULT_TRUST_DOMAIN, show_default=True)
 @click.option(
     "--oidc-listen",
@@ -130,8 +144,9 @@ def up(
 
     \b
     Example:
-      grantbox up
-      grantbox sandbox create --name agent -- sleep infinity
+      grantbox up &
+      grantbox wait
+      grantbox sandbox create agent --wait -- sleep infinity
     """
     spire_options = (spire_server_socket, spire_agent_socket, spire_parent_id)
     spire: SpireSettings | None = None
@@ -164,19 +179,22 @@ def up(
     problem = isolation_problem()
     if problem is not None:
         fail(problem)
-    mode = "root" if os.geteuid() == 0 else "rootless (user namespaces)"
-    _step(f"isolation: namespaces available, running as {mode}")
-    if os.geteuid() != 0:
-        if subids.for_operator(0) is not None:
-            _step("agents run as subordinate ids of yours (/etc/subuid), never as you")
-        else:
-            _step(
-                f"agents run as your uid ({subids.why_not()}), in a root where nothing of "
-                "yours is shown but the paths a sandbox policy lists"
-            )
     try:
-        ca = upstream_ca.resolve() if upstream_ca else None
-        asyncio.run(_run(settings, trust_domain, oidc, resolve, ca, spire))
+        with holding_state_dir(settings.state_dir, "grantbox up"):
+            mode = "root" if os.geteuid() == 0 else "rootless (user namespaces)"
+            _step(f"isolation: namespaces available, running as {mode}")
+            if os.geteuid() != 0:
+                if subids.for_operator(0) is not None:
+                    _step("agents run as subordinate ids of yours (/etc/subuid), never as you")
+                else:
+                    _step(
+                        f"agents run as your uid ({subids.why_not()}), in a root where nothing "
+                        "of yours is shown but the paths a sandbox policy lists"
+                    )
+            ca = upstream_ca.resolve() if upstream_ca else None
+            asyncio.run(_run(settings, trust_domain, oidc, resolve, ca, spire))
+    except StateDirectoryBusy as exc:
+        fail(str(exc))
     except SpireError as exc:
         fail(f"grantbox up could not use SPIRE: {exc}")
     except OSError as exc:
@@ -249,11 +267,30 @@ async def _run(
             )
         )
         # Supervisors' long-polls must not hold the gateway's shutdown for their full length.
-        gateway = GatewayServer(settings, driver, shutdown_grace=SHUTDOWN_GRACE)
+        gateway = GatewayServer(
+            settings,
+            driver,
+            shutdown_grace=SHUTDOWN_GRACE,
+            driver_name="local",
+            resume_sandboxes=True,
+        )
+        identity: dict[str, object]
+        if agent is not None:
+            identity = {"trust_domain": agent.trust_domain, "oidc_url": agent.oidc_url}
+        else:
+            assert spire is not None
+            identity = {
+                "trust_domain": spire.trust_domain,
+                "spire_agent_socket": str(spire.agent_socket),
+            }
+        gateway.gateway.status_extra["identity"] = identity
+        resuming = len(await asyncio.to_thread(gateway.gateway.sandboxes.to_resume))
         await asyncio.to_thread(gateway.start)
-        gateway.write_client_config()
         _step(f"gateway: {gateway.url} (state in {settings.state_dir})")
         _step(f"local driver: sandbox state in {settings.state_dir / 'sandboxes'}")
+        if resuming:
+            _step(f"sandboxes: starting again the {resuming} that ran before this `up`")
+        gateway.write_client_config({"identity": identity})
         click.echo(f"ready: the CLI finds this gateway via {settings.gateway_file_path}")
         click.echo("press Ctrl-C to stop")
         await stop.wait()
@@ -262,9 +299,13 @@ async def _run(
         if driver is not None and driver.loop is not None and not driver.loop.is_closed():
             _step("stopping sandboxes")
             with contextlib.suppress(Exception):
+                if gateway is not None:  # no sandbox may start while they are stopped
+                    quiet = gateway.gateway.orchestrator.quiesce()
+                    await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(quiet, driver.loop))
                 future = asyncio.run_coroutine_threadsafe(driver.aclose(), driver.loop)
                 await asyncio.wrap_future(future)
         if gateway is not None:
+            gateway.forget_client_config()
             _step("stopping the gateway")
             # Cancelling long-polls of supervisors that are gone is expected, not an error.
             logging.getLogger("uvicorn.error").setLevel(logging.CRITICAL)

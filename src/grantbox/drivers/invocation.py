@@ -17,6 +17,11 @@ SUBCOMMAND = ("supervisor", "run")
 ORPHANED_EXIT_CODE = 75
 """How ``supervisor run`` exits when the gateway no longer knows its sandbox (deleted,
 token revoked or expired): the driver then removes what it kept for the sandbox."""
+ORPHANED_MESSAGE = (
+    "torn down: the gateway no longer knows this sandbox, or the supervisor's token "
+    "expired unrenewed"
+)
+"""How every driver reports a supervisor that exited with :data:`ORPHANED_EXIT_CODE`."""
 
 
 @dataclass(frozen=True, slots=True)

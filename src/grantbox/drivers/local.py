@@ -30,7 +30,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from grantbox.drivers.invocation import ORPHANED_EXIT_CODE, SupervisorInvocation
+from grantbox.drivers.invocation import (
+    ORPHANED_EXIT_CODE,
+    ORPHANED_MESSAGE,
+    SupervisorInvocation,
+)
 from grantbox.drivers.protocol import DriverError, DriverState, DriverStatus, SandboxSpec
 from grantbox.drivers.spire import (
     SandboxEntry,
@@ -207,9 +211,7 @@ def exit_status(code: int, log_path: Path) -> DriverStatus:
     if code == 0:
         return DriverStatus(DriverState.EXITED, "exited with 0")
     if code == ORPHANED_EXIT_CODE:
-        return DriverStatus(
-            DriverState.EXITED, "the gateway no longer knows this sandbox; it was torn down"
-        )
+        return DriverStatus(DriverState.EXITED, ORPHANED_MESSAGE)
     how = f"killed by signal {-code}" if code < 0 else f"exited with {code}"
     detail = last_error_line(log_path)
     return DriverStatus(DriverState.FAILED, f"supervisor {how}" + (f": {detail}" if detail else ""))

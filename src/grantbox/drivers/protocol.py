@@ -10,7 +10,7 @@ are handed to :func:`grantbox.gateway.create_app` or registered by name here.
 from __future__ import annotations
 
 import importlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
@@ -31,6 +31,19 @@ class DriverStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class RequestedLimits:
+    """The sandbox policy's ``limits`` as the operator wrote them (None: not set).
+
+    The supervisor enforces them on the agent wherever it runs; a driver that sizes what
+    holds the supervisor (a pod) reads them too, and may refuse more than it allows.
+    """
+
+    processes: int | None = None
+    memory_mib: int | None = None
+    cpus: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class SandboxSpec:
     """What a driver needs to start one sandbox's supervisor."""
 
@@ -41,6 +54,7 @@ class SandboxSpec:
     supervisor_token: str = field(repr=False)
     spiffe_path: str = ""
     labels: dict[str, str] = field(default_factory=dict)
+    limits: RequestedLimits = field(default_factory=RequestedLimits)
 
 
 @runtime_checkable
@@ -56,8 +70,27 @@ class ComputeDriver(Protocol):
     def watch(self) -> AsyncIterator[tuple[str, DriverStatus]]: ...
 
 
+KnownSandboxes = Callable[[], Awaitable[Collection[str]]]
+"""The ids of the sandboxes the gateway still runs (not deleted, not being deleted)."""
+
+
+@runtime_checkable
+class Reconciling(Protocol):
+    """A driver whose sandboxes outlive the gateway process (pods): the gateway has it
+    remove what it runs for sandboxes the gateway no longer knows, at start and then
+    periodically. ``known`` is asked only after the driver has listed what it runs, so a
+    sandbox created meanwhile is never taken for a stray."""
+
+    async def reconcile(self, known: KnownSandboxes) -> list[str]: ...
+
+
 class DriverError(RuntimeError):
     """A driver could not carry out a request; the message is safe to show operators."""
+
+
+class SandboxRefused(DriverError):
+    """The driver will not run this sandbox as asked (say, above the operator's ceiling)
+    and started nothing: the request itself must change, so the gateway refuses it."""
 
 
 DriverFactory = Callable[[], ComputeDriver]

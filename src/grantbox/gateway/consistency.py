@@ -48,6 +48,8 @@ def check_credentials(
                 f"are all resolved at run time; profile '{profile.id}' is not{needs}"
             )
         return
+    if not values and not profile.credentials:
+        return  # a network-only profile: nothing to store, nothing to resolve
     if not values:
         raise InvalidRequest(
             f"a provider of profile '{profile.id}' needs credentials: give --credential "

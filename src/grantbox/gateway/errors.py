@@ -11,8 +11,10 @@
     │   ├── AlreadyExists       409 already_exists
     │   ├── StaleVersion        409 stale_version      (optimistic concurrency)
     │   ├── InUse               409 in_use             (delete while referenced)
-    │   └── AmbiguousGrants     409 ambiguous_grants   (cross-provider ambiguity)
+    │   ├── AmbiguousGrants     409 ambiguous_grants   (cross-provider ambiguity)
+    │   └── NotRunning          409 not_running        (exec in an exited/failed sandbox)
     ├── InvalidProfile          422 invalid_profile    (diagnostics attached)
+    ├── Busy                    429 busy               (exec buffer full: retry the chunk)
     └── Unavailable             503 unavailable        (no compute driver)
 
 A refused write has changed nothing; the message says what to change.
@@ -83,6 +85,15 @@ class AlreadyExists(Conflict):
 
 class StaleVersion(Conflict):
     code = "stale_version"
+
+
+class NotRunning(Conflict):
+    code = "not_running"
+
+
+class Busy(GatewayError):
+    status = 429
+    code = "busy"
 
 
 class InUse(Conflict):

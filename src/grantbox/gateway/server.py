@@ -7,11 +7,14 @@ whose URL is known to drivers and tests before the first request.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import socket
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -51,9 +54,13 @@ class GatewayServer:
         driver: ComputeDriver | None = None,
         *,
         shutdown_grace: int | None = None,
+        driver_name: str = "",
+        resume_sandboxes: bool = False,
     ) -> None:
         self.settings = settings
-        self.app: FastAPI = create_app(settings, driver)
+        self.app: FastAPI = create_app(
+            settings, driver, driver_name=driver_name, resume_sandboxes=resume_sandboxes
+        )
         self.socket = bind_listen(settings.listen)
         self.url = url_of(self.socket)
         self.gateway.orchestrator.gateway_url = settings.advertise_url or self.url
@@ -78,10 +85,30 @@ class GatewayServer:
     def operator_token(self) -> str:
         return self.gateway.operator_token.value
 
-    def write_client_config(self) -> None:
-        """Tell CLI invocations on this machine where the gateway is (config dir, 0600)."""
-        data = {"url": self.url, "token_file": str(self.settings.operator_token_path)}
+    def write_client_config(self, extra: Mapping[str, Any] | None = None) -> None:
+        """Tell CLI invocations on this machine where the gateway is (config dir, 0600).
+
+        Written in one atomic step once the gateway serves, with the writer's pid, so a
+        reader never sees a half-written file or an address that does not answer yet."""
+        data = {
+            "url": self.url,
+            "token_file": str(self.settings.operator_token_path),
+            "pid": os.getpid(),
+            **(extra or {}),
+        }
         write_private(self.settings.gateway_file_path, json.dumps(data).encode())
+
+    def forget_client_config(self) -> None:
+        """Remove the recorded address if it is still ours (on a clean stop), so the CLI
+        says nothing runs instead of dialling a dead port."""
+        path = self.settings.gateway_file_path
+        try:
+            recorded = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return
+        if isinstance(recorded, dict) and recorded.get("pid") == os.getpid():
+            with contextlib.suppress(OSError):
+                path.unlink()
 
     async def serve(self) -> None:
         await self._server.serve(sockets=[self.socket])

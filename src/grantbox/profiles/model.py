@@ -249,7 +249,11 @@ class Profile(_Strict):
 
     @property
     def allows_runtime_credentials(self) -> bool:
-        """A provider of this profile may be created with no stored secret."""
+        """A provider of this profile may be created with no stored secret: every required
+        credential is obtained at run time. A profile with no credentials at all (a
+        network-only provider: endpoints and policy, nothing to inject) qualifies too."""
+        if not self.credentials:
+            return True
         if not any(c.is_runtime_resolvable for c in self.credentials):
             return False
         return all(c.is_runtime_resolvable for c in self.credentials if c.required)

@@ -13,10 +13,12 @@ namespace.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import resource
 import signal
 import sys
+import termios
 
 from . import filesystem, landlock, seccomp
 from . import syscalls as sc
@@ -86,6 +88,10 @@ def _become_agent(spec: LaunchSpec) -> None:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
     os.setsid()
+    if os.isatty(0):
+        # `sandbox exec -t`: the terminal becomes the session's, so ^C and job control work.
+        with contextlib.suppress(OSError):
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
     if spec.gid is not None:
         os.setgroups([])
         os.setresgid(spec.gid, spec.gid, spec.gid)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,10 @@ class ExecRequestItem:
     exec_id: str
     command: tuple[str, ...]
     timeout_seconds: float
+    stdin: bool = False  # the operator sends input (fetch it with ``exec_input``)
+    tty: bool = False  # run the command on a terminal of this size
+    rows: int = 0
+    cols: int = 0
 
 
 def token_window(token: str) -> tuple[int, int]:
@@ -158,8 +162,18 @@ class SupervisorClient:
         )
         return EffectiveConfig.from_dict(response.json())
 
-    async def heartbeat(self, applied_revision: str = "", error: str = "") -> dict[str, Any]:
-        body = {"applied_revision": applied_revision, "error": error}
+    async def heartbeat(
+        self,
+        applied_revision: str = "",
+        error: str = "",
+        conditions: Sequence[Mapping[str, str]] = (),
+    ) -> dict[str, Any]:
+        """``conditions`` are ``{type, status, reason, message}`` (the gateway adds ``since``)."""
+        body = {
+            "applied_revision": applied_revision,
+            "error": error,
+            "conditions": [dict(condition) for condition in conditions],
+        }
         data: dict[str, Any] = (await self._request("POST", "/heartbeat", json_body=body)).json()
         return data
 
@@ -196,11 +210,34 @@ class SupervisorClient:
             str(data["exec_id"]),
             tuple(str(a) for a in data["command"]),
             float(data.get("timeout_seconds", 300)),
+            stdin=bool(data.get("stdin", False)),
+            tty=bool(data.get("tty", False)),
+            rows=int(data.get("rows", 0)),
+            cols=int(data.get("cols", 0)),
         )
 
     async def exec_output(self, exec_id: str, stream: str, data: bytes) -> None:
+        """One chunk; raises with status 429 when the operator is behind (send it again)
+        and 404 once the operator is gone."""
         body = {"stream": stream, "data": base64.b64encode(data).decode()}
         await self._request("POST", f"/exec/{exec_id}/output", json_body=body)
+
+    async def exec_input(self, exec_id: str, wait_seconds: float = 25.0) -> list[dict[str, Any]]:
+        """The operator's next input items (``data`` base64, ``eof``, ``resize``); empty
+        when none came in time. Raises with status 404 once the exec is over."""
+        response = await self._request(
+            "GET",
+            f"/exec/{exec_id}/input",
+            params={"timeout": wait_seconds},
+            seconds=wait_seconds + self._timeout,
+        )
+        items = response.json().get("items", [])
+        return [item for item in items if isinstance(item, dict)]
+
+    async def report_exit(self, exit_code: int, reason: str = "") -> None:
+        """The sandbox's own command ended (``sandbox get`` shows it with the reason)."""
+        body = {"exit_code": max(-255, min(255, exit_code)), "reason": reason[:4000]}
+        await self._request("POST", "/exit", json_body=body)
 
     async def exec_exit(self, exec_id: str, exit_code: int) -> None:
         await self._request("POST", f"/exec/{exec_id}/exit", json_body={"exit_code": exit_code})

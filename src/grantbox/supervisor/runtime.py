@@ -16,8 +16,7 @@ import functools
 import logging
 import os
 import signal
-import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, start_http_server
@@ -34,11 +33,13 @@ from grantbox.sandbox.spec import LaunchSpec
 from grantbox.sandbox.subids import for_operator, why_not
 from grantbox.sandbox.trust import trust_bundle
 
+from .exec_session import run_exec
 from .gateway_client import ExecRequestItem, SupervisorClient, SupervisorClientError
 from .launch import Fence, SupervisorOptions, agent_launch_spec
-from .outbox import Outbox
-from .retry import retrying, transient
-from .shipping import batches, bounded_message, flatten, halves
+from .metrics import register_outbox_metrics
+from .retry import retrying
+from .shipper import Shipper
+from .shipping import bounded_message
 
 log = logging.getLogger("grantbox.supervisor")
 
@@ -47,11 +48,7 @@ HEARTBEAT_INTERVAL = 5.0
 SHIP_INTERVAL = 0.5
 LONG_POLL_SECONDS = 25.0
 STOP_GRACE = 5.0
-EXEC_TIMEOUT_CODE = 124
 MAX_LINE = 16 * 1024
-OUTBOX_CAPACITY = 10_000
-SHIP_TAKE = 2_000
-BACKLOG_WARNING = OUTBOX_CAPACITY // 2
 
 
 def _read_ca(options: SupervisorOptions) -> str:
@@ -69,7 +66,8 @@ class Supervisor:
             options.gateway_url, options.sandbox_id, options.token_file
         )
         self._identity = WorkloadIdentityClient(options.identity_socket)
-        # One registry for the proxy's and the grant engine's metrics (--metrics-listen).
+        # One registry for the proxy's, the grant engine's and the outbox's metrics
+        # (--metrics-listen).
         self._registry = CollectorRegistry()
         self._metrics_server: Any = None
         self._engine = GrantEngine(
@@ -77,8 +75,10 @@ class Supervisor:
             client=TokenEndpointClient(extra_ca_pem=_read_ca(options)),
             registry=self._registry,
         )
-        self._logs: Outbox[Mapping[str, Any]] = Outbox(OUTBOX_CAPACITY)
-        self._events: Outbox[Mapping[str, Any]] = Outbox(OUTBOX_CAPACITY)
+        self._shipper = Shipper(
+            {"events": self._client.ship_events, "logs": self._client.ship_logs}
+        )
+        register_outbox_metrics(self._registry, self._shipper)
         self._proxy: EgressProxy | None = None
         self._network: SandboxNetwork | None = None
         self._ca_pem = ""
@@ -87,22 +87,25 @@ class Supervisor:
         self._limits: Limits = resolve()
         self._stopping = asyncio.Event()
         self._orphaned = ""
-        self._refused: dict[str, int] = {}
-        self._noted: dict[str, int] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._execs: set[asyncio.Task[None]] = set()
+        self._fence_error = ""
 
     def __repr__(self) -> str:
         return f"Supervisor(sandbox_id={self.options.sandbox_id!r})"
 
     @property
     def registry(self) -> CollectorRegistry:
-        """Where the sandbox proxy's and grant engine's metrics are registered."""
+        """Where the sandbox proxy's, grant engine's and outbox's metrics are registered."""
         return self._registry
 
+    @property
+    def shipper(self) -> Shipper:
+        return self._shipper
+
     def serve_metrics(self) -> tuple[str, int] | None:
-        """Serve the proxy's and grant engine's metrics where ``--metrics-listen`` says (once);
-        the address bound, or None when not asked to."""
+        """Serve the supervisor's metrics where ``--metrics-listen`` says (once); the address
+        bound, or None when not asked to."""
         if self.options.metrics_listen is None:
             return None
         if self._metrics_server is None:
@@ -226,6 +229,7 @@ class Supervisor:
             code = waiter.result()
             level = logging.INFO if code == 0 else logging.WARNING
             log.log(level, "sandbox %s: agent exited with %s", self.options.sandbox_id, code)
+            await self._report_exit(code)
             return code
         await _terminate(agent, waiter)
         await asyncio.gather(*pumps, return_exceptions=True)
@@ -234,8 +238,9 @@ class Supervisor:
     async def _shutdown(self) -> None:
         for task in list(self._execs):
             task.cancel()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._ship_once(), 2.0)
+        if not self._orphaned:  # the gateway would refuse anything more
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._ship_once(), 2.0)
         for task in list(self._tasks) + list(self._execs):
             task.cancel()
         await asyncio.gather(*self._tasks, *self._execs, return_exceptions=True)
@@ -313,9 +318,11 @@ class Supervisor:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
-    async def _heartbeat(self, revision: str, error: str = "") -> None:
+    async def _heartbeat(self, revision: str) -> None:
+        """Report the applied revision and the sandbox's conditions (every heartbeat carries
+        them all: a condition a heartbeat leaves out is gone from the gateway's view)."""
         try:
-            await self._client.heartbeat(revision, error)
+            await self._client.heartbeat(revision, conditions=[self._shipper.condition()])
         except SupervisorClientError as exc:
             if exc.sandbox_gone:
                 await self._orphan(str(exc))
@@ -327,7 +334,7 @@ class Supervisor:
             await self._pause(HEARTBEAT_INTERVAL)
             await self._renew_token()
             if self._config is not None and not self._orphaned:
-                await self._heartbeat(self._config.revision, self.shipping_condition())
+                await self._heartbeat(self._config.revision)
 
     async def _renew_token(self) -> None:
         """Renew before expiry; a token that expired unrenewed ends the sandbox."""
@@ -363,8 +370,8 @@ class Supervisor:
 
     # -- logs and events ----------------------------------------------------------------
     def _event(self, event: dict[str, Any]) -> None:
-        # Shipped to the gateway (``grantbox sandbox logs``), not duplicated in our own log.
-        self._events.put(event)
+        # Shipped to the gateway (``grantbox sandbox events``), not duplicated in our own log.
+        self._shipper.event(event)
 
     async def _pump_lines(self, stream: asyncio.StreamReader, name: str) -> None:
         while True:
@@ -374,81 +381,19 @@ class Supervisor:
                 line = await stream.read(MAX_LINE)
             if not line:
                 return
-            text, _ = bounded_message(line.decode(errors="replace").rstrip("\n"))
-            self._logs.put({"message": text, "stream": name, "ts": time.time()})
+            text, truncated = bounded_message(line.decode(errors="replace").rstrip("\n"))
+            if name == "stderr" and text.startswith("sandbox: "):
+                self._fence_error = text  # why the fence could not run the command
+            self._shipper.log(text, name, truncated=truncated)
 
     async def _ship_once(self) -> None:
-        """Events first, then logs; a refusal of one never holds up the other."""
-        for outbox, send, what in (
-            (self._events, self._client.ship_events, "events"),
-            (self._logs, self._client.ship_logs, "log lines"),
-        ):
-            if self._orphaned:
-                return
-            items = outbox.take(SHIP_TAKE)
-            if not items:
-                continue
-            pending = batches(items)
-            while pending:
-                if not await self._deliver(pending[0], send, what):
-                    outbox.give_back(flatten(pending))
-                    break
-                pending.pop(0)
-        self._note_losses()
-
-    async def _deliver(
-        self,
-        batch: list[Mapping[str, Any]],
-        send: Callable[[list[Mapping[str, Any]]], Awaitable[int]],
-        what: str,
-    ) -> bool:
-        """Ship ``batch``; False when the gateway could not take it now (try again later).
-
-        A batch the gateway refuses (413 or another 4xx) is split; a single item it refuses
-        is dropped and counted, so nothing is retried unchanged forever.
-        """
+        """One shipping round (events first); the gateway saying the sandbox is gone ends it."""
         try:
-            await send(batch)
-            return True
+            await self._shipper.ship_once()
         except SupervisorClientError as exc:
-            if exc.sandbox_gone:
-                await self._orphan(str(exc))
-                return True
-            if transient(exc):
-                log.warning("shipping %s failed: %s", what, exc)
-                return False
-            if len(batch) == 1:
-                self._refused[what] = self._refused.get(what, 0) + 1
-                log.warning("the gateway refused one of the %s (%s); dropped it", what, exc)
-                return True
-            first, second = halves(batch)
-            return await self._deliver(first, send, what) and await self._deliver(
-                second, send, what
-            )
-
-    def _note_losses(self) -> None:
-        """Say in the record itself when the record lost something."""
-        lost = {
-            "events dropped (outbox full)": self._events.dropped,
-            "log lines dropped (outbox full)": self._logs.dropped,
-            **{f"{what} refused by the gateway": n for what, n in self._refused.items()},
-        }
-        for what, count in lost.items():
-            noted = self._noted.get(what, 0)
-            if count > noted:
-                self._noted[what] = count
-                message = f"grantbox: {count - noted} {what} (total {count})"
-                self._logs.put({"message": message, "stream": "supervisor", "ts": time.time()})
-
-    def shipping_condition(self) -> str:
-        """Non-empty while the operator's record is behind (shown by the gateway)."""
-        waiting = len(self._events) + len(self._logs)
-        if waiting < BACKLOG_WARNING:
-            return ""
-        return (
-            f"shipping backlog: {len(self._events)} events and {len(self._logs)} log lines "
-            "waiting for the gateway"
-        )
+            if not exc.sandbox_gone:
+                raise
+            await self._orphan(str(exc))
 
     async def _ship(self) -> None:
         while not self._stopping.is_set():
@@ -468,53 +413,22 @@ class Supervisor:
 
     async def _run_exec(self, item: ExecRequestItem) -> None:
         assert self._network is not None
-        try:
-            process = await launch(
-                self.launch_spec(item.command),
-                self._network,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-            )
-        except (OSError, ValueError) as exc:
-            await self._exec_report(
-                item.exec_id, b"sandbox: cannot start: %s\n" % str(exc).encode()
-            )
-            await self._exec_exit(item.exec_id, 126)
-            return
-        assert process.stdout is not None and process.stderr is not None
-        relays = asyncio.gather(
-            self._relay(item.exec_id, process.stdout, "stdout"),
-            self._relay(item.exec_id, process.stderr, "stderr"),
-        )
-        try:
-            code = await asyncio.wait_for(process.wait(), item.timeout_seconds)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
-            code = EXEC_TIMEOUT_CODE
-        except asyncio.CancelledError:
-            process.kill()
-            await process.wait()
-            raise
-        await relays
-        await self._exec_exit(item.exec_id, code)
+        network = self._network
 
-    async def _relay(self, exec_id: str, stream: asyncio.StreamReader, name: str) -> None:
-        while chunk := await stream.read(65536):
-            try:
-                await self._client.exec_output(exec_id, name, chunk)
-            except SupervisorClientError as exc:
-                log.warning("exec %s: output relay failed: %s", exec_id, exc)
+        def start(stdin: int | None, stdout: int | None, stderr: int | None) -> Any:
+            spec = self.launch_spec(item.command)
+            return launch(spec, network, stdin=stdin, stdout=stdout, stderr=stderr)
 
-    async def _exec_report(self, exec_id: str, data: bytes) -> None:
-        with contextlib.suppress(SupervisorClientError):
-            await self._client.exec_output(exec_id, "stderr", data)
+        await run_exec(self._client, item, start, before_exit=self._ship_once)
 
-    async def _exec_exit(self, exec_id: str, code: int) -> None:
+    async def _report_exit(self, code: int) -> None:
+        """Tell the gateway how the sandbox's own command ended, and why when the fence
+        could not run it (init's ``sandbox: …`` line), before this process exits."""
+        reason = self._fence_error.removeprefix("sandbox: ")
         try:
-            await self._client.exec_exit(exec_id, code)
-        except SupervisorClientError as exc:
-            log.warning("exec %s: exit report failed: %s", exec_id, exc)
+            await asyncio.wait_for(self._client.report_exit(code, reason), 5.0)
+        except (SupervisorClientError, TimeoutError) as exc:
+            log.warning("could not report the command's exit to the gateway: %s", exc)
 
 
 def _not_gone(exc: Exception) -> bool:

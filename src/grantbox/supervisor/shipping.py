@@ -2,9 +2,10 @@
 
 An agent controls its output: a line of control bytes grows sixfold once JSON-escaped, and a
 batch of such lines could exceed the gateway's body limit and be refused forever. So each
-log message is cut to a fixed encoded size (and says so), batches are cut by encoded size
-well below the gateway's limit, and a batch the gateway still refuses is split, then
-dropped item by item with a count (see the supervisor's shipping loop). Pure functions.
+log message is cut to a fixed encoded size (the record says so in its ``truncated`` flag,
+never in the text, which an agent could imitate), batches are cut by encoded size well
+below the gateway's limit, and a batch the gateway still refuses is split, then dropped
+item by item with a count (see :mod:`.shipper`). Pure functions.
 """
 
 from __future__ import annotations
@@ -21,7 +22,10 @@ MAX_MESSAGE_BYTES = 8 * 1024
 MAX_BATCH_BYTES = 256 * 1024
 """A shipped batch's JSON-encoded size at most: a sixteenth of the gateway's 4 MiB limit."""
 MAX_BATCH_ITEMS = 1000
-TRUNCATED = " [grantbox: line truncated, {size} bytes in all]"
+MAX_EVENT_BYTES = 8 * 1024
+"""An event's JSON-encoded size at most; its strings (a URL is the agent's, up to the proxy's
+64 KiB head) are cut to fit."""
+MIN_STRING = 64
 
 
 def encoded_size(value: Any) -> int:
@@ -31,20 +35,45 @@ def encoded_size(value: Any) -> int:
 
 
 def bounded_message(text: str, limit: int = MAX_MESSAGE_BYTES) -> tuple[str, bool]:
-    """``(message, truncated)``: ``text`` cut so its JSON encoding fits ``limit``, the cut
-    marked in the message itself."""
+    """``(message, truncated)``: the longest prefix of ``text`` whose JSON encoding fits
+    ``limit``, and whether anything was cut."""
     if encoded_size(text) <= limit:
         return text, False
-    marker = TRUNCATED.format(size=len(text.encode(errors="replace")))
-    budget = limit - encoded_size(marker)
     low, high = 0, len(text)
-    while low < high:  # the longest prefix whose encoding fits the budget
+    while low < high:  # the longest prefix whose encoding fits
         middle = (low + high + 1) // 2
-        if encoded_size(text[:middle]) <= budget:
+        if encoded_size(text[:middle]) <= limit:
             low = middle
         else:
             high = middle - 1
-    return text[:low] + marker, True
+    return text[:low], True
+
+
+def _cut_strings(value: Any, length: int) -> Any:
+    if isinstance(value, str):
+        return value[:length]
+    if isinstance(value, Mapping):
+        return {key: _cut_strings(item, length) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_cut_strings(item, length) for item in value]
+    return value
+
+
+def bounded_event(event: Mapping[str, Any], limit: int = MAX_EVENT_BYTES) -> dict[str, Any]:
+    """``event`` whole when its encoding fits ``limit``; else with every string value cut to
+    the longest length (halving) that makes it fit, and ``unmapped.truncated: true`` (OCSF's
+    place for extras). Failing even that, only its ``kind``, marked truncated."""
+    if encoded_size(event) <= limit:
+        return dict(event)
+    length = limit
+    while length > MIN_STRING:
+        length //= 2
+        cut = _cut_strings(event, length)
+        extra = cut.get("unmapped")
+        cut["unmapped"] = {**(extra if isinstance(extra, dict) else {}), "truncated": True}
+        if encoded_size(cut) <= limit:
+            return dict(cut)
+    return {"kind": str(event.get("kind") or "event")[:64], "unmapped": {"truncated": True}}
 
 
 def batches(

@@ -1,8 +1,8 @@
 """The Kubernetes compute driver: one Secret and one Pod per sandbox, watched to phases.
 
 Modules by job: :mod:`.config` (settings), :mod:`.names` (labels and fixed places),
-:mod:`.manifests` and :mod:`.status` (pure), :mod:`.client` (the API I/O). Importing the
-package registers the driver as ``kubernetes``.
+:mod:`.manifests`, :mod:`.sizing` and :mod:`.status` (pure), :mod:`.client` (the API I/O).
+Importing the package registers the driver as ``kubernetes``.
 """
 
 from grantbox.drivers.protocol import register_driver
@@ -40,6 +40,13 @@ from .names import (
     resource_name,
     sandbox_id_of,
 )
+from .sizing import (
+    SUPERVISOR_MEMORY_MIB,
+    SUPERVISOR_MILLICPU,
+    ceiling_problem,
+    millicores,
+    pod_resources,
+)
 from .status import pod_status
 
 register_driver("kubernetes", KubernetesDriver.from_env)
@@ -55,6 +62,8 @@ __all__ = [
     "SPIFFE_CSI_DRIVER",
     "SPIFFE_VOLUME",
     "SUPERVISOR_CONTAINER",
+    "SUPERVISOR_MEMORY_MIB",
+    "SUPERVISOR_MILLICPU",
     "TOKEN_DIR",
     "TOKEN_FILE_MODE",
     "TOKEN_KEY",
@@ -63,9 +72,12 @@ __all__ = [
     "KubernetesConfigError",
     "KubernetesDriver",
     "KubernetesDriverConfig",
+    "ceiling_problem",
     "gateway_url_problem",
+    "millicores",
     "pod_gateway_url",
     "pod_manifest",
+    "pod_resources",
     "pod_status",
     "resource_name",
     "sandbox_id_of",

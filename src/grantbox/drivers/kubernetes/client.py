@@ -1,7 +1,14 @@
 """The Kubernetes driver's I/O: create, delete, read and watch sandbox pods.
 
-Decisions are pure functions in the sibling modules (manifests, status, config);
+Decisions are pure functions in the sibling modules (manifests, sizing, status, config);
 :class:`KubernetesDriver` only moves them through the ``kubernetes`` client's asyncio API.
+
+Teardown works as the local driver's: ``delete`` returns once the pod is gone (bounded by
+its grace period and :attr:`KubernetesDriver.CONFIRM_MARGIN`; past that it says it could not
+confirm and keeps deleting, forced, in the background); a pod whose supervisor exited as
+orphaned (exit 75) is deleted by the driver; and :meth:`KubernetesDriver.reconcile` (which
+the gateway runs at start and periodically) removes the pods of sandboxes the gateway no
+longer knows. One sandbox's create, delete and background teardown never interleave.
 """
 
 from __future__ import annotations
@@ -18,12 +25,20 @@ from typing import TYPE_CHECKING, Any
 
 import stamina
 
-from grantbox.drivers.protocol import DriverError, DriverState, DriverStatus, SandboxSpec
+from grantbox.drivers.protocol import (
+    DriverError,
+    DriverState,
+    DriverStatus,
+    KnownSandboxes,
+    SandboxRefused,
+    SandboxSpec,
+)
 
 from .config import KubernetesDriverConfig
 from .manifests import pod_manifest, secret_manifest
-from .names import WATCH_SELECTOR, resource_name, sandbox_id_of
-from .status import pod_status
+from .names import WATCH_SELECTOR, gateway_of, resource_name, sandbox_id_of
+from .sizing import ceiling_problem
+from .status import orphaned, pod_status
 
 if TYPE_CHECKING:
     from kubernetes.aio.client import Configuration
@@ -70,6 +85,9 @@ class KubernetesDriver:
     MIN_QUIET_WATCH = 1.0
     WAIT_INITIAL = 0.5
     WAIT_MAX = 5.0
+    CONFIRM_MARGIN = 30.0
+    """Seconds past a pod's grace period that ``delete`` waits for it to be gone."""
+    CONFIRM_POLL = 0.5
 
     def __init__(
         self, config: KubernetesDriverConfig, api_config: Configuration | None = None
@@ -80,6 +98,8 @@ class KubernetesDriver:
         self._api_client: Any | None = None
         self._deleting: set[str] = set()
         self._lock = asyncio.Lock()
+        self._sandbox_locks: dict[str, asyncio.Lock] = {}
+        self._teardowns: dict[str, asyncio.Task[None]] = {}
 
     def __repr__(self) -> str:
         return f"KubernetesDriver(namespace={self.config.namespace!r})"
@@ -104,6 +124,10 @@ class KubernetesDriver:
             return client.CoreV1Api(self._api_client)
 
     async def aclose(self) -> None:
+        teardowns = list(self._teardowns.values())
+        for task in teardowns:
+            task.cancel()
+        await asyncio.gather(*teardowns, return_exceptions=True)
         if self._api_client is not None:
             await self._api_client.close()
             self._api_client = None
@@ -126,8 +150,17 @@ class KubernetesDriver:
             response.release()
 
     async def create(self, spec: SandboxSpec) -> None:
+        too_big = ceiling_problem(spec.limits, self.config)
+        if too_big is not None:
+            raise SandboxRefused(too_big)
         secret = secret_manifest(spec, self.config)
         pod = pod_manifest(spec, self.config)
+        async with self._sandbox_lock(spec.sandbox_id):
+            await self._stop_teardown(spec.sandbox_id)  # a new run: nothing old to remove
+            self._deleting.discard(spec.sandbox_id)
+            await self._create(spec.sandbox_id, secret, pod)
+
+    async def _create(self, sandbox_id: str, secret: dict[str, Any], pod: dict[str, Any]) -> None:
         core = await self._core()
         namespace = self.config.namespace
         try:
@@ -143,9 +176,7 @@ class KubernetesDriver:
             with contextlib.suppress(Exception):
                 await self._delete_secret(core, secret["metadata"]["name"])
             raise failure from None
-        log.info(
-            "sandbox %s: created pod %s/%s", spec.sandbox_id, namespace, pod["metadata"]["name"]
-        )
+        log.info("sandbox %s: created pod %s/%s", sandbox_id, namespace, pod["metadata"]["name"])
 
     async def _delete_secret(self, core: Any, name: str) -> None:
         try:
@@ -156,27 +187,160 @@ class KubernetesDriver:
             if _status_code(exc) != 404:
                 raise
 
-    async def delete(self, sandbox_id: str) -> None:
-        name = resource_name(sandbox_id)
-        core = await self._core()
-        self._deleting.add(sandbox_id)
+    def _sandbox_lock(self, sandbox_id: str) -> asyncio.Lock:
+        return self._sandbox_locks.setdefault(sandbox_id, asyncio.Lock())
+
+    async def _delete_pod(self, core: Any, name: str, grace: int) -> bool:
+        """Ask the API to delete the pod; False when there was none."""
         try:
             await self._request(
                 core.delete_namespaced_pod_without_preload_content,
                 name,
                 self.config.namespace,
-                grace_period_seconds=self.config.termination_grace_seconds,
+                grace_period_seconds=grace,
                 propagation_policy="Background",
             )
         except Exception as exc:
             if _status_code(exc) != 404:
                 raise _api_failure("delete the sandbox Pod", exc) from None
-            self._deleting.discard(sandbox_id)  # no pod: no DELETED event will come
+            return False
+        return True
+
+    async def _pod_exists(self, core: Any, name: str) -> bool:
         try:
-            await self._delete_secret(core, name)
+            await self._request(
+                core.read_namespaced_pod_without_preload_content, name, self.config.namespace
+            )
         except Exception as exc:
-            raise _api_failure("delete the sandbox token Secret", exc) from None
-        log.info("sandbox %s: deleted pod and secret %s", sandbox_id, name)
+            if _status_code(exc) == 404:
+                return False
+            raise _api_failure("read the sandbox Pod", exc) from None
+        return True
+
+    async def _until_gone(self, core: Any, name: str, seconds: float) -> bool:
+        """Wait (bounded) until the pod no longer exists; False when it still does."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while await self._pod_exists(core, name):
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(self.CONFIRM_POLL)
+        return True
+
+    def _confirm_seconds(self) -> float:
+        return self.config.termination_grace_seconds + self.CONFIRM_MARGIN
+
+    async def delete(self, sandbox_id: str) -> None:
+        """Delete the sandbox's Pod and Secret; returns once the Pod is gone.
+
+        A pod still there once its grace period and :attr:`CONFIRM_MARGIN` have passed (a
+        node that stopped answering, a finalizer) makes this raise, saying so, while the
+        driver keeps deleting it, forced, in the background.
+        """
+        name = resource_name(sandbox_id)
+        async with self._sandbox_lock(sandbox_id):
+            core = await self._core()
+            self._deleting.add(sandbox_id)
+            existed = await self._delete_pod(core, name, self.config.termination_grace_seconds)
+            if not existed:
+                self._deleting.discard(sandbox_id)  # no pod: no DELETED event will come
+            try:
+                await self._delete_secret(core, name)
+            except Exception as exc:
+                raise _api_failure("delete the sandbox token Secret", exc) from None
+            gone = not existed or await self._until_gone(core, name, self._confirm_seconds())
+            if gone:
+                await self._stop_teardown(sandbox_id)
+        if not gone:
+            self._keep_tearing_down(sandbox_id, grace=0)
+            raise DriverError(
+                f"could not confirm that sandbox pod {name} is gone "
+                f"{self._confirm_seconds():g} s after deleting it; still retrying the "
+                "teardown (forced) in the background"
+            )
+        log.info("sandbox %s: pod and secret %s deleted", sandbox_id, name)
+
+    # -- background teardown: orphans, strays, and deletes that could not be confirmed ----
+
+    def _keep_tearing_down(self, sandbox_id: str, grace: int | None = None) -> None:
+        """Delete the sandbox's pod and secret until the pod is confirmed gone (once)."""
+        running = self._teardowns.get(sandbox_id)
+        if running is None or running.done():
+            self._deleting.add(sandbox_id)
+            task = asyncio.get_running_loop().create_task(self._tear_down(sandbox_id, grace))
+            self._teardowns[sandbox_id] = task
+
+    async def _stop_teardown(self, sandbox_id: str) -> None:
+        task = self._teardowns.pop(sandbox_id, None)
+        if task is not None and task is not asyncio.current_task() and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def _tear_down(self, sandbox_id: str, grace: int | None) -> None:
+        """First with ``grace`` (the configured period when None), then forced; API
+        failures and a pod that outlives each attempt are retried with growing waits."""
+        name = resource_name(sandbox_id)
+        first = self.config.termination_grace_seconds if grace is None else grace
+        attempt_grace = first
+        async for attempt in stamina.retry_context(
+            on=self._retry_teardown,
+            attempts=None,
+            timeout=None,
+            wait_initial=self.WAIT_INITIAL,
+            wait_max=self.WAIT_MAX,
+            wait_jitter=self.WAIT_INITIAL,
+        ):
+            with attempt:
+                async with self._sandbox_lock(sandbox_id):
+                    core = await self._core()
+                    if await self._delete_pod(core, name, attempt_grace):
+                        wait = attempt_grace + self.CONFIRM_MARGIN
+                        attempt_grace = 0
+                        if not await self._until_gone(core, name, wait):
+                            raise _StillThere(name)
+                    await self._delete_secret(core, name)
+        log.info("sandbox %s: pod and secret %s removed", sandbox_id, name)
+        if self._teardowns.get(sandbox_id) is asyncio.current_task():
+            del self._teardowns[sandbox_id]
+
+    def _retry_teardown(self, exc: Exception) -> bool:
+        if not isinstance(exc, Exception):
+            return False  # cancellation: never retried
+        log.warning("teardown not confirmed yet (%s); retrying", exc)
+        return True
+
+    async def reconcile(self, known: KnownSandboxes) -> list[str]:
+        """Remove the pods (and their secrets) of sandboxes the gateway no longer knows.
+
+        Only pods whose supervisor talks to this driver's configured gateway URL are judged
+        (another grantbox may share the namespace); without that URL nothing is. ``known`` is
+        asked after the listing, so a sandbox created meanwhile is never a stray. Secrets
+        are removed by name with their pods (the driver may not list secrets: listing
+        would read their tokens).
+        """
+        if not self.config.gateway_url:
+            return []
+        ours = self.config.gateway_url.rstrip("/")
+        core = await self._core()
+        try:
+            _, pods = await self._list(core)
+        except Exception as exc:
+            raise _api_failure("list sandbox pods", exc) from None
+        running = {
+            sandbox_id
+            for pod in pods
+            if (sandbox_id := sandbox_id_of(pod)) is not None and gateway_of(pod) == ours
+        }
+        if not running:
+            return []
+        strays = sorted(running - set(await known()))
+        for sandbox_id in strays:
+            if sandbox_id not in self._teardowns:
+                log.warning(
+                    "sandbox %s: the gateway no longer knows it; removing its pod", sandbox_id
+                )
+            self._keep_tearing_down(sandbox_id)
+        return strays
 
     async def status(self, sandbox_id: str) -> DriverStatus:
         core = await self._core()
@@ -202,6 +366,12 @@ class KubernetesDriver:
             return None  # the gateway already shows it as deleting
         if kind == "DELETED":
             return sandbox_id, DriverStatus(DriverState.FAILED, "the sandbox pod was deleted")
+        if orphaned(pod):
+            # Nobody will ask to delete a sandbox the gateway forgot: remove it now.
+            log.warning(
+                "sandbox %s: its supervisor exited as orphaned; removing its pod", sandbox_id
+            )
+            self._keep_tearing_down(sandbox_id, grace=0)
         return sandbox_id, pod_status(pod)
 
     async def _list(self, core: Any) -> tuple[str, list[Mapping[str, Any]]]:
@@ -310,6 +480,13 @@ class KubernetesDriver:
         if not isinstance(exc, _QuietWatch):
             log.warning("pod watch failed (%s); retrying", _api_failure("watch pods", exc))
         return True
+
+
+class _StillThere(Exception):
+    """The pod outlived a delete attempt."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"sandbox pod {name} still exists")
 
 
 class _QuietWatch(Exception):

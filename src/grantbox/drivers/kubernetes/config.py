@@ -6,10 +6,12 @@ the driver starts so a bad setting fails the gateway's start-up with one line na
 
 from __future__ import annotations
 
+import importlib
 import posixpath
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from urllib.parse import urlsplit
 
 from pydantic import ValidationError
@@ -106,6 +108,10 @@ class KubernetesDriverEnv(BaseSettings):
     memory_request: str = ""
     cpu_limit: str = ""
     memory_limit: str = ""
+    # Ceilings on what one sandbox's policy may ask for (quantities, and a count).
+    max_memory: str = ""
+    max_cpu: str = ""
+    max_processes: int | None = None
 
     @classmethod
     def read(cls, environ: Mapping[str, str] | None = None) -> KubernetesDriverEnv:
@@ -151,6 +157,9 @@ class KubernetesDriverConfig:
     termination_grace_seconds: int = 10
     resources: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     extra_labels: Mapping[str, str] = field(default_factory=dict)
+    max_memory_mib: int | None = None
+    max_cpus: float | None = None
+    max_processes: int | None = None
 
     def __post_init__(self) -> None:
         problem = socket_path_problem(self.socket_path)
@@ -181,6 +190,11 @@ class KubernetesDriverConfig:
                 raise KubernetesConfigError(f"label {key} is set by grantbox")
             if not is_label_value(value):
                 raise KubernetesConfigError(f"label {key}={value!r} is not a valid label value")
+        problem = resources_problem(self.resources)
+        if problem is None:
+            problem = ceilings_problem(self)
+        if problem is not None:
+            raise KubernetesConfigError(problem)
 
     @property
     def socket_directory(self) -> str:
@@ -205,6 +219,9 @@ class KubernetesDriverConfig:
             read_only_root=env.read_only_root,
             termination_grace_seconds=env.termination_grace_seconds,
             resources=env.resources(),
+            max_memory_mib=_mebibytes(env.max_memory, f"{K8S_ENV_PREFIX}MAX_MEMORY"),
+            max_cpus=_cpus(env.max_cpu, f"{K8S_ENV_PREFIX}MAX_CPU"),
+            max_processes=env.max_processes,
         )
 
 
@@ -233,4 +250,80 @@ def gateway_url_problem(url: str) -> str | None:
         )
     if parts.hostname == "::1":
         return f"gateway URL {url!r} is loopback; set GRANTBOX_K8S_GATEWAY_URL"
+    return None
+
+
+_MEBIBYTE = Decimal(1024 * 1024)
+_QUANTITY = re.compile(r"[+-]?[0-9.]+([eEinumkKMGTP]*[-+]?[0-9]*)")  # apimachinery's
+_RESOURCE_ENV = {
+    ("requests", "cpu"): "CPU_REQUEST",
+    ("requests", "memory"): "MEMORY_REQUEST",
+    ("limits", "cpu"): "CPU_LIMIT",
+    ("limits", "memory"): "MEMORY_LIMIT",
+}
+
+
+def quantity(text: str, setting: str) -> Decimal:
+    """A positive Kubernetes quantity (``512Mi``, ``1.5``, ``250m``), read by the
+    Kubernetes client's own parser."""
+    try:
+        parse = importlib.import_module("kubernetes.utils.quantity").parse_quantity
+    except ImportError:
+        raise KubernetesConfigError(
+            f"{setting}: reading quantities needs the Kubernetes client; install "
+            "grantbox[kubernetes]"
+        ) from None
+    try:
+        if not _QUANTITY.fullmatch(text):  # the API's own shape; the parser is laxer
+            raise ValueError(text)
+        value = Decimal(parse(text))
+    except (ValueError, ArithmeticError, TypeError):
+        raise KubernetesConfigError(
+            f"{setting}: {text!r} is not a Kubernetes quantity (e.g. 512Mi, 2, 500m)"
+        ) from None
+    if not value.is_finite() or value <= 0:
+        raise KubernetesConfigError(f"{setting}: {text!r} must be more than zero")
+    return value
+
+
+def _mebibytes(text: str, setting: str) -> int | None:
+    return int(quantity(text, setting) // _MEBIBYTE) if text else None
+
+
+def _cpus(text: str, setting: str) -> float | None:
+    return float(quantity(text, setting)) if text else None
+
+
+def resources_problem(resources: Mapping[str, Mapping[str, str]]) -> str | None:
+    """Why the driver-wide pod ``resources`` are unusable (unknown names, values that are
+    not quantities, a request above its limit), or None."""
+    try:
+        read: dict[tuple[str, str], Decimal] = {}
+        for kind, values in resources.items():
+            for resource, text in values.items():
+                if (kind, resource) not in _RESOURCE_ENV:
+                    return f"pod resources {kind}.{resource}: only requests/limits of cpu/memory"
+                setting = K8S_ENV_PREFIX + _RESOURCE_ENV[(kind, resource)]
+                read[(kind, resource)] = quantity(str(text), setting)
+    except KubernetesConfigError as exc:
+        return str(exc)
+    for resource in ("cpu", "memory"):
+        request, limit = read.get(("requests", resource)), read.get(("limits", resource))
+        if request is not None and limit is not None and request > limit:
+            return (
+                f"{K8S_ENV_PREFIX}{resource.upper()}_REQUEST is above "
+                f"{K8S_ENV_PREFIX}{resource.upper()}_LIMIT"
+            )
+    return None
+
+
+def ceilings_problem(config: KubernetesDriverConfig) -> str | None:
+    """Why the ceilings are unusable (not positive), or None."""
+    for value, setting in (
+        (config.max_memory_mib, "MAX_MEMORY"),
+        (config.max_cpus, "MAX_CPU"),
+        (config.max_processes, "MAX_PROCESSES"),
+    ):
+        if value is not None and value <= 0:
+            return f"{K8S_ENV_PREFIX}{setting} must be more than zero"
     return None

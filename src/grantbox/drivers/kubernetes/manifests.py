@@ -2,9 +2,9 @@
 
 Each sandbox becomes a Secret holding its supervisor token (mounted read-only, mode 0400)
 and a Pod whose only container runs ``grantbox supervisor run`` with the agent command as
-arguments. The SPIFFE Workload API socket comes from the SPIFFE CSI driver as a read-only
-inline volume and is named only in the supervisor's environment; the supervisor hides the
-socket's directory and the token's directory from the agent.
+arguments, sized by :mod:`.sizing`. The SPIFFE Workload API socket comes from the SPIFFE
+CSI driver as a read-only inline volume and is named only in the supervisor's environment;
+the supervisor hides the socket's directory and the token's directory from the agent.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from .names import (
     is_label_value,
     resource_name,
 )
+from .sizing import pod_resources
 
 # What the supervisor's isolation calls need, and nothing else (see deploy/README.md):
 #   SYS_ADMIN  unshare/setns of net, mount and PID namespaces; mount() of /proc, /tmp and
@@ -148,8 +149,9 @@ def pod_manifest(spec: SandboxSpec, config: KubernetesDriverConfig) -> dict[str,
         "securityContext": _security_context(config),
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
-    if config.resources:
-        container["resources"] = {k: dict(v) for k, v in config.resources.items()}
+    resources = pod_resources(spec.limits, config)
+    if resources:
+        container["resources"] = resources
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,

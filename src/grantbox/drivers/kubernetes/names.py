@@ -51,3 +51,13 @@ def sandbox_id_of(pod: Mapping[str, Any]) -> str | None:
         return None
     sandbox_id = labels.get(SANDBOX_ID_KEY)
     return sandbox_id if isinstance(sandbox_id, str) and sandbox_id else None
+
+
+def gateway_of(pod: Mapping[str, Any]) -> str | None:
+    """The gateway URL a managed pod's supervisor talks to (its ``--gateway`` option)."""
+    for container in (pod.get("spec") or {}).get("containers") or ():
+        args = list(container.get("args") or ())
+        for at in range(len(args) - 1):
+            if args[at] == "--gateway":
+                return str(args[at + 1]).rstrip("/")
+    return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from grantbox.drivers.invocation import ORPHANED_EXIT_CODE, ORPHANED_MESSAGE
 from grantbox.drivers.protocol import DriverState, DriverStatus
 
 from .names import SUPERVISOR_CONTAINER
@@ -40,6 +41,13 @@ def _supervisor_state(pod: Mapping[str, Any]) -> Mapping[str, Any]:
     return {}
 
 
+def orphaned(pod: Mapping[str, Any]) -> bool:
+    """The pod's supervisor exited because the gateway no longer knows its sandbox (or its
+    token expired unrenewed): nobody will ask to delete it, so the driver does."""
+    terminated = _supervisor_state(pod).get("terminated") or {}
+    return terminated.get("exitCode") == ORPHANED_EXIT_CODE
+
+
 def _terminated_message(terminated: Mapping[str, Any]) -> str:
     code = terminated.get("exitCode")
     reason = terminated.get("reason") or ""
@@ -56,7 +64,7 @@ def pod_status(pod: Mapping[str, Any]) -> DriverStatus:
 
     Pending → PENDING (provisioning), Running → RUNNING (ready once the supervisor
     heartbeats), Succeeded → EXITED, Failed → FAILED (both shown as error), a pod being
-    deleted → EXITED, anything else → UNKNOWN.
+    deleted or whose supervisor exited as orphaned → EXITED, anything else → UNKNOWN.
     """
     metadata = pod.get("metadata") or {}
     status = pod.get("status") or {}
@@ -64,6 +72,8 @@ def pod_status(pod: Mapping[str, Any]) -> DriverStatus:
     state = _supervisor_state(pod)
     if metadata.get("deletionTimestamp"):
         return DriverStatus(DriverState.EXITED, "sandbox pod is being deleted")
+    if orphaned(pod):
+        return DriverStatus(DriverState.EXITED, ORPHANED_MESSAGE)
     if phase == "Pending":
         waiting = state.get("waiting") or {}
         reason = waiting.get("reason") or ""

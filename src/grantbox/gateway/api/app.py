@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -39,7 +40,9 @@ from .state import Gateway
 log = logging.getLogger("grantbox.gateway")
 
 
-def build_gateway(settings: GatewaySettings, driver: ComputeDriver | None) -> Gateway:
+def build_gateway(
+    settings: GatewaySettings, driver: ComputeDriver | None, driver_name: str = ""
+) -> Gateway:
     secure_tree(settings.state_dir)
     store = Store.open(settings.database_url)
     catalog = Catalog(load_builtins(settings.builtin_profiles_dir))
@@ -53,6 +56,8 @@ def build_gateway(settings: GatewaySettings, driver: ComputeDriver | None) -> Ga
     )
     metrics = Metrics()
     metrics.registry.register(PhaseCollector(sandboxes.count_by_phase))
+    orchestrator = SandboxOrchestrator(sandboxes, issuer, driver, relay)
+    orchestrator.driver_name = driver_name if driver is not None else ""
     return Gateway(
         settings=settings,
         store=store,
@@ -66,25 +71,42 @@ def build_gateway(settings: GatewaySettings, driver: ComputeDriver | None) -> Ga
             store, catalog, CredentialSealer.load_or_create(settings.credentials_key_path), feed
         ),
         sandboxes=sandboxes,
-        orchestrator=SandboxOrchestrator(sandboxes, issuer, driver, relay),
+        orchestrator=orchestrator,
         metrics=metrics,
     )
 
 
-def create_app(settings: GatewaySettings, driver: ComputeDriver | None = None) -> FastAPI:
-    """The gateway app. Opens (and migrates) the store and loads or creates its keys."""
-    gateway = build_gateway(settings, driver)
+def create_app(
+    settings: GatewaySettings,
+    driver: ComputeDriver | None = None,
+    *,
+    driver_name: str = "",
+    resume_sandboxes: bool = False,
+) -> FastAPI:
+    """The gateway app. Opens (and migrates) the store and loads or creates its keys.
+
+    ``resume_sandboxes`` is for a single host whose supervisors died with the previous
+    control plane (``grantbox up``): once serving, every sandbox that was running is
+    started again."""
+    gateway = build_gateway(settings, driver, driver_name)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         gateway.feed.bind(asyncio.get_running_loop())
-        follower = asyncio.create_task(gateway.orchestrator.follow_driver())
+        gateway.sandboxes.records.bind(asyncio.get_running_loop())
+        tasks: list[asyncio.Task[Any]] = [
+            asyncio.create_task(gateway.orchestrator.follow_driver()),
+            asyncio.create_task(gateway.orchestrator.reconcile_driver()),
+        ]
+        if resume_sandboxes:
+            tasks.append(gateway.orchestrator.start_resuming())
         try:
             yield
         finally:
-            follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await follower
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
             gateway.store.close()
 
     app = FastAPI(

@@ -22,10 +22,9 @@ async def readyz(request: Request) -> Response:
     gateway = gateway_of(request)
     try:
         await to_thread.run_sync(gateway.store.ping)
-    except Exception as exc:
-        return JSONResponse(
-            {"status": "unavailable", "reason": f"database: {type(exc).__name__}"}, 503
-        )
+    except Exception:
+        reason = "the database does not answer; check that it runs and the gateway can reach it"
+        return JSONResponse({"status": "unavailable", "reason": reason}, 503)
     return JSONResponse({"status": "ready", "database": gateway.store.backend})
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -11,12 +12,19 @@ from anyio import to_thread
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
-from grantbox.gateway.errors import Conflict
+from grantbox import __version__
+from grantbox.gateway.errors import Busy, Conflict, InvalidRequest, NotFound, NotRunning
+from grantbox.gateway.exec_relay import Delivery
+from grantbox.gateway.phase import STOPPED, Phase
+from grantbox.gateway.services import MAX_PAGE, SandboxView
+from grantbox.gateway.timestamps import parse_rfc3339
 
 from .auth_deps import Operator
 from .schemas import (
     AttachProvider,
     ExecCreate,
+    ExecInput,
+    ExecResize,
     ProfileDocuments,
     ProfileUpdate,
     ProviderCreate,
@@ -26,6 +34,11 @@ from .schemas import (
 from .state import gateway_of
 
 router = APIRouter(prefix="/api/v1", dependencies=[Operator])
+
+OMITTED_HEADER = "Grantbox-Omitted"
+FOLLOW_BATCH = 1000
+FOLLOW_RECHECK = 2.0  # seconds; covers entries stored by another replica
+FOLLOW_KEEPALIVE = 15.0
 
 # -- profiles -------------------------------------------------------------------------------
 
@@ -171,44 +184,216 @@ async def detach_provider(
     return view.to_dict()
 
 
-@router.get("/sandboxes/{name}/logs", tags=["sandboxes"])
+@router.post("/sandboxes/{name}/restart", tags=["sandboxes"])
+async def restart_sandbox(request: Request, name: str) -> dict[str, Any]:
+    """Stop the sandbox's supervisor (if any still runs) and start it again."""
+    view = await gateway_of(request).orchestrator.restart(name)
+    return view.to_dict()
+
+
+def _since(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return parse_rfc3339(value)
+    except ValueError as exc:
+        raise InvalidRequest(f"since: {exc}") from None
+
+
+_NDJSON: dict[int | str, dict[str, Any]] = {200: {"content": {"application/x-ndjson": {}}}}
+_TAIL = Query(default=None, ge=0, le=MAX_PAGE, description="only the newest N")
+_SINCE = Query(default=None, max_length=64, description="RFC 3339: only entries at or after")
+_AFTER = Query(default=0, ge=0, le=2**62, description="only entries after this seq")
+_FOLLOW = Query(default=False, description="keep the stream open and send new entries")
+
+
+def _line(item: dict[str, Any]) -> bytes:
+    return (json.dumps(item, ensure_ascii=True, separators=(",", ":")) + "\n").encode()
+
+
+async def _records(
+    request: Request,
+    name: str,
+    kind: str,
+    after: int,
+    since: str | None,
+    tail: int | None,
+    follow: bool,
+) -> StreamingResponse:
+    """Logs or events as JSON lines; with ``follow``, held open and fed as entries arrive,
+    ending with ``{"next_after": SEQ}`` (follow again from there) unless the sandbox is gone.
+
+    Followers wake when this gateway stores new entries, and re-check every few seconds for
+    entries another replica stored; a blank line now and then keeps idle streams alive.
+    """
+    sandboxes = gateway_of(request).sandboxes
+    settings = gateway_of(request).settings
+    fetch = sandboxes.log_page if kind == "logs" else sandboxes.event_page
+    since_ts = _since(since)
+    sandbox_id = await to_thread.run_sync(sandboxes.id_of, name)
+    first = await to_thread.run_sync(
+        lambda: fetch(sandbox_id, after=after, since=since_ts, tail=tail)
+    )
+
+    async def lines() -> AsyncIterator[bytes]:
+        for item in first.items:
+            yield _line(item)
+        if not follow:
+            return
+        seen = first.last_seq or after
+        loop = asyncio.get_running_loop()
+        quiet_since = loop.time()
+        # A stream is held at most as long as any long-poll; then it tells the client where
+        # to pick up, so a handler never lives unbounded and clients ride over restarts.
+        deadline = loop.time() + settings.longpoll_max
+        while True:
+            if loop.time() >= deadline:
+                yield _line({"next_after": seen})
+                return
+            ticket = sandboxes.records.ticket()
+            try:
+                page = await to_thread.run_sync(
+                    functools.partial(
+                        fetch, sandbox_id, after=seen, since=since_ts, limit=FOLLOW_BATCH
+                    )
+                )
+            except NotFound:
+                return  # the sandbox was deleted: nothing more will come
+            for item in page.items:
+                yield _line(item)
+            if page.items:
+                seen, quiet_since = page.last_seq, loop.time()
+                if len(page.items) == FOLLOW_BATCH:
+                    continue
+            elif loop.time() - quiet_since >= FOLLOW_KEEPALIVE:
+                quiet_since = loop.time()
+                yield b"\n"
+            await sandboxes.records.wait(
+                ticket, max(0.0, min(FOLLOW_RECHECK, deadline - loop.time()))
+            )
+
+    headers = {OMITTED_HEADER: str(first.omitted)}
+    return StreamingResponse(lines(), media_type="application/x-ndjson", headers=headers)
+
+
+@router.get(
+    "/sandboxes/{name}/logs",
+    tags=["sandboxes"],
+    response_class=StreamingResponse,
+    responses=_NDJSON,
+)
 async def sandbox_logs(
     request: Request,
     name: str,
-    since: int = Query(default=0, ge=0, le=2**62),
-    limit: int = Query(default=1000, ge=1, le=10_000),
-) -> list[dict[str, Any]]:
-    return await to_thread.run_sync(gateway_of(request).sandboxes.logs, name, since, limit)
+    tail: int | None = _TAIL,
+    since: str | None = _SINCE,
+    after: int = _AFTER,
+    follow: bool = _FOLLOW,
+) -> StreamingResponse:
+    """What the sandbox's command printed, oldest first; ``tail`` keeps the newest N and
+    the ``Grantbox-Omitted`` header says how many older lines it left out."""
+    return await _records(request, name, "logs", after, since, tail, follow)
 
 
-@router.get("/sandboxes/{name}/events", tags=["sandboxes"])
+@router.get(
+    "/sandboxes/{name}/events",
+    tags=["sandboxes"],
+    response_class=StreamingResponse,
+    responses=_NDJSON,
+)
 async def sandbox_events(
     request: Request,
     name: str,
-    since: int = Query(default=0, ge=0, le=2**62),
-    limit: int = Query(default=1000, ge=1, le=10_000),
-) -> list[dict[str, Any]]:
-    return await to_thread.run_sync(gateway_of(request).sandboxes.events, name, since, limit)
+    tail: int | None = _TAIL,
+    since: str | None = _SINCE,
+    after: int = _AFTER,
+    follow: bool = _FOLLOW,
+) -> StreamingResponse:
+    """The proxy's OCSF events (one per decision), like ``logs``."""
+    return await _records(request, name, "events", after, since, tail, follow)
+
+
+def _refuse_unless_running(view: SandboxView) -> None:
+    if view.phase is Phase.DELETING:
+        raise NotRunning(f"sandbox '{view.name}' is being deleted")
+    if view.phase in STOPPED:
+        raise NotRunning(
+            f"sandbox '{view.name}' is not running ({view.phase.value}: {view.phase_reason}); "
+            f"start it again with `grantbox sandbox restart {view.name}`"
+        )
 
 
 @router.post(
     "/sandboxes/{name}/exec",
     tags=["sandboxes"],
     response_class=StreamingResponse,
-    responses={200: {"content": {"application/x-ndjson": {}}}},
+    responses=_NDJSON,
 )
 async def exec_in_sandbox(request: Request, name: str, body: ExecCreate) -> StreamingResponse:
-    """Run a command through the sandbox's supervisor; streams NDJSON chunks then the exit."""
+    """Run a command through the sandbox's supervisor; streams NDJSON: the exec id (where
+    input goes), output chunks, then the exit. Refused at once when nothing runs there."""
     gateway = gateway_of(request)
     view = await to_thread.run_sync(gateway.sandboxes.get, name)
+    _refuse_unless_running(view)
     try:
-        exec_request = gateway.relay.submit(view.id, tuple(body.command), body.timeout_seconds)
+        exec_request = gateway.relay.submit(
+            view.id,
+            tuple(body.command),
+            body.timeout_seconds,
+            stdin=body.stdin or body.tty,
+            tty=body.tty,
+            rows=body.rows,
+            cols=body.cols,
+        )
     except asyncio.QueueFull:
         raise Conflict(f"sandbox '{name}' has too many pending exec requests") from None
 
     async def lines() -> AsyncIterator[bytes]:
         pickup = min(body.pickup_timeout_seconds, gateway.settings.longpoll_max)
         async for item in gateway.relay.stream(exec_request.exec_id, pickup):
-            yield (json.dumps(item) + "\n").encode()
+            yield _line(item)
 
     return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+
+@router.post("/sandboxes/{name}/exec/{exec_id}/input", tags=["sandboxes"])
+async def exec_input(request: Request, name: str, exec_id: str, body: ExecInput) -> dict[str, bool]:
+    """Bytes for the command's stdin (and/or its end). Waits while the sandbox is behind;
+    ``429 busy`` means: send the same chunk again."""
+    gateway = gateway_of(request)
+    sandbox_id = await to_thread.run_sync(gateway.sandboxes.id_of, name)
+    outcome = await gateway.relay.input(sandbox_id, exec_id, body.data, body.eof)
+    if outcome is Delivery.GONE:
+        raise NotFound("no open exec with this id for this sandbox, or it takes no input")
+    if outcome is Delivery.BUSY:
+        raise Busy("the command is not reading its input yet; send the chunk again")
+    return {"ok": True}
+
+
+@router.post("/sandboxes/{name}/exec/{exec_id}/resize", tags=["sandboxes"])
+async def exec_resize(
+    request: Request, name: str, exec_id: str, body: ExecResize
+) -> dict[str, bool]:
+    gateway = gateway_of(request)
+    sandbox_id = await to_thread.run_sync(gateway.sandboxes.id_of, name)
+    if not gateway.relay.resize(sandbox_id, exec_id, body.rows, body.cols):
+        raise NotFound("no open exec on a terminal with this id for this sandbox")
+    return {"ok": True}
+
+
+# -- the control plane itself ---------------------------------------------------------------
+
+
+@router.get("/status", tags=["status"])
+async def status(request: Request) -> dict[str, Any]:
+    """What runs here: version, database, compute driver, sandboxes by phase, and what the
+    process that embeds the gateway (``grantbox up``) reports about its other parts."""
+    gateway = gateway_of(request)
+    counts = await to_thread.run_sync(gateway.sandboxes.count_by_phase)
+    return {
+        "version": __version__,
+        "database": gateway.store.backend,
+        "driver": gateway.orchestrator.driver_name or None,
+        "sandboxes": counts,
+        **gateway.status_extra,
+    }

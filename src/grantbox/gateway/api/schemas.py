@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class _Body(BaseModel):
@@ -47,19 +47,56 @@ class AttachProvider(_Body):
 
 class ExecCreate(_Body):
     command: list[str] = Field(min_length=1, max_length=256)
-    timeout_seconds: float = Field(default=300.0, gt=0, le=3600)
+    timeout_seconds: float = Field(default=300.0, gt=0, le=86_400)
     pickup_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    stdin: bool = Field(default=False, description="the operator will send input")
+    tty: bool = Field(default=False, description="run the command on a terminal")
+    rows: int = Field(default=0, ge=0, le=1000)
+    cols: int = Field(default=0, ge=0, le=1000)
+
+
+class ExecInput(_Body):
+    data: str = Field(default="", max_length=1_048_576, description="base64 of the bytes")
+    eof: bool = False
+
+
+class ExecResize(_Body):
+    rows: int = Field(ge=1, le=1000)
+    cols: int = Field(ge=1, le=1000)
+
+
+class SandboxExit(_Body):
+    exit_code: int = Field(ge=-255, le=255)
+    reason: str = Field(default="", max_length=4000)
+
+
+class ConditionReport(_Body):
+    """One sandbox condition as the supervisor sees it (the gateway stamps ``since``)."""
+
+    type: str = Field(pattern=r"^[A-Z][A-Za-z0-9]{0,63}$")
+    status: Literal["True", "False", "Unknown"]
+    reason: str = Field(default="", pattern=r"^([A-Z][A-Za-z0-9]{0,63})?$")
+    message: str = Field(default="", max_length=1000)
 
 
 class Heartbeat(_Body):
     applied_revision: str = Field(default="", max_length=200)
     error: str = Field(default="", max_length=4000)
+    conditions: list[ConditionReport] = Field(default_factory=list, max_length=8)
+
+    @field_validator("conditions")
+    @classmethod
+    def _one_per_type(cls, value: list[ConditionReport]) -> list[ConditionReport]:
+        if len({c.type for c in value}) != len(value):
+            raise ValueError("each condition type may appear once")
+        return value
 
 
 class LogLine(_Body):
     ts: float | None = None
     stream: str = Field(default="supervisor", max_length=32)
     message: str = Field(default="", max_length=65536)
+    truncated: bool = Field(default=False, description="the supervisor cut the line")
 
 
 class LogBatch(_Body):

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from fastapi import Request
 
@@ -36,6 +37,9 @@ class Gateway:
     sandboxes: SandboxService
     orchestrator: SandboxOrchestrator
     metrics: Metrics
+    # What the process embedding the gateway says about its other parts (``grantbox up``:
+    # the identity agent), shown by ``GET /api/v1/status``.
+    status_extra: dict[str, Any] = field(default_factory=dict)
 
 
 def gateway_of(request: Request) -> Gateway:

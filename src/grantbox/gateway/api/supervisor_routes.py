@@ -16,10 +16,11 @@ from typing import Any, TypeVar
 from anyio import to_thread
 from fastapi import APIRouter, Query, Request, Response
 
-from grantbox.gateway.errors import NotFound, SandboxGone
+from grantbox.gateway.errors import Busy, NotFound, SandboxGone
+from grantbox.gateway.exec_relay import Delivery
 
 from .auth_deps import Supervisor, own_sandbox
-from .schemas import EventBatch, ExecExit, ExecOutput, Heartbeat, LogBatch
+from .schemas import EventBatch, ExecExit, ExecOutput, Heartbeat, LogBatch, SandboxExit
 from .state import gateway_of
 
 T = TypeVar("T")
@@ -68,8 +69,9 @@ async def supervisor_heartbeat(
 ) -> dict[str, Any]:
     own_sandbox(claims, sandbox_id)
     gateway = gateway_of(request)
+    conditions = [condition.model_dump() for condition in body.conditions]
     await _for_live_sandbox(
-        gateway.sandboxes.heartbeat, sandbox_id, body.applied_revision, body.error
+        gateway.sandboxes.heartbeat, sandbox_id, body.applied_revision, body.error, conditions
     )
     view = await _for_live_sandbox(gateway.sandboxes.get_by_id, sandbox_id)
     return {
@@ -136,10 +138,34 @@ async def supervisor_next_exec(
 async def supervisor_exec_output(
     request: Request, sandbox_id: str, exec_id: str, claims: Supervisor, body: ExecOutput
 ) -> dict[str, bool]:
+    """One output chunk. Waits while the operator is behind (the buffer is bounded);
+    ``429 busy`` means: send the same chunk again; ``404``: the operator is gone, stop."""
     own_sandbox(claims, sandbox_id)
-    if not gateway_of(request).relay.output(sandbox_id, exec_id, body.stream, body.data):
+    outcome = await gateway_of(request).relay.output(sandbox_id, exec_id, body.stream, body.data)
+    if outcome is Delivery.GONE:
         raise NotFound("no open exec with this id for this sandbox")
+    if outcome is Delivery.BUSY:
+        raise Busy("the operator is reading slowly; send the same chunk again")
     return {"ok": True}
+
+
+@router.get("/sandboxes/{sandbox_id}/exec/{exec_id}/input")
+async def supervisor_exec_input(
+    request: Request,
+    sandbox_id: str,
+    exec_id: str,
+    claims: Supervisor,
+    wait_seconds: float = Query(default=25.0, ge=0, le=300, alias="timeout"),
+) -> dict[str, Any]:
+    """Long-poll for the operator's input: ``{"items": [{"data"}|{"eof"}|{"resize"}]}``,
+    empty when none came in time; 404 once the exec is over."""
+    own_sandbox(claims, sandbox_id)
+    gateway = gateway_of(request)
+    wait = min(wait_seconds, gateway.settings.longpoll_max)
+    items = await gateway.relay.next_input(sandbox_id, exec_id, wait)
+    if items is None:
+        raise NotFound("no open exec with this id for this sandbox")
+    return {"items": items}
 
 
 @router.post("/sandboxes/{sandbox_id}/exec/{exec_id}/exit")
@@ -149,6 +175,18 @@ async def supervisor_exec_exit(
     own_sandbox(claims, sandbox_id)
     if not gateway_of(request).relay.exit(sandbox_id, exec_id, body.exit_code):
         raise NotFound("no open exec with this id for this sandbox")
+    return {"ok": True}
+
+
+@router.post("/sandboxes/{sandbox_id}/exit")
+async def supervisor_sandbox_exit(
+    request: Request, sandbox_id: str, claims: Supervisor, body: SandboxExit
+) -> dict[str, bool]:
+    """The sandbox's own command ended: its status and, when it could not even start, why
+    (``sandbox get`` shows ``exited`` for 0 and ``error`` with this reason otherwise)."""
+    own_sandbox(claims, sandbox_id)
+    gateway = gateway_of(request)
+    await _for_live_sandbox(gateway.sandboxes.record_exit, sandbox_id, body.exit_code, body.reason)
     return {"ok": True}
 
 

@@ -4,12 +4,14 @@ from .config import effective_config
 from .orchestration import SandboxOrchestrator
 from .profiles import ProfileService, parse_documents
 from .providers import ProviderService, ProviderView
-from .sandboxes import SandboxService, SandboxView
+from .sandboxes import MAX_PAGE, RecordPage, SandboxService, SandboxView
 
 __all__ = [
+    "MAX_PAGE",
     "ProfileService",
     "ProviderService",
     "ProviderView",
+    "RecordPage",
     "SandboxOrchestrator",
     "SandboxService",
     "SandboxView",

@@ -17,6 +17,7 @@ from grantbox.gateway.consistency import check_credentials, check_name, refuse_a
 from grantbox.gateway.credentials import CredentialSealer
 from grantbox.gateway.errors import AlreadyExists, InUse, NotFound, StaleVersion
 from grantbox.gateway.storage import AttachmentRow, ProviderRow, SandboxRow, Store
+from grantbox.gateway.timestamps import rfc3339
 
 from .lookup import affected_sandboxes, provider_by_name, sandboxes_with_providers
 
@@ -42,8 +43,8 @@ class ProviderView:
             "credentials": list(self.credentials),
             "attached_to": list(self.attached_to),
             "resource_version": self.resource_version,
-            "created_at": self.created_at,
-            "updated_at": self.updated_at,
+            "created_at": rfc3339(self.created_at),
+            "updated_at": rfc3339(self.updated_at),
         }
 
 

@@ -15,13 +15,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from grantbox.drivers.protocol import DriverState, DriverStatus
 from grantbox.gateway.agent_ids import UidRange, choose_free
 from grantbox.gateway.catalog import Catalog
 from grantbox.gateway.changes import ChangeFeed
+from grantbox.gateway.conditions import Condition, dumps, loads, merge
 from grantbox.gateway.consistency import (
     SandboxAttachments,
     check_name,
@@ -47,6 +48,7 @@ from grantbox.gateway.storage import (
     SandboxStatusRow,
     Store,
 )
+from grantbox.gateway.timestamps import rfc3339, rfc3339_or_none
 from grantbox.profiles import (
     EffectiveConfig,
     SandboxPolicy,
@@ -63,6 +65,7 @@ CREATE_ATTEMPTS = 8
 MAX_LOG_LINES_PER_CALL = 1000
 MAX_LOG_MESSAGE = 16_384
 LOG_RETENTION = 10_000
+MAX_PAGE = LOG_RETENTION  # one answer never holds more than a sandbox keeps
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +83,9 @@ class SandboxView:
     resource_version: int
     created_at: float
     updated_at: float
+    exit_code: int | None = None
     agent_uid: int | None = None
+    conditions: tuple[Condition, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -88,17 +93,31 @@ class SandboxView:
             "name": self.name,
             "phase": self.phase.value,
             "phase_reason": self.phase_reason,
+            "exit_code": self.exit_code,
             "providers": list(self.providers),
             "command": list(self.command),
             "policy": self.policy,
             "revision": self.revision,
             "applied_revision": self.applied_revision,
-            "last_heartbeat": self.last_heartbeat,
+            "last_heartbeat": rfc3339_or_none(self.last_heartbeat),
             "resource_version": self.resource_version,
-            "created_at": self.created_at,
-            "updated_at": self.updated_at,
+            "created_at": rfc3339(self.created_at),
+            "updated_at": rfc3339(self.updated_at),
             "agent_uid": self.agent_uid,
+            "conditions": [condition.to_dict() for condition in self.conditions],
         }
+
+
+@dataclass(frozen=True, slots=True)
+class RecordPage:
+    """Log lines or events in sequence order, and how many older ones a tail left out."""
+
+    items: list[dict[str, Any]]
+    omitted: int = 0
+
+    @property
+    def last_seq(self) -> int:
+        return int(self.items[-1]["seq"]) if self.items else 0
 
 
 def parse_policy(data: Mapping[str, Any] | None) -> SandboxPolicy | None:
@@ -117,6 +136,27 @@ def parse_policy(data: Mapping[str, Any] | None) -> SandboxPolicy | None:
     return policy
 
 
+def plausible_time(seconds: Any, now: float) -> float:
+    """A reported time (epoch seconds) unless missing or implausible (more than a day off
+    the gateway's clock); then the time it arrived."""
+    plausible = (
+        isinstance(seconds, int | float)
+        and not isinstance(seconds, bool)
+        and abs(float(seconds) - now) <= 86_400
+    )
+    return float(seconds) if plausible else now
+
+
+def event_time(event: Mapping[str, Any], now: float) -> float:
+    """When an event happened: its ``ts`` (seconds) or OCSF ``time`` (milliseconds)."""
+    if "ts" in event:
+        return plausible_time(event["ts"], now)
+    millis = event.get("time")
+    if isinstance(millis, int | float) and not isinstance(millis, bool):
+        return plausible_time(millis / 1000.0, now)
+    return now
+
+
 def _keep_newest(
     session: Session, model: type[LogRow] | type[EventRow], sandbox_id: str, keep: int
 ) -> None:
@@ -133,6 +173,15 @@ def _keep_newest(
         session.execute(delete(model).where(model.sandbox_id == sandbox_id, model.seq <= cutoff))
 
 
+def _event_data(item: Mapping[str, Any], kind: str) -> str:
+    """The event as stored: whole, or (when larger than the bound) a record saying so.
+    Never JSON cut in the middle, which would break every later read of the events."""
+    data = json.dumps(item, sort_keys=True, default=str)
+    if len(data) <= MAX_LOG_MESSAGE:
+        return data
+    return json.dumps({"kind": kind, "truncated": True, "size": len(data)})
+
+
 class SandboxService:
     def __init__(
         self,
@@ -141,6 +190,7 @@ class SandboxService:
         feed: ChangeFeed,
         stale_after: float,
         agent_uids: UidRange | None = None,
+        records: ChangeFeed | None = None,
     ) -> None:
         self._store = store
         self._agent_uids = agent_uids or UidRange()
@@ -148,6 +198,8 @@ class SandboxService:
         self._feed = feed
         self._stale_after = stale_after
         self.log_retention = LOG_RETENTION
+        # Wakes ``logs -f``/``events -f`` streams when new lines or events are stored.
+        self.records = records or ChangeFeed()
 
     # -- reading --------------------------------------------------------------------------
 
@@ -159,6 +211,8 @@ class SandboxService:
             driver_message=status.driver_message if status else "",
             last_heartbeat=status.last_heartbeat if status else None,
             supervisor_error=status.supervisor_error if status else "",
+            exit_code=status.exit_code if status else None,
+            exit_reason=status.exit_reason if status else "",
         )
         phase, reason = derive_phase(facts, time.time(), self._stale_after)
         try:
@@ -181,7 +235,9 @@ class SandboxService:
             resource_version=row.resource_version,
             created_at=row.created_at,
             updated_at=row.updated_at,
+            exit_code=facts.exit_code,
             agent_uid=row.agent_uid,
+            conditions=loads(status.conditions) if status else (),
         )
 
     def list_all(self) -> list[SandboxView]:
@@ -194,6 +250,13 @@ class SandboxService:
         for view in self.list_all():
             counts[view.phase.value] += 1
         return counts
+
+    def live_ids(self) -> list[str]:
+        """Ids of the sandboxes that should run: every record not being deleted."""
+        with self._store.read() as session:
+            deleting = select(SandboxStatusRow.sandbox_id).where(SandboxStatusRow.deleting)
+            query = select(SandboxRow.id).where(SandboxRow.id.not_in(deleting))
+            return list(session.scalars(query).all())
 
     def get(self, name: str) -> SandboxView:
         with self._store.read() as session:
@@ -371,78 +434,177 @@ class SandboxService:
             row.driver_state = status.state.value
             row.driver_message = status.message[:2000]
 
-    def heartbeat(self, sandbox_id: str, applied_revision: str, error: str) -> None:
+    def heartbeat(
+        self,
+        sandbox_id: str,
+        applied_revision: str,
+        error: str,
+        conditions: Sequence[Mapping[str, Any]] = (),
+    ) -> None:
+        """Record a heartbeat; ``conditions`` replace the last report (see
+        :mod:`grantbox.gateway.conditions`), keeping ``since`` of unchanged ones."""
         with self._store.write() as session:
             row = session.get(SandboxStatusRow, sandbox_id)
             if row is None or row.deleting:
                 raise NotFound("sandbox not found or being deleted")
-            row.last_heartbeat = time.time()
+            now = time.time()
+            row.last_heartbeat = now
             row.applied_revision = applied_revision[:80]
             row.supervisor_error = error[:2000]
+            row.conditions = dumps(merge(loads(row.conditions), conditions, now))
+
+    def record_exit(self, sandbox_id: str, exit_code: int, reason: str) -> None:
+        """The supervisor says the sandbox's command ended (before it exits itself)."""
+        with self._store.write() as session:
+            row = session.get(SandboxStatusRow, sandbox_id)
+            if row is None or row.deleting:
+                raise NotFound("sandbox not found or being deleted")
+            row.exit_code = exit_code
+            row.exit_reason = reason[:2000]
+
+    def restarting(self, name: str) -> SandboxView:
+        """Forget the last run's runtime facts before the driver starts the sandbox again."""
+        with self._store.write() as session:
+            row = self._for_change(session, name, None)
+            status = session.get(SandboxStatusRow, row.id)
+            if status is None:
+                status = SandboxStatusRow(sandbox_id=row.id)
+                session.add(status)
+            status.driver_state = DriverState.PENDING.value
+            status.driver_message = "restarting"
+            status.last_heartbeat = None
+            status.applied_revision = ""
+            status.supervisor_error = ""
+            status.exit_code = None
+            status.exit_reason = ""
+            status.conditions = "[]"
+            session.flush()
+            return self._view(session, row)
+
+    def to_resume(self) -> list[SandboxView]:
+        """Sandboxes a restarted single-host control plane should start again: all that are
+        not being deleted and whose command had not ended."""
+        return [v for v in self.list_all() if v.phase is not Phase.DELETING and v.exit_code is None]
+
+    def deleting_ids(self) -> list[str]:
+        with self._store.read() as session:
+            query = select(SandboxStatusRow.sandbox_id).where(SandboxStatusRow.deleting)
+            return list(session.scalars(query).all())
 
     # -- logs and events ------------------------------------------------------------------
 
     def append_logs(self, sandbox_id: str, lines: Sequence[Mapping[str, Any]]) -> int:
         if len(lines) > MAX_LOG_LINES_PER_CALL:
             raise InvalidRequest(f"at most {MAX_LOG_LINES_PER_CALL} log lines per call")
+        now = time.time()
         with self._store.write() as session:
             if session.get(SandboxRow, sandbox_id) is None:
                 raise NotFound("sandbox not found")
             for line in lines:
+                message = str(line.get("message", ""))
                 session.add(
                     LogRow(
                         sandbox_id=sandbox_id,
-                        ts=float(line.get("ts") or time.time()),
+                        ts=plausible_time(line.get("ts"), now),
                         stream=str(line.get("stream") or "supervisor")[:32],
-                        message=str(line.get("message", ""))[:MAX_LOG_MESSAGE],
+                        message=message[:MAX_LOG_MESSAGE],
+                        truncated=bool(line.get("truncated")) or len(message) > MAX_LOG_MESSAGE,
                     )
                 )
             _keep_newest(session, LogRow, sandbox_id, self.log_retention)
+        self.records.notify()
         return len(lines)
 
     def append_events(self, sandbox_id: str, events: Sequence[Mapping[str, Any]]) -> int:
         if len(events) > MAX_LOG_LINES_PER_CALL:
             raise InvalidRequest(f"at most {MAX_LOG_LINES_PER_CALL} events per call")
+        now = time.time()
         with self._store.write() as session:
             if session.get(SandboxRow, sandbox_id) is None:
                 raise NotFound("sandbox not found")
             for item in events:
+                kind = str(item.get("kind") or "event")[:64]
                 session.add(
                     EventRow(
                         sandbox_id=sandbox_id,
-                        ts=float(item.get("ts") or time.time()),
-                        kind=str(item.get("kind") or "event")[:64],
-                        data=json.dumps(item, sort_keys=True, default=str)[:MAX_LOG_MESSAGE],
+                        ts=event_time(item, now),
+                        kind=kind,
+                        data=_event_data(item, kind),
                     )
                 )
             # Every proxied request yields events: keep them bounded like the logs.
             _keep_newest(session, EventRow, sandbox_id, self.log_retention)
+        self.records.notify()
         return len(events)
 
-    def logs(self, name: str, since: int, limit: int) -> list[dict[str, Any]]:
+    def id_of(self, name: str) -> str:
         with self._store.read() as session:
-            row = sandbox_by_name(session, name)
-            query = (
-                select(LogRow)
-                .where(LogRow.sandbox_id == row.id, LogRow.seq > since)
-                .order_by(LogRow.seq)
-                .limit(limit)
-            )
-            return [
-                {"seq": r.seq, "ts": r.ts, "stream": r.stream, "message": r.message}
-                for r in session.scalars(query).all()
-            ]
+            return sandbox_by_name(session, name).id
 
-    def events(self, name: str, since: int, limit: int) -> list[dict[str, Any]]:
+    def _page(
+        self,
+        model: type[LogRow] | type[EventRow],
+        sandbox_id: str,
+        *,
+        after: int,
+        since: float | None,
+        tail: int | None,
+        limit: int,
+    ) -> tuple[list[Any], int]:
+        """Rows after ``after`` (and at or after ``since``): with ``tail``, the newest
+        ``tail`` of them and how many older ones were left out; else the oldest ``limit``."""
         with self._store.read() as session:
-            row = sandbox_by_name(session, name)
-            query = (
-                select(EventRow)
-                .where(EventRow.sandbox_id == row.id, EventRow.seq > since)
-                .order_by(EventRow.seq)
-                .limit(limit)
-            )
-            return [
-                {"seq": r.seq, "ts": r.ts, "kind": r.kind, "data": json.loads(r.data)}
-                for r in session.scalars(query).all()
-            ]
+            if session.get(SandboxRow, sandbox_id) is None:
+                raise NotFound("sandbox not found")
+            where = [model.sandbox_id == sandbox_id, model.seq > after]
+            if since is not None:
+                where.append(model.ts >= since)
+            if tail is None:
+                query = select(model).where(*where).order_by(model.seq).limit(limit)
+                return list(session.scalars(query).all()), 0
+            newest = select(model).where(*where).order_by(model.seq.desc()).limit(tail)
+            rows = list(reversed(session.scalars(newest).all()))
+            total = session.scalar(select(func.count()).select_from(model).where(*where)) or 0
+            return rows, max(0, total - len(rows))
+
+    def log_page(
+        self,
+        sandbox_id: str,
+        *,
+        after: int = 0,
+        since: float | None = None,
+        tail: int | None = None,
+        limit: int = MAX_PAGE,
+    ) -> RecordPage:
+        rows, omitted = self._page(
+            LogRow, sandbox_id, after=after, since=since, tail=tail, limit=limit
+        )
+        items = [
+            {
+                "seq": r.seq,
+                "time": rfc3339(r.ts),
+                "stream": r.stream,
+                "message": r.message,
+                "truncated": r.truncated,
+            }
+            for r in rows
+        ]
+        return RecordPage(items, omitted)
+
+    def event_page(
+        self,
+        sandbox_id: str,
+        *,
+        after: int = 0,
+        since: float | None = None,
+        tail: int | None = None,
+        limit: int = MAX_PAGE,
+    ) -> RecordPage:
+        rows, omitted = self._page(
+            EventRow, sandbox_id, after=after, since=since, tail=tail, limit=limit
+        )
+        items = [
+            {"seq": r.seq, "time": rfc3339(r.ts), "kind": r.kind, "data": json.loads(r.data)}
+            for r in rows
+        ]
+        return RecordPage(items, omitted)

@@ -16,6 +16,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -102,6 +103,11 @@ class SandboxStatusRow(Base):
     last_heartbeat: Mapped[float | None] = mapped_column(Float, nullable=True)
     applied_revision: Mapped[str] = mapped_column(String(80), default="")
     supervisor_error: Mapped[str] = mapped_column(Text, default="")
+    # How the sandbox's command ended, as its supervisor reported it (None while it runs).
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True, default=None)
+    exit_reason: Mapped[str] = mapped_column(Text, default="")
+    # The supervisor's last reported conditions (grantbox.gateway.conditions), as JSON.
+    conditions: Mapped[str] = mapped_column(Text, default="[]", server_default="[]")
 
 
 class LogRow(Base):
@@ -114,6 +120,8 @@ class LogRow(Base):
     ts: Mapped[float] = mapped_column(Float)
     stream: Mapped[str] = mapped_column(String(32))
     message: Mapped[str] = mapped_column(Text)
+    # The message was cut (by the supervisor or the gateway) to fit its bound.
+    truncated: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class EventRow(Base):
