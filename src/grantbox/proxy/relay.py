@@ -117,6 +117,69 @@ class _BadRequestBody(Exception):
     """The agent's request body broke HTTP/1.1 framing (e.g. a malformed chunk)."""
 
 
+class _HeadDeadline:
+    """When the wait for a connection's next request head gives up: one timer per
+    connection, not one per request.
+
+    Moving the deadline for the next request is an assignment. A timer armed for an earlier
+    deadline re-arms itself for the current one when it fires (on a busy connection that is
+    once per idle timeout); it is re-armed at once only when the deadline moves earlier (a
+    started head has the shorter head timeout). At the deadline it cancels the waiting task,
+    which reads that as a timeout, the way ``asyncio.timeout`` does.
+    """
+
+    __slots__ = ("_armed", "_expired", "_loop", "_task", "_timer", "_waiting", "when")
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._task = asyncio.current_task()
+        self._timer: asyncio.TimerHandle | None = None
+        self._armed = math.inf
+        self._waiting = False
+        self._expired = False
+        self.when = math.inf
+
+    def wait_until(self, when: float) -> None:
+        """A wait (from now on) that gives up at loop time ``when``."""
+        self.when = when
+        self._waiting = True
+        if when < self._armed:
+            self._arm(when)
+
+    def done(self) -> None:
+        self._waiting = False
+
+    def close(self) -> None:
+        self._waiting = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def timed_out(self) -> bool:
+        """After a CancelledError in the wait: whether it was this deadline's, and only
+        this deadline's (a proxy stopping cancels too)."""
+        if not self._expired:
+            return False
+        self._expired = False
+        return self._task is not None and self._task.uncancel() == 0
+
+    def _arm(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_at(when, self._fire)
+        self._armed = when
+
+    def _fire(self) -> None:
+        self._timer, self._armed = None, math.inf
+        if not self._waiting:
+            return
+        if self._loop.time() < self.when:
+            self._arm(self.when)
+        elif self._task is not None:
+            self._expired = True
+            self._task.cancel()
+
+
 class HttpRelay:
     def __init__(
         self,
@@ -135,10 +198,12 @@ class HttpRelay:
         self._upstream: _Upstream | None = None
         self._sent_up = ctx.metrics.upstream_bytes
         self._sent_down = ctx.metrics.downstream_bytes
+        self._deadline: _HeadDeadline | None = None
 
     async def run(self) -> Handover | None:
         """Serve requests until the connection ends, or return an admitted CONNECT for the
         tunnel adapter to open."""
+        self._deadline = _HeadDeadline()
         try:
             while True:
                 try:
@@ -172,6 +237,7 @@ class HttpRelay:
                 if not await self._forward(outcome):
                     return None
         finally:
+            self._deadline.close()
             await self._close_upstream()
 
     # -- reading -------------------------------------------------------------------------
@@ -182,38 +248,43 @@ class HttpRelay:
         (:class:`_HeadTimeout`), so a head trickled byte by byte cannot hold the
         connection for the idle timeout."""
         limits = self._ctx.limits
+        deadline = self._deadline
+        assert deadline is not None
         loop = asyncio.get_running_loop()
         head_started = False
+        deadline.wait_until(loop.time() + limits.idle_timeout)
         try:
-            async with asyncio.timeout(limits.idle_timeout) as deadline:
-                while True:
-                    # RFC 9112 §2.2: ignore empty lines before a request line - all of
-                    # them in one step, so a flood of CRLFs costs no more than any bytes.
-                    if self._buffer[:2] == b"\r\n":
-                        empty = _LEADING_EMPTY_LINES.match(self._buffer)
-                        if empty is not None:
-                            del self._buffer[: empty.end()]
-                    end = find_head_end(self._buffer)
-                    if end > 0:
-                        raw = bytes(self._buffer[:end])
-                        del self._buffer[:end]
-                        return raw
-                    if self._buffer and not head_started:
-                        # A head has started and is not complete: it has head_timeout.
-                        head_started = True
-                        when = min(deadline.when() or math.inf, loop.time() + limits.head_timeout)
-                        deadline.reschedule(when)
-                    try:
-                        data = await self._client.recv()
-                    except (OSError, ConnectionError, ssl.SSLError):
-                        return None  # the agent reset or broke the connection: it is over
-                    if not data:
-                        return None
-                    self._buffer.extend(data)
-        except TimeoutError:
+            while True:
+                # RFC 9112 §2.2: ignore empty lines before a request line - all of them in
+                # one step, so a flood of CRLFs costs no more than any bytes.
+                if self._buffer[:2] == b"\r\n":
+                    empty = _LEADING_EMPTY_LINES.match(self._buffer)
+                    if empty is not None:
+                        del self._buffer[: empty.end()]
+                end = find_head_end(self._buffer)
+                if end > 0:
+                    raw = bytes(self._buffer[:end])
+                    del self._buffer[:end]
+                    return raw
+                if self._buffer and not head_started:
+                    # A head has started and is not complete: it has head_timeout.
+                    head_started = True
+                    deadline.wait_until(min(deadline.when, loop.time() + limits.head_timeout))
+                try:
+                    data = await self._client.recv()
+                except (OSError, ConnectionError, ssl.SSLError):
+                    return None  # the agent reset or broke the connection: it is over
+                if not data:
+                    return None
+                self._buffer.extend(data)
+        except asyncio.CancelledError:
+            if not deadline.timed_out():
+                raise
             if head_started:
                 raise _HeadTimeout from None
-            raise
+            raise TimeoutError from None
+        finally:
+            deadline.done()
 
     # -- the flow ------------------------------------------------------------------------
 
