@@ -5,6 +5,7 @@ output only: nothing here starts a server or measures time."""
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -204,5 +205,11 @@ def test_cpu_time_of_a_process_is_read_from_proc() -> None:
         pass
     assert cpu_seconds([os.getpid()]) > before
     assert cpu_seconds([2**22 + 1]) == 0  # gone (or never there): nothing
-    assert parent_pid(os.getpid()) == os.getppid()
-    assert os.getpid() in find_processes(sys.argv[0])
+    marker = f"bench-test-{os.getpid()}-{time.monotonic_ns()}"
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", marker])
+    try:
+        assert find_processes(marker) == [child.pid]
+        assert parent_pid(child.pid) == os.getpid()
+    finally:
+        child.kill()
+        child.wait()
