@@ -208,6 +208,9 @@ def test_cpu_time_of_a_process_is_read_from_proc() -> None:
     marker = f"bench-test-{os.getpid()}-{time.monotonic_ns()}"
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", marker])
     try:
+        deadline = time.monotonic() + 30  # until the child has exec'd (its argv shows)
+        while not find_processes(marker) and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert find_processes(marker) == [child.pid]
         assert parent_pid(child.pid) == os.getpid()
     finally:

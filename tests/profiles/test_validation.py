@@ -305,7 +305,7 @@ RULES: list[tuple[str, Mutation, str, str, Mutation]] = [
         lambda doc: doc["credentials"].append({"name": "access_token", "auth_style": "basic"}),
         "credentials[1].name",
         "already used",
-        lambda doc: doc["credentials"].append({"name": "password", "auth_style": "basic"}),
+        lambda doc: doc["credentials"].append({"name": "password"}),
     ),
     (
         "override that matches no endpoint (host)",
@@ -372,7 +372,15 @@ RULES: list[tuple[str, Mutation, str, str, Mutation]] = [
         ),
         "credentials[1].token_grant",
         "both grant tokens",
-        lambda doc: doc["credentials"].append({"name": "second", "auth_style": "basic"}),
+        # Several grants on one request: each in its own header.
+        lambda doc: doc["credentials"].append(
+            {
+                "name": "second",
+                "auth_style": "header",
+                "header_name": "X-Second",
+                "token_grant": {"token_endpoint": "https://auth.example.com/t"},
+            }
+        ),
     ),
     (
         "token grant on a tls: skip endpoint",

@@ -14,9 +14,13 @@ from grantbox.profiles import (
     GrantBinding,
     Profile,
     Severity,
+    StaticSet,
+    credential_value_problem,
     expand_bindings,
+    expand_statics,
     find_collisions,
     validate_profile,
+    variable_conflicts,
 )
 
 from .errors import AmbiguousGrants, InvalidRequest
@@ -68,8 +72,9 @@ def check_credentials(
                 f"credential '{key}' of profile '{profile.id}' is obtained at run time by its "
                 "token_grant and cannot be stored"
             )
-        if not value:
-            raise InvalidRequest(f"credential '{key}' must not be empty")
+        problem = credential_value_problem(value)
+        if problem is not None:
+            raise InvalidRequest(f"credential '{key}' {problem}")
     missing = [
         c.name
         for c in profile.credentials
@@ -90,16 +95,26 @@ class SandboxAttachments:
     attachments: tuple[tuple[str, Profile], ...]
 
 
-def collision_messages(sandbox: str, bindings: Iterable[GrantBinding]) -> list[str]:
-    return [f"sandbox '{sandbox}': {c.message()}" for c in find_collisions(bindings)]
+def collision_messages(
+    sandbox: str, bindings: Iterable[GrantBinding], statics: StaticSet | None = None
+) -> list[str]:
+    """Credentials that would both write one header, and stored credentials whose
+    placeholders would land in one environment variable, in one sandbox."""
+    statics = statics or StaticSet()
+    found = [c.message() for c in find_collisions(bindings, statics)]
+    found.extend(variable_conflicts(statics))
+    return [f"sandbox '{sandbox}': {message}" for message in found]
 
 
 def ambiguity_messages(candidates: Iterable[SandboxAttachments]) -> list[str]:
-    """One message per colliding binding pair, naming the sandbox."""
+    """One message per colliding binding pair (or shared variable), naming the sandbox."""
     messages: list[str] = []
     for candidate in candidates:
+        attachments = candidate.attachments
         messages.extend(
-            collision_messages(candidate.sandbox, expand_bindings(candidate.attachments))
+            collision_messages(
+                candidate.sandbox, expand_bindings(attachments), expand_statics(attachments)
+            )
         )
     return messages
 

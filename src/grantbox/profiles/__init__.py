@@ -4,7 +4,7 @@ Pure: no I/O beyond reading the files it is asked to load, and no imports from t
 of grantbox. Everything that decides which token goes to which request starts here.
 """
 
-from .ambiguity import Collision, find_collisions, tie
+from .ambiguity import Collision, Placement, find_collisions, most_specific_each, placement_key, tie
 from .bindings import BindingSet, GrantBinding, expand_bindings, select_binding
 from .canonical import canonical_data, canonical_json, content_hash, export_data
 from .diagnostics import Diagnostic, ProfileError, Severity, field_path, has_errors
@@ -67,6 +67,20 @@ from .patterns import (
     paths_overlap,
     request_path,
 )
+from .static import (
+    CA_TRUST_ENV_VARIABLES,
+    INTERNAL_ENV_PREFIXES,
+    MANAGED_ENV_NAMES,
+    PROXY_ENV_VARIABLES,
+    StaticBinding,
+    StaticSecrets,
+    StaticSet,
+    credential_value_problem,
+    env_name_problem,
+    expand_statics,
+    static_credential_bindings,
+    variable_conflicts,
+)
 from .token_endpoint import derive_svid_audience, resource_problem, token_endpoint_problem
 from .trust import ca_pem_problem, parse_ca_pem
 from .validation import validate_policy, validate_profile, validate_profiles
@@ -74,11 +88,15 @@ from .validation import validate_policy, validate_profile, validate_profiles
 __all__ = [
     "ACCESS_TOKEN_TYPE",
     "ANY_PATH",
+    "CA_TRUST_ENV_VARIABLES",
     "FORBIDDEN_HEADERS",
+    "INTERNAL_ENV_PREFIXES",
     "JWT_BEARER",
     "JWT_SPIFFE",
     "JWT_TOKEN_TYPE",
+    "MANAGED_ENV_NAMES",
     "PROVIDER_ENTRY_PREFIX",
+    "PROXY_ENV_VARIABLES",
     "Access",
     "AssertionType",
     "AudienceOverride",
@@ -101,6 +119,7 @@ __all__ = [
     "LoadedProfile",
     "PathPattern",
     "PatternError",
+    "Placement",
     "PolicyEntry",
     "Profile",
     "ProfileError",
@@ -108,6 +127,9 @@ __all__ = [
     "Rule",
     "SandboxPolicy",
     "Severity",
+    "StaticBinding",
+    "StaticSecrets",
+    "StaticSet",
     "TlsMode",
     "TokenGrant",
     "TokenType",
@@ -117,9 +139,12 @@ __all__ = [
     "canonical_json",
     "cleartext_allowed",
     "content_hash",
+    "credential_value_problem",
     "default_client_auth",
     "derive_svid_audience",
+    "env_name_problem",
     "expand_bindings",
+    "expand_statics",
     "export_data",
     "field_path",
     "filesystem_path_problem",
@@ -137,6 +162,7 @@ __all__ = [
     "load_file",
     "load_paths",
     "load_text",
+    "most_specific_each",
     "parse_ca_pem",
     "parse_host_pattern",
     "parse_path_pattern",
@@ -145,14 +171,17 @@ __all__ = [
     "path_matches",
     "path_specificity",
     "paths_overlap",
+    "placement_key",
     "profile_json_schema",
     "provider_entry_name",
     "request_path",
     "resource_problem",
     "select_binding",
+    "static_credential_bindings",
     "tie",
     "token_endpoint_problem",
     "validate_policy",
     "validate_profile",
     "validate_profiles",
+    "variable_conflicts",
 ]

@@ -138,6 +138,9 @@ class BindingSet:
     def __len__(self) -> int:
         return len(self.bindings)
 
+    def on_port(self, port: int) -> tuple[GrantBinding, ...]:
+        return self._by_port.get(port, ())
+
     def select(self, host: str, port: int, path: str) -> GrantBinding | None:
         """The most specific binding for a request, or ``None`` when none applies."""
         return select_binding(self._by_port.get(port, ()), host, port, path)

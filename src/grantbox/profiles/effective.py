@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -20,6 +20,7 @@ from .bindings import BindingSet, expand_bindings
 from .canonical import content_hash
 from .isolation import FilesystemPolicy, LimitsPolicy
 from .model import Endpoint, Profile
+from .static import StaticSecrets, StaticSet, expand_statics
 
 PROVIDER_ENTRY_PREFIX = "_provider_"
 
@@ -60,6 +61,11 @@ class EffectiveConfig:
     # The kernel uid/gid the gateway reserved for this sandbox's agent (None: the
     # supervisor's own choice, e.g. for the standalone proxy).
     agent_uid: int | None = None
+    # Where each stored credential may go (plain data, published like the bindings)...
+    statics: StaticSet = field(default_factory=StaticSet)
+    # ...and the values with their placeholders: set by the supervisor only, never in
+    # to_dict, a repr or a comparison.
+    secrets: StaticSecrets = field(default_factory=StaticSecrets, repr=False, compare=False)
 
     def endpoints(self) -> Iterable[tuple[str, Endpoint]]:
         """Every ``(entry name, endpoint)`` pair, sandbox entries first."""
@@ -74,6 +80,7 @@ class EffectiveConfig:
             "policy": self.policy.model_dump(mode="json", exclude_defaults=True),
             "bindings": self.bindings.to_list(),
             "bindings_hash": self.bindings.content_hash,
+            "static_bindings": self.statics.to_list(),
             "agent_uid": self.agent_uid,
         }
 
@@ -85,7 +92,11 @@ class EffectiveConfig:
             policy=SandboxPolicy.model_validate(data.get("policy", {})),
             bindings=BindingSet.from_list(data.get("bindings", ()), data.get("bindings_hash", "")),
             agent_uid=_optional_uid(data.get("agent_uid")),
+            statics=StaticSet.from_list(data.get("static_bindings", ())),
         )
+
+    def with_secrets(self, secrets: StaticSecrets) -> EffectiveConfig:
+        return replace(self, secrets=secrets)
 
 
 def _optional_uid(value: object) -> int | None:
@@ -106,11 +117,14 @@ def build_effective_config(
     attachments: Iterable[tuple[str, Profile]],
     *,
     agent_uid: int | None = None,
+    credential_versions: Mapping[str, int] | None = None,
 ) -> EffectiveConfig:
     """Combine a sandbox policy and attached ``(provider name, profile)`` pairs.
 
     The revision hashes the sandbox policy, each provider name and the full content hash of
-    its profile (built-in profiles included), so it moves exactly when an input moves.
+    its profile (built-in profiles included), and ``credential_versions`` (provider name ->
+    the version of its stored credentials), so it moves exactly when an input moves - a
+    stored value updated included, without the value itself being hashed.
     """
     pairs = sorted(attachments, key=lambda pair: pair[0])
     base = policy or SandboxPolicy()
@@ -131,10 +145,19 @@ def build_effective_config(
         )
     combined = SandboxPolicy(network=tuple(entries), filesystem=base.filesystem, limits=base.limits)
     bindings = expand_bindings(pairs)
-    inputs = {
+    inputs: dict[str, Any] = {
         "sandbox": sandbox_id,
         "policy": base.canonical_json(),
         "providers": [[provider, content_hash(profile)] for provider, profile in pairs],
     }
+    if credential_versions:
+        inputs["credentials"] = sorted(credential_versions.items())
     digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
-    return EffectiveConfig(sandbox_id, f"sha256:{digest}", combined, bindings, agent_uid)
+    return EffectiveConfig(
+        sandbox_id,
+        f"sha256:{digest}",
+        combined,
+        bindings,
+        agent_uid,
+        statics=expand_statics(pairs),
+    )

@@ -184,15 +184,41 @@ class Credential(_Strict):
     name: str
     description: str = ""
     required: bool = False
-    auth_style: AuthStyle = AuthStyle.BEARER
+    auth_style: AuthStyle | None = Field(
+        default=None,
+        description=(
+            "Where the proxy places the credential. Token grants: bearer (the default) or "
+            "header. Stored (static) credentials: unset places nothing (the agent uses the "
+            "placeholder from env_var); bearer, header, basic or query add it to every "
+            "request to the profile's endpoints that does not carry it already."
+        ),
+    )
     header_name: str = ""
     query_param: str = ""
+    env_var: str = Field(
+        default="",
+        description=(
+            "Stored credentials only: the agent's environment variable holding the "
+            "credential's placeholder (never the value). Empty: the name upper-cased, with "
+            "'-' and '.' as '_'."
+        ),
+    )
     token_grant: TokenGrant | None = None
 
     @property
     def is_runtime_resolvable(self) -> bool:
         """True when the credential is obtained at run time, so no secret is stored."""
         return self.token_grant is not None
+
+    @property
+    def is_static(self) -> bool:
+        """A stored secret, sent by the proxy in place of its placeholder."""
+        return self.token_grant is None
+
+    @property
+    def placeholder_variable(self) -> str:
+        """The environment variable that holds this credential's placeholder."""
+        return self.env_var or self.name.upper().replace("-", "_").replace(".", "_")
 
 
 class Rule(_Strict):
@@ -218,6 +244,14 @@ class Endpoint(_Strict):
     access: Access | None = None
     rules: tuple[Rule, ...] = ()
     allowed_ips: tuple[str, ...] = ()
+    credential_body_rewrite: bool = Field(
+        default=False,
+        description=(
+            "Provider profiles only: the proxy also replaces stored-credential placeholders "
+            "in request bodies to this endpoint (bounded size; elsewhere a placeholder in a "
+            "body is refused)."
+        ),
+    )
 
     @field_validator("host")
     @classmethod
@@ -261,6 +295,10 @@ class Profile(_Strict):
     @property
     def grant_credentials(self) -> tuple[tuple[int, Credential], ...]:
         return tuple((i, c) for i, c in enumerate(self.credentials) if c.token_grant)
+
+    @property
+    def static_credentials(self) -> tuple[tuple[int, Credential], ...]:
+        return tuple((i, c) for i, c in enumerate(self.credentials) if c.is_static)
 
 
 def profile_json_schema() -> dict[str, Any]:

@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 
 from .ambiguity import find_collisions
-from .bindings import credential_candidates, resolve_candidates
+from .bindings import GrantBinding, credential_candidates, resolve_candidates
 from .diagnostics import Diagnostic, Severity
 from .effective import PROVIDER_ENTRY_PREFIX, SandboxPolicy
 from .grant_kinds import grant_kind_problems
@@ -26,6 +26,7 @@ from .patterns import (
     parse_path_pattern,
     path_intersection,
 )
+from .static import env_name_problem, static_credential_bindings
 from .token_endpoint import svid_audience_problem, token_endpoint_problem
 
 PROFILE_ID = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
@@ -75,7 +76,8 @@ def _check_scopes(profile: Profile, field: str, scopes: Sequence[str]) -> Iterat
 def _check_placement(profile: Profile, index: int, credential: Credential) -> Iterator[Diagnostic]:
     base = f"credentials[{index}]"
     style = credential.auth_style
-    if credential.token_grant is not None and style not in (AuthStyle.BEARER, AuthStyle.HEADER):
+    grant = credential.token_grant is not None
+    if grant and style not in (None, AuthStyle.BEARER, AuthStyle.HEADER):
         yield _error(
             profile,
             f"{base}.auth_style",
@@ -88,12 +90,35 @@ def _check_placement(profile: Profile, index: int, credential: Credential) -> It
         )
     elif style is AuthStyle.QUERY and not credential.query_param.strip():
         yield _error(profile, f"{base}.query_param", "query_param is required for auth_style query")
-    if style in (AuthStyle.BEARER, AuthStyle.HEADER) and credential.header_name:
-        problem = header_name_problem(credential.header_name)
-        if problem:
-            yield _error(profile, f"{base}.header_name", problem)
+    if credential.header_name:
+        if style is AuthStyle.QUERY or (style is None and not grant):
+            yield _error(
+                profile,
+                f"{base}.header_name",
+                "header_name needs auth_style bearer, header or basic to place the credential",
+            )
+        else:
+            problem = header_name_problem(credential.header_name)
+            if problem:
+                yield _error(profile, f"{base}.header_name", problem)
     if credential.query_param and style is not AuthStyle.QUERY:
         yield _error(profile, f"{base}.query_param", "query_param only applies to auth_style query")
+    if grant and credential.env_var:
+        yield _error(
+            profile,
+            f"{base}.env_var",
+            "env_var is for stored credentials; a token_grant credential never reaches the "
+            "agent, not even as a placeholder",
+        )
+    elif credential.is_static:
+        problem = env_name_problem(credential.placeholder_variable)
+        if problem:
+            field = f"{base}.env_var" if credential.env_var else f"{base}.name"
+            yield _error(
+                profile,
+                field,
+                f"the placeholder variable {problem}; set env_var to another name",
+            )
 
 
 def _check_grant(profile: Profile, index: int, credential: Credential) -> Iterator[Diagnostic]:
@@ -175,8 +200,10 @@ def _check_endpoint(
     base: str,
     endpoint: Endpoint,
     grant_credentials: Sequence[tuple[int, Credential]] = (),
+    static_credentials: Sequence[tuple[int, Credential]] | None = None,
 ) -> Iterator[Diagnostic]:
-    """Rules for one endpoint, whether it sits in a profile or in a sandbox policy."""
+    """Rules for one endpoint, whether it sits in a profile or in a sandbox policy
+    (``static_credentials`` is None there: a policy holds no credentials)."""
     try:
         parse_host_pattern(endpoint.host)
     except PatternError as exc:
@@ -230,10 +257,39 @@ def _check_endpoint(
                 f"credential '{credential.name}' (credentials[{c_index}]) has a token_grant, but "
                 "tls: skip endpoints are raw tunnels that never receive a token; use tls: auto",
             )
+        for c_index, credential in static_credentials or ():
+            yield Diagnostic(
+                label,
+                f"{base}.tls",
+                f"credential '{credential.name}' (credentials[{c_index}]) is stored, but "
+                "tls: skip endpoints are raw tunnels where its placeholder is never replaced; "
+                "use tls: auto if it is meant for this endpoint",
+                Severity.WARNING,
+            )
+    if endpoint.credential_body_rewrite:
+        if static_credentials is None:
+            yield Diagnostic(
+                label,
+                f"{base}.credential_body_rewrite",
+                "credential_body_rewrite only applies to provider profile endpoints",
+            )
+        elif not static_credentials:
+            yield Diagnostic(
+                label,
+                f"{base}.credential_body_rewrite",
+                "the profile has no stored credential whose placeholder a body could carry",
+            )
+        elif endpoint.tls is TlsMode.SKIP:
+            yield Diagnostic(
+                label,
+                f"{base}.credential_body_rewrite",
+                "a tls: skip endpoint is never read, so its bodies cannot be rewritten",
+            )
 
 
 def _check_credentials(profile: Profile) -> Iterator[Diagnostic]:
     first_index: dict[str, int] = {}
+    variables: dict[str, int] = {}
     for index, credential in enumerate(profile.credentials):
         if not CREDENTIAL_NAME.fullmatch(credential.name):
             yield _error(
@@ -250,6 +306,16 @@ def _check_credentials(profile: Profile) -> Iterator[Diagnostic]:
                 f"credentials[{first_index[credential.name]}]",
             )
         first_index.setdefault(credential.name, index)
+        if credential.is_static:
+            variable = credential.placeholder_variable
+            if variable in variables:
+                yield _error(
+                    profile,
+                    f"credentials[{index}].env_var",
+                    f"${variable} already holds the placeholder of "
+                    f"credentials[{variables[variable]}]; give each credential its own env_var",
+                )
+            variables.setdefault(variable, index)
         yield from _check_placement(profile, index, credential)
         yield from _check_grant(profile, index, credential)
         yield from grant_kind_problems(profile, index, credential)
@@ -299,15 +365,22 @@ def _check_ambiguity(profile: Profile) -> Iterator[Diagnostic]:
                     "merge them",
                 )
         resolved.extend(resolve_candidates(candidates))
-    indexes = {c.name: i for i, c in profile.grant_credentials}
-    for collision in find_collisions(resolved):
+    statics = []
+    for _, credential in profile.static_credentials:
+        statics.extend(static_credential_bindings(profile.id, profile, credential))
+    indexes = {c.name: i for i, c in enumerate(profile.credentials)}
+    for collision in find_collisions(resolved, statics):
+        second = profile.credentials[indexes[collision.second.credential]]
+        grants = isinstance(collision.first, GrantBinding) and second.token_grant is not None
+        what = "both grant tokens" if grants else "are both placed"
         yield _error(
             profile,
-            f"credentials[{indexes[collision.second.credential]}].token_grant",
-            f"credentials '{collision.first.credential}' and '{collision.second.credential}' "
-            f"both grant tokens for {collision.where}; a request there would have two "
-            "candidates. Give one credential audience_overrides that narrow it, or split the "
-            "profile",
+            f"credentials[{indexes[second.name]}]."
+            + ("token_grant" if second.token_grant is not None else "auth_style"),
+            f"credentials '{collision.first.credential}' and '{second.name}' {what} in "
+            f"{collision.place} for {collision.where}; a request there would have two "
+            "candidates. Place one in another header, give a token grant audience_overrides "
+            "that narrow it, or split the profile",
         )
 
 
@@ -318,7 +391,13 @@ def validate_profile(profile: Profile) -> list[Diagnostic]:
     diagnostics.extend(_check_credentials(profile))
     for index, endpoint in enumerate(profile.endpoints):
         diagnostics.extend(
-            _check_endpoint(profile.id, f"endpoints[{index}]", endpoint, profile.grant_credentials)
+            _check_endpoint(
+                profile.id,
+                f"endpoints[{index}]",
+                endpoint,
+                profile.grant_credentials,
+                profile.static_credentials,
+            )
         )
     diagnostics.extend(_check_ambiguity(profile))
     return diagnostics

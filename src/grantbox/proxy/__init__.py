@@ -20,6 +20,7 @@ from .destinations import (
 )
 from .flow import (
     Arrival,
+    BodyRead,
     Dial,
     Dialed,
     Forward,
@@ -27,6 +28,7 @@ from .flow import (
     IdentifyProgram,
     ObtainToken,
     Outcome,
+    ReadBody,
     Refuse,
     Resolve,
     Resolved,
@@ -36,6 +38,13 @@ from .flow import (
 from .framing import FramingError, HeadTooLarge, RequestHead, parse_head, serialize_head
 from .limits import Limits
 from .metrics import ProxyMetrics
+from .placeholders import (
+    PLACEHOLDER,
+    Mismatch,
+    PlaceholderTable,
+    compile_placeholders,
+    new_placeholder,
+)
 from .policy import UNKNOWN_PROGRAM, CompiledPolicy, Program, authorize, compile_policy
 from .programs import ProcPrograms, ProgramResolver
 from .record import EventSink, Recorder
@@ -47,9 +56,11 @@ from .tls import InterceptionCA
 from .tokens import AccessTokenLike, TokenSource, credential_header
 
 __all__ = [
+    "PLACEHOLDER",
     "UNKNOWN_PROGRAM",
     "AccessTokenLike",
     "Arrival",
+    "BodyRead",
     "CompiledPolicy",
     "Decision",
     "Dial",
@@ -66,13 +77,16 @@ __all__ = [
     "IdentifyProgram",
     "InterceptionCA",
     "Limits",
+    "Mismatch",
     "ObtainToken",
     "Outcome",
+    "PlaceholderTable",
     "ProcPrograms",
     "Program",
     "ProgramResolver",
     "ProxyAnswer",
     "ProxyMetrics",
+    "ReadBody",
     "Recorder",
     "Refuse",
     "RequestHead",
@@ -85,11 +99,13 @@ __all__ = [
     "address_problem",
     "answer_bytes",
     "authorize",
+    "compile_placeholders",
     "compile_policy",
     "credential_header",
     "event_json",
     "json_line",
     "load_standalone_config",
+    "new_placeholder",
     "parse_head",
     "parse_overrides",
     "parse_standalone_config",

@@ -26,6 +26,7 @@ class ErrorCode(StrEnum):
     TOKEN_GRANT_FAILED = "token_grant_failed"  # noqa: S105 (an error code, not a secret)
     UPSTREAM_UNREACHABLE = "upstream_unreachable"
     CONNECTION_LIMIT_REACHED = "connection_limit_reached"
+    CREDENTIAL_ENDPOINT_MISMATCH = "credential_endpoint_mismatch"
 
 
 STATUS: dict[ErrorCode, int] = {
@@ -36,6 +37,7 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.TOKEN_GRANT_FAILED: 502,
     ErrorCode.UPSTREAM_UNREACHABLE: 502,
     ErrorCode.CONNECTION_LIMIT_REACHED: 503,
+    ErrorCode.CREDENTIAL_ENDPOINT_MISMATCH: 403,
 }
 
 _MESSAGES: dict[ErrorCode, str] = {
@@ -49,6 +51,10 @@ _MESSAGES: dict[ErrorCode, str] = {
     ErrorCode.UPSTREAM_UNREACHABLE: "the destination could not be reached",
     ErrorCode.CONNECTION_LIMIT_REACHED: (
         "the sandbox has too many connections open to the proxy; close some and retry"
+    ),
+    ErrorCode.CREDENTIAL_ENDPOINT_MISMATCH: (
+        "the request carries a credential placeholder where that credential is not bound; "
+        "send it only to its provider's endpoints"
     ),
 }
 

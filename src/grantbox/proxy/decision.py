@@ -19,6 +19,7 @@ from grantbox.profiles import (
     Endpoint,
     Enforcement,
     GrantBinding,
+    StaticBinding,
     TlsMode,
     is_loopback_host,
 )
@@ -66,9 +67,19 @@ class Decision:
     detail: str = ""
     entry: str | None = None
     endpoint: Endpoint | None = None
-    binding: GrantBinding | None = None
+    # The token grants to inject: for each header, the most specific matching binding.
+    bindings: tuple[GrantBinding, ...] = ()
     audit_denial: str | None = None  # the denial an ``audit`` endpoint let through
     networks: tuple[Network, ...] = ()  # the endpoint's ``allowed_ips``, parsed
+    # Stored credentials that add their header (or query parameter) when the request has
+    # none: for each place, the most specific binding (a grant for the same place wins
+    # only by being more specific).
+    placed: tuple[StaticBinding, ...] = ()
+
+    @property
+    def binding(self) -> GrantBinding | None:
+        """The first grant binding (the only one, unless the endpoint carries several)."""
+        return self.bindings[0] if self.bindings else None
 
     @property
     def tls(self) -> TlsMode:

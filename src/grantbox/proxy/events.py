@@ -142,14 +142,20 @@ def http_activity(
     reason: str | None = None,
     dst_ip: str = "",
     when: float | None = None,
+    binding_ids: tuple[str, ...] = (),
+    credentials: tuple[str, ...] = (),
+    websocket: bool = False,
 ) -> dict[str, Any]:
-    """The one event of one request (or CONNECT): its decision and, where a binding
-    applied, whether its token was injected or why not (never the token)."""
+    """The one event of one request (or CONNECT): its decision and, where bindings
+    applied, whether their tokens were injected or why not (never a token); and which
+    stored credentials went in place of their placeholders (never a value)."""
     injected = allowed and binding_id is not None
+    ids = binding_ids or ((binding_id,) if binding_id is not None else ())
     if allowed and audit_denial:
         message = f"audit: would deny {facts.method} {facts.url}: {audit_denial}"
     elif injected:
-        message = f"allowed {facts.method} {facts.url} with a token for {binding_id}"
+        tokens = "tokens" if len(ids) > 1 else "a token"
+        message = f"allowed {facts.method} {facts.url} with {tokens} for {', '.join(ids)}"
     elif allowed:
         message = f"allowed {facts.method} {facts.url}"
     elif reason:
@@ -175,11 +181,17 @@ def http_activity(
         extra["would_deny"] = audit_denial
     if binding_id is not None:
         extra["binding"] = binding_id
+        if len(ids) > 1:
+            extra["bindings"] = list(ids)
         if injected:
             extra["injection"] = "injected"
         elif reason:
             extra["injection"] = "failed"
             extra["reason"] = reason
+    if credentials:
+        extra["credentials"] = list(credentials)
+    if websocket:
+        extra["upgrade"] = "websocket"  # the opening handshake; frames follow unread
     if not extra:
         event.pop("unmapped")
     return event

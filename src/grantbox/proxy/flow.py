@@ -23,17 +23,29 @@ from typing import Literal
 import h11
 
 from grantbox.grants import GrantError, GrantFailure
-from grantbox.profiles import GrantBinding, TlsMode
+from grantbox.profiles import GrantBinding, StaticBinding, TlsMode
 
 from .answers import ErrorCode, ProxyAnswer
 from .decision import Decision
 from .destinations import IPAddress
 from .events import RequestFacts
 from .framing import FramingError, RequestHead, serialize_head
+from .placeholders import (
+    Mismatch,
+    PlaceholderTable,
+    Rewritten,
+    Unusable,
+    find_in_body,
+    placements,
+    rewrite_body,
+    rewrite_headers,
+    rewrite_target,
+)
 from .policy import CompiledPolicy, Program
 from .rewrite import upstream_request_headers
 from .targets import RequestTarget, Tunnel, connect_target, request_target
 from .tokens import credential_header
+from .websocket import handshake_key, upgrade_request_headers
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -61,6 +73,14 @@ class ObtainToken:
 
 
 @dataclass(frozen=True, slots=True)
+class ReadBody:
+    """Read the request body from the agent before anything is dialled (answered with a
+    :class:`BodyRead`; the executor reads at most its limit, the rest streams later)."""
+
+    server: h11.Connection = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class Dial:
     """Connect to one of ``addresses`` (all validated); TLS to the upstream when ``tls``."""
 
@@ -71,7 +91,7 @@ class Dial:
     tls: bool
 
 
-Command = Resolve | IdentifyProgram | ObtainToken | Dial
+Command = Resolve | IdentifyProgram | ObtainToken | ReadBody | Dial
 
 
 # -- results ----------------------------------------------------------------------------
@@ -90,12 +110,19 @@ class Granted:
 
 
 @dataclass(frozen=True, slots=True)
+class BodyRead:
+    data: bytes = field(default=b"", repr=False)
+    complete: bool = True  # False: ``data`` is the first part, the rest is still to come
+    error: str = ""  # set when the agent's body broke off or broke HTTP/1.1 framing
+
+
+@dataclass(frozen=True, slots=True)
 class Dialed:
     address: IPAddress | None = None
     error: str = ""  # set when no address answered
 
 
-Result = Resolved | Program | Granted | Dialed
+Result = Resolved | Program | Granted | BodyRead | Dialed
 
 
 # -- the connection a request arrived on, and outcomes ----------------------------------
@@ -118,17 +145,23 @@ class Forward:
     facts: RequestFacts
     decision: Decision
     method: bytes = b""
-    target: str = ""
+    target: str = field(default="", repr=False)  # may hold a stored credential's value
     headers: Headers = field(default_factory=list, repr=False)
     address: IPAddress | None = None
     connect: bool = False
     raw: bool = False
     server: h11.Connection | None = field(default=None, repr=False)  # the agent's side
     keep_alive: bool = True  # the agent may send another request on this connection
+    # The body already read from the agent (None: stream it); ``body_complete`` False
+    # when the rest still follows on ``server``.
+    body: bytes | None = field(default=None, repr=False)
+    body_complete: bool = True
+    credentials: tuple[str, ...] = ()  # stored credentials (provider:credential) sent
+    websocket: str | None = None  # an opening handshake: its Sec-WebSocket-Key
 
     @property
     def injected(self) -> bool:
-        return self.decision.binding is not None and not self.connect
+        return bool(self.decision.bindings) and not self.connect
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +171,8 @@ class Refuse:
     facts: RequestFacts
     answer: ProxyAnswer
     entry: str | None = None
-    binding: GrantBinding | None = None
+    binding: GrantBinding | None = None  # the grant the refusal is about (a failed one)
+    bindings: tuple[GrantBinding, ...] = ()
 
 
 Outcome = Forward | Refuse
@@ -198,11 +232,13 @@ def _refuse(
     *,
     status: int = 0,
     reason: GrantFailure | None = None,
+    failed: GrantBinding | None = None,
 ) -> Refuse:
     entry = decision.entry if decision else None
-    binding = decision.binding if decision else None
+    bindings = decision.bindings if decision else ()
+    binding = failed or (decision.binding if decision else None)
     answer = ProxyAnswer(code, reason=reason, status=status, detail=detail)
-    return Refuse(facts, answer, entry=entry, binding=binding)
+    return Refuse(facts, answer, entry=entry, binding=binding, bindings=bindings)
 
 
 def request_flow(policy: CompiledPolicy, head: RequestHead, arrival: Arrival) -> Flow:
@@ -274,6 +310,7 @@ def _http_flow(policy: CompiledPolicy, head: RequestHead, arrival: Arrival) -> F
         facts = _facts(head, arrival, policy, target)
         return _refuse(facts, ErrorCode.INVALID_REQUEST, "missing Host header")
     method = head.method.decode("ascii")
+    websocket = handshake_key(head)
     program = None
     if policy.needs_program(target.host, target.port, target.target):
         program = yield from _identify()
@@ -286,10 +323,11 @@ def _http_flow(policy: CompiledPolicy, head: RequestHead, arrival: Arrival) -> F
         header_names=(f.name.decode("ascii") for f in head.fields),
         program=program,
     )
-    binding = decision.binding
-    drop = binding.header_name.lower().encode() if binding is not None else None
-    # Events show the agent's headers redacted, the binding's header in any spelling too.
-    hidden = (binding.header_name,) if binding is not None else ()
+    grants = decision.bindings
+    drop = frozenset(b.header_name.lower().encode() for b in grants)
+    # Events show the agent's headers redacted, the bindings' headers in any spelling too.
+    applying: tuple[GrantBinding | StaticBinding, ...] = (*grants, *decision.placed)
+    hidden = tuple(b.header_name for b in applying if b.header_name)
     facts = _facts(head, arrival, policy, target, hidden)
     if not decision.allowed:
         assert decision.code is not None
@@ -298,7 +336,7 @@ def _http_flow(policy: CompiledPolicy, head: RequestHead, arrival: Arrival) -> F
     addresses = yield from _destinations(policy, facts, decision, target.host, target.port)
     if isinstance(addresses, Refuse):
         return addresses
-    if binding is not None and target.scheme == "http":
+    if grants and target.scheme == "http":
         problem = policy.cleartext_problem(target.host, addresses)
         if problem is not None:
             return _refuse(facts, ErrorCode.CLEARTEXT_CREDENTIAL_REFUSED, problem, decision)
@@ -308,7 +346,7 @@ def _http_flow(policy: CompiledPolicy, head: RequestHead, arrival: Arrival) -> F
     server: h11.Connection | None = None
     kept: Headers = []
     for item in head.fields:
-        if item.lower == drop:
+        if item.lower in drop:
             continue
         if item.spaced:  # RFC 9112 §5.1: refused unless it is being replaced anyway
             detail = "whitespace between a header name and its colon"
@@ -317,28 +355,44 @@ def _http_flow(policy: CompiledPolicy, head: RequestHead, arrival: Arrival) -> F
     if not _bodiless(head):
         try:
             server = h11.Connection(h11.SERVER)
-            server.receive_data(serialize_head(head, drop=drop.decode() if drop else None))
+            kept_head = RequestHead(
+                head.method,
+                head.target,
+                head.version,
+                tuple(f for f in head.fields if f.lower not in drop),
+            )
+            server.receive_data(serialize_head(kept_head))
             request = server.next_event()
             if not isinstance(request, h11.Request):
                 raise FramingError("incomplete request head")
         except (FramingError, h11.RemoteProtocolError) as exc:
             return _refuse(facts, ErrorCode.INVALID_REQUEST, str(exc), decision)
 
-    inject: tuple[str, str] | None = None
-    if binding is not None:
+    stored = _Stored(target.target, kept)
+    if policy.placeholders:
+        refusal = yield from _stored_credentials(
+            policy, head, decision, facts, target, addresses, server, program, stored
+        )
+        if refusal is not None:
+            return refusal
+
+    inject: list[tuple[str, str]] = []
+    for binding in grants:
         granted = yield ObtainToken(binding)
         assert isinstance(granted, Granted)
         try:
             if granted.error is not None:
                 raise granted.error
-            inject = credential_header(binding, granted.token)
+            inject.append(credential_header(binding, granted.token))
         except GrantError as error:
+            # Any grant failing fails the whole request: no partial injection.
             return _refuse(
                 facts,
                 ErrorCode.TOKEN_GRANT_FAILED,
                 error.detail,
                 decision,
                 reason=error.reason,
+                failed=binding,
             )
 
     dialed = yield Dial(
@@ -347,17 +401,136 @@ def _http_flow(policy: CompiledPolicy, head: RequestHead, arrival: Arrival) -> F
     assert isinstance(dialed, Dialed)
     if dialed.address is None:
         return _refuse(facts, ErrorCode.UPSTREAM_UNREACHABLE, dialed.error, decision)
-    headers = upstream_request_headers(kept, host=target.authority.encode("ascii"), inject=inject)
+    headers = upstream_request_headers(
+        stored.headers, host=target.authority.encode("ascii"), inject=[*stored.add, *inject]
+    )
+    if websocket is not None:
+        headers = upgrade_request_headers(headers)
+        if not any(name.lower() == b"sec-websocket-key" for name, _ in headers):
+            detail = "the WebSocket handshake names its own headers in Connection"
+            return _refuse(facts, ErrorCode.INVALID_REQUEST, detail, decision)
     return Forward(
         facts,
         decision,
         method=head.method,
-        target=target.target,
+        target=stored.target,
         headers=headers,
         address=dialed.address,
         server=server,
-        keep_alive=b"close" not in head.tokens("connection"),
+        keep_alive=websocket is None and b"close" not in head.tokens("connection"),
+        body=stored.body,
+        body_complete=stored.body_complete,
+        credentials=tuple(sorted(stored.used)),
+        websocket=websocket,
     )
+
+
+@dataclass(slots=True)
+class _Stored:
+    """A request as stored credentials leave it: target and headers with bound
+    placeholders replaced, headers they add, the body read (if it had to be) and which
+    credentials went in."""
+
+    target: str
+    headers: Headers
+    add: list[tuple[str, str]] = field(default_factory=list, repr=False)
+    body: bytes | None = field(default=None, repr=False)
+    body_complete: bool = True
+    used: frozenset[str] = frozenset()
+
+
+def _stored_credentials(
+    policy: CompiledPolicy,
+    head: RequestHead,
+    decision: Decision,
+    facts: RequestFacts,
+    target: RequestTarget,
+    addresses: tuple[IPAddress, ...],
+    server: h11.Connection | None,
+    program: Program | None,
+    stored: _Stored,
+) -> Generator[Command, Result, Refuse | None]:
+    """Replace bound placeholders in ``stored`` (target, headers, a body that opted in),
+    add the headers stored credentials place; a refusal when a placeholder is anywhere its
+    credential is not bound, or a credential may not go on this request at all."""
+    table = policy.placeholders
+    matching = table.matching(target.host, target.port, target.path)
+    allowed = frozenset(b.owner for b in matching)
+    try:
+        rewritten = rewrite_target(stored.target, table, allowed)
+        if isinstance(rewritten, Mismatch):
+            return _mismatch(facts, rewritten, decision)
+        headers = rewrite_headers(stored.headers, table, allowed)
+        if isinstance(headers, Mismatch):
+            return _mismatch(facts, headers, decision)
+        stored.headers, in_headers = headers
+        stored.add, stored.target, placed = placements(
+            decision.placed, stored.headers, rewritten.value, table
+        )
+        used = rewritten.used | in_headers | placed
+        if server is not None:
+            read = yield ReadBody(server)
+            assert isinstance(read, BodyRead)
+            if read.error:
+                return _refuse(facts, ErrorCode.INVALID_REQUEST, read.error, decision)
+            body = _stored_body(head, read, table, matching)
+            if isinstance(body, str):
+                return _refuse(facts, ErrorCode.INVALID_REQUEST, body, decision, status=413)
+            if isinstance(body, Mismatch):
+                return _mismatch(facts, body, decision)
+            stored.body, stored.body_complete = body.value, read.complete
+            used |= body.used
+            if body.used:  # reframed: the rewritten body's own length
+                stored.headers = [
+                    (n, v) for n, v in stored.headers if n.lower() not in _BODY_FRAMING
+                ]
+                stored.add.append(("Content-Length", str(len(stored.body))))
+    except Unusable as exc:
+        return _refuse(
+            facts,
+            ErrorCode.TOKEN_GRANT_FAILED,
+            str(exc),
+            decision,
+            reason=GrantFailure.GRANT_MISCONFIGURED,
+        )
+    stored.used = used
+    covering = {b.owner: b for b in (*matching, *decision.placed)}
+    for owner in sorted(used):
+        binding = covering.get(owner)
+        if binding is None:  # cannot happen: a value only goes where a binding allows it
+            return _mismatch(facts, Mismatch(owner, "this request"), decision)
+        refusal = policy.credential_refusal(
+            binding, facts.method, target.host, target.port, target.scheme, program
+        )
+        if refusal is not None:
+            return _refuse(facts, refusal[0], refusal[1], decision)
+    if used and target.scheme == "http":
+        problem = policy.cleartext_problem(target.host, addresses)
+        if problem is not None:
+            return _refuse(facts, ErrorCode.CLEARTEXT_CREDENTIAL_REFUSED, problem, decision)
+    return None
+
+
+_BODY_FRAMING = frozenset({b"content-length", b"transfer-encoding"})
+
+
+def _stored_body(
+    head: RequestHead, read: BodyRead, table: PlaceholderTable, matching: tuple[StaticBinding, ...]
+) -> Rewritten[bytes] | Mismatch | str:
+    """The body with bound placeholders replaced where an endpoint opted in (a str: why
+    it cannot be); elsewhere a placeholder in it is a mismatch."""
+    opted = frozenset(b.owner for b in matching if b.body_rewrite)
+    if not opted:
+        found = find_in_body(read.data, table)
+        return found if found is not None else Rewritten(read.data)
+    if not read.complete:
+        return "the body is too large to search for credential placeholders"
+    content_type = (head.first("content-type") or b"").decode("latin-1")
+    return rewrite_body(read.data, content_type, table, opted)
+
+
+def _mismatch(facts: RequestFacts, mismatch: Mismatch, decision: Decision) -> Refuse:
+    return _refuse(facts, ErrorCode.CREDENTIAL_ENDPOINT_MISMATCH, mismatch.detail, decision)
 
 
 def _bodiless(head: RequestHead) -> bool:

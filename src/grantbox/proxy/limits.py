@@ -28,6 +28,9 @@ class Limits:
     at once; more are answered ``connection_limit_reached`` and closed.
     ``reserved_descriptors``: kept free for the rest of the process whatever the cap says.
     ``event_buffer``: OCSF events waiting for a slow sink before new ones are dropped.
+    ``credential_body_max``: request body bytes read (before dialling) and searched for
+    stored-credential placeholders when the sandbox has any; a larger body to an endpoint
+    with ``credential_body_rewrite`` is refused, elsewhere only this much of it is searched.
     """
 
     dial_timeout: float = 10.0
@@ -39,6 +42,7 @@ class Limits:
     reserved_descriptors: int = 256
     leaf_cache_size: int = 512
     event_buffer: int = 10_000
+    credential_body_max: int = 1024 * 1024
 
     def __post_init__(self) -> None:
         for name in ("dial_timeout", "resolve_timeout", "idle_timeout", "head_timeout"):
@@ -46,7 +50,7 @@ class Limits:
                 raise ValueError(f"{name} must be positive")
         if self.handshake_timeout <= 0:
             raise ValueError("handshake_timeout must be positive")
-        for name in ("max_connections", "leaf_cache_size", "event_buffer"):
+        for name in ("max_connections", "leaf_cache_size", "event_buffer", "credential_body_max"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         if self.reserved_descriptors < 0:

@@ -25,10 +25,13 @@ from grantbox.profiles import (
     HostPattern,
     PathPattern,
     PatternError,
+    Placement,
+    StaticBinding,
     TlsMode,
     cleartext_allowed,
     host_matches,
     host_specificity,
+    most_specific_each,
     parse_host_pattern,
     parse_path_pattern,
     path_matches,
@@ -46,6 +49,7 @@ from .decision import (
     path_problem,
 )
 from .destinations import IPAddress, Network, validate_addresses
+from .placeholders import PlaceholderTable, compile_placeholders
 
 Scheme = Literal["http", "https"]
 
@@ -134,12 +138,13 @@ class CompiledPolicy:
     # binding provider → the file identities its profile's ``binaries`` allow
     provider_binaries: dict[str, frozenset[FileId]]
     unenforceable: tuple[str, ...]  # entries with binaries that could not be identified
+    placeholders: PlaceholderTable = field(default_factory=PlaceholderTable, repr=False)
     _candidates: dict[tuple[str, int], tuple[CompiledEndpoint, ...]] = field(
         default_factory=dict, repr=False
     )
-    _bindings: dict[tuple[str, int, str], GrantBinding | None] = field(
-        default_factory=dict, repr=False
-    )
+    _bindings: dict[
+        tuple[str, int, str], tuple[tuple[GrantBinding, ...], tuple[StaticBinding, ...]]
+    ] = field(default_factory=dict, repr=False)
     _validated: dict[
         tuple[tuple[IPAddress, ...], tuple[Network, ...]],
         tuple[tuple[IPAddress, ...], str | None],
@@ -173,18 +178,35 @@ class CompiledPolicy:
             self._candidates[key] = found
         return found
 
-    def binding_for(self, host: str, port: int, path: str) -> GrantBinding | None:
-        """The most specific binding for a request path (remembered, bounded)."""
+    def bindings_for(
+        self, host: str, port: int, path: str
+    ) -> tuple[tuple[GrantBinding, ...], tuple[StaticBinding, ...]]:
+        """What a request path gets (remembered, bounded): for each header or query
+        parameter a credential writes, the most specific matching binding - token grants,
+        and stored credentials with a value that place themselves."""
         key = (host, port, path)
-        try:
-            return self._bindings[key]
-        except KeyError:
-            pass
-        binding = self.config.bindings.select(host, port, path)
-        if len(self._bindings) >= CANDIDATE_TABLE_SIZE:
-            self._bindings.clear()
-        self._bindings[key] = binding
-        return binding
+        found = self._bindings.get(key)
+        if found is None:
+            candidates: list[Placement] = list(self.config.bindings.on_port(port))
+            candidates.extend(
+                b
+                for b in self.placeholders.matching(host, port, path)
+                if b.placement_key and b.owner in self.placeholders.by_owner
+            )
+            chosen = most_specific_each(candidates, host, port, path)
+            found = (
+                tuple(b for b in chosen if isinstance(b, GrantBinding)),
+                tuple(b for b in chosen if isinstance(b, StaticBinding)),
+            )
+            if len(self._bindings) >= CANDIDATE_TABLE_SIZE:
+                self._bindings.clear()
+            self._bindings[key] = found
+        return found
+
+    def binding_for(self, host: str, port: int, path: str) -> GrantBinding | None:
+        """The first grant binding for a request path (see :meth:`bindings_for`)."""
+        grants = self.bindings_for(host, port, path)[0]
+        return grants[0] if grants else None
 
     def usable_addresses(
         self, addresses: tuple[IPAddress, ...], networks: tuple[Network, ...]
@@ -220,8 +242,11 @@ class CompiledPolicy:
             return True
         if path is None or not self.provider_binaries:
             return False
-        binding = self.binding_for(host, port, request_path(path))
-        return binding is not None and binding.provider in self.provider_binaries
+        target = request_path(path)
+        grants = self.bindings_for(host, port, target)[0]
+        statics = self.placeholders.matching(host, port, target)
+        concerned: tuple[Placement, ...] = (*grants, *statics)
+        return any(b.provider in self.provider_binaries for b in concerned)
 
     def authorize(
         self,
@@ -283,11 +308,13 @@ class CompiledPolicy:
             if endpoint.enforcement is not Enforcement.AUDIT:
                 return Decision(False, ErrorCode.POLICY_DENIED, override, entry=entry)
             audit_denial = audit_denial or override
-        binding: GrantBinding | None = None
+        grants: tuple[GrantBinding, ...] = ()
+        placed: tuple[StaticBinding, ...] = ()
         if endpoint.tls is not TlsMode.SKIP:
-            binding = self.binding_for(host, port, target)
-        if binding is not None:
-            refusal = self._binding_refusal(binding, method, host, port, scheme, program)
+            grants, placed = self.bindings_for(host, port, target)
+        applying: tuple[Placement, ...] = (*grants, *placed)
+        for binding in applying:
+            refusal = self.credential_refusal(binding, method, host, port, scheme, program)
             if refusal is not None:
                 code, detail = refusal
                 return Decision(
@@ -296,16 +323,18 @@ class CompiledPolicy:
                     detail,
                     entry=entry,
                     endpoint=endpoint,
-                    binding=binding,
+                    bindings=grants,
                     networks=admitted.networks,
+                    placed=placed,
                 )
         return Decision(
             True,
             entry=entry,
             endpoint=endpoint,
-            binding=binding,
+            bindings=grants,
             audit_denial=audit_denial,
             networks=admitted.networks,
+            placed=placed,
         )
 
     def _cleartext_host(self, host: str) -> bool:
@@ -317,27 +346,30 @@ class CompiledPolicy:
             self._cleartext_hosts[host] = allowed
         return allowed
 
-    def _binding_refusal(
+    def credential_refusal(
         self,
-        binding: GrantBinding,
+        binding: Placement,
         method: str,
         host: str,
         port: int,
         scheme: Scheme,
         program: Program | None,
     ) -> tuple[ErrorCode, str] | None:
+        """Why a credential may not go on this request: one set of rules for a token grant
+        and a stored credential (echoing methods, the provider's binaries, cleartext)."""
+        what = "binding" if isinstance(binding, GrantBinding) else "stored credential"
         if method.upper() in ECHOING_METHODS:
             return ErrorCode.POLICY_DENIED, f"{method} would echo the credential of {binding.id}"
         allowed = self.provider_binaries.get(binding.provider)
         if allowed is not None and (program is None or not program.runs_one_of(allowed)):
             return (
                 ErrorCode.POLICY_DENIED,
-                f"binding {binding.id} is only for the provider's binaries",
+                f"{what} {binding.id} is only for the provider's binaries",
             )
         if scheme == "http" and not self._cleartext_host(host):
             return (
                 ErrorCode.CLEARTEXT_CREDENTIAL_REFUSED,
-                f"binding {binding.id} needs TLS to {host}:{port}",
+                f"{what} {binding.id} needs TLS to {host}:{port}",
             )
         return None
 
@@ -356,7 +388,9 @@ def compile_policy(
     by_port: dict[int, list[CompiledEndpoint]] = {}
     provider_binaries: dict[str, frozenset[FileId]] = {}
     unenforceable: list[str] = []
-    providers = {provider_entry_name(b.provider): b.provider for b in config.bindings}
+    providers = {
+        provider_entry_name(b.provider): b.provider for b in (*config.bindings, *config.statics)
+    }
     for entry in config.policy.network:
         binaries: frozenset[FileId] | None = None
         if entry.binaries:
@@ -377,6 +411,7 @@ def compile_policy(
         by_port={port: tuple(group) for port, group in by_port.items()},
         provider_binaries=provider_binaries,
         unenforceable=tuple(unenforceable),
+        placeholders=compile_placeholders(config.statics, config.secrets),
     )
 
 

@@ -48,8 +48,10 @@ class Recorder:
         decision = outcome.decision
         (self._audited if decision.audit_denial else self._allowed).inc()
         binding_id = None
+        binding_ids: tuple[str, ...] = ()
         if outcome.injected and decision.binding is not None:
             binding_id = decision.binding.id
+            binding_ids = tuple(b.id for b in decision.bindings)
             self._injected.inc()
         if decision.audit_denial:
             log.warning("audit-mode endpoint let through: %s", decision.audit_denial)
@@ -61,6 +63,9 @@ class Recorder:
             entry=decision.entry,
             audit_denial=decision.audit_denial,
             binding_id=binding_id,
+            binding_ids=binding_ids,
+            credentials=outcome.credentials,
+            websocket=outcome.websocket is not None,
             when=time.time(),
         )
 
@@ -84,5 +89,6 @@ class Recorder:
             detail=answer.detail,
             entry=outcome.entry,
             binding_id=binding_id if answer.reason is not None else None,
+            binding_ids=tuple(b.id for b in outcome.bindings) if answer.reason else (),
             reason=str(answer.reason) if answer.reason is not None else None,
         )

@@ -32,6 +32,7 @@ from .context import ProxyContext
 from .destinations import IPAddress
 from .flow import (
     Arrival,
+    BodyRead,
     Command,
     Dial,
     Dialed,
@@ -40,6 +41,7 @@ from .flow import (
     IdentifyProgram,
     ObtainToken,
     Outcome,
+    ReadBody,
     Refuse,
     Resolve,
     Resolved,
@@ -68,6 +70,7 @@ from .rewrite import (
 )
 from .streams import READ_SIZE, ByteStream, SocketStream
 from .targets import Tunnel
+from .websocket import serve_websocket
 
 _LEADING_EMPTY_LINES = re.compile(rb"(?:\r\n)+")
 
@@ -311,10 +314,47 @@ class HttpRelay:
             return await ctx.obtain(command.binding)
         if isinstance(command, Dial):
             return await self._dial(command)
+        if isinstance(command, ReadBody):
+            return await self._read_body(command.server)
         assert isinstance(command, IdentifyProgram)
         if self._agent.program is None:
             self._agent.program = await ctx.identify(self._agent.sock)
         return self._agent.program
+
+    async def _read_body(self, down: h11.Connection) -> BodyRead:
+        """The request body, read before anything is dialled so the flow can look for
+        credential placeholders in it: all of it up to the limit, else its first part
+        (the rest streams with the request)."""
+        limit = self._ctx.limits.credential_body_max
+        if self._buffer:
+            down.receive_data(bytes(self._buffer))
+            self._buffer.clear()
+        if down.client_is_waiting_for_100_continue:
+            await self._client.send(
+                down.send(h11.InformationalResponse(status_code=100, headers=[])) or b""
+            )
+        body = bytearray()
+        while len(body) <= limit:
+            try:
+                event = down.next_event()
+            except h11.RemoteProtocolError as exc:
+                return BodyRead(error=f"malformed request body: {exc}")
+            if event is h11.NEED_DATA:
+                try:
+                    async with asyncio.timeout(self._ctx.limits.idle_timeout):
+                        data = await self._client.recv()
+                except (TimeoutError, OSError, ConnectionError, ssl.SSLError):
+                    return BodyRead(error="the agent stopped sending the request body")
+                if not data:
+                    return BodyRead(error="the agent closed during the request body")
+                down.receive_data(data)
+            elif isinstance(event, h11.Data):
+                body += event.data
+            elif isinstance(event, h11.EndOfMessage):
+                return BodyRead(bytes(body))
+            else:
+                return BodyRead(error=f"unexpected {type(event).__name__} in the request body")
+        return BodyRead(bytes(body), complete=False)
 
     def _reusable(self, host: str, port: int) -> _Upstream | None:
         """The open upstream connection to this destination, if it can carry a request."""
@@ -352,6 +392,20 @@ class HttpRelay:
         upstream = self._upstream
         down = outcome.server
         assert upstream is not None
+        if outcome.websocket is not None:  # the tunnel takes the upstream and the connection
+            self._upstream, leftover = None, bytes(self._buffer)
+            self._buffer.clear()
+            request = h11.Request(
+                method=outcome.method,
+                target=outcome.target.encode("ascii"),
+                headers=outcome.headers,
+            )
+            # The upstream is between two exchanges: a fresh h11 client is where it stands.
+            await serve_websocket(
+                self._ctx, self._client, upstream.stream, h11.Connection(h11.CLIENT), request,
+                outcome.websocket, leftover,
+            )  # fmt: skip
+            return False
         if down is None:
             return await self._exchange_bodiless(outcome, upstream)
         outgoing = h11.Request(
@@ -360,7 +414,9 @@ class HttpRelay:
         if self._buffer:  # (an empty receive_data would tell h11 the agent hung up)
             down.receive_data(bytes(self._buffer))
             self._buffer.clear()
-        return await self._exchange(down, upstream, outgoing)
+        return await self._exchange(
+            down, upstream, outgoing, outcome.body or b"", outcome.body is not None
+        )
 
     async def _exchange_bodiless(self, outcome: Forward, up: _Upstream) -> bool:
         """A request without a body: send its head, then relay the answer in this task (no
@@ -484,11 +540,25 @@ class HttpRelay:
         self._end_exchange(up, conn)
         return outcome.keep_alive
 
-    async def _exchange(self, down: h11.Connection, up: _Upstream, request: h11.Request) -> bool:
+    async def _exchange(
+        self,
+        down: h11.Connection,
+        up: _Upstream,
+        request: h11.Request,
+        first: bytes = b"",
+        read: bool = False,
+    ) -> bool:
+        """Send the request and stream both bodies; ``first`` is body the flow already
+        read (``read``: the flow read the body, all of it when the agent's side is done)."""
         up.idle = False
         conn = h11.Connection(h11.CLIENT)  # one per exchange: the upstream is between two
         try:
-            await up.stream.send(conn.send(request))
+            data = conn.send(request)
+            if first:
+                data += conn.send(h11.Data(data=first))
+            if read and down.their_state is h11.DONE:
+                data += conn.send(h11.EndOfMessage())
+            await up.stream.send(data)
         except (OSError, ConnectionError) as exc:
             await self._close_upstream()
             detail = f"sending the request failed: {exc}"

@@ -57,21 +57,25 @@ def upstream_request_headers(
     headers: Sequence[tuple[bytes, bytes]],
     *,
     host: bytes,
-    inject: tuple[str, str] | None = None,
+    inject: tuple[str, str] | Sequence[tuple[str, str]] | None = None,
 ) -> Headers:
     """The header list to send upstream.
 
     ``host`` replaces the agent's Host (the proxy forwards to the admitted authority, never
-    to whatever Host said). ``inject`` is ``(name, value)`` of the credential header.
+    to whatever Host said). ``inject`` is ``(name, value)`` of a credential header, or a
+    list of them (several credentials, each in its own header); every agent copy of an
+    injected header is removed, and each is appended once.
     """
     out = strip_hop_by_hop(headers)
     out = [(n, v) for n, v in out if n.lower() != b"host"]
     out.insert(0, (b"Host", host))
-    if inject is not None:
-        name = inject[0].encode("ascii")
-        key = name.lower()
-        out = [(n, v) for n, v in out if n.lower() != key]
-        out.append((name, inject[1].encode("ascii")))
+    if inject is None:
+        return out
+    pairs = [inject] if isinstance(inject, tuple) else list(inject)
+    keys = {name.lower().encode("ascii") for name, _ in pairs}
+    out = [(n, v) for n, v in out if n.lower() not in keys]
+    for name, value in pairs:
+        out.append((name.encode("ascii"), value.encode("utf-8")))
     return out
 
 

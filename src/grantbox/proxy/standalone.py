@@ -109,7 +109,14 @@ def _providers(
         if profile_id not in profiles:
             problems.append(f"providers[{index}]: no profile with id '{profile_id}'")
             continue
-        out.append((name, profiles[profile_id]))
+        profile = profiles[profile_id]
+        stored = [c.name for _, c in profile.static_credentials if c.required]
+        if stored:
+            problems.append(
+                f"providers[{index}]: profile '{profile_id}' requires stored credential(s) "
+                f"{', '.join(stored)}, which only a gateway can hold; run it under a gateway"
+            )
+        out.append((name, profile))
     return out
 
 
@@ -154,7 +161,7 @@ def parse_standalone_config(data: Any, base: Path, source: str = "<config>") -> 
         )
     except ValueError as exc:
         raise StandaloneConfigError(source, [str(exc)]) from exc
-    collisions = find_collisions(config.bindings)
+    collisions = find_collisions(config.bindings, config.statics)
     if collisions:
         raise StandaloneConfigError(source, [c.message() for c in collisions])
     return config

@@ -7,25 +7,24 @@ nor smuggle in identity or grantbox-internal names.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
+
+from grantbox.profiles import (
+    CA_TRUST_ENV_VARIABLES,
+    INTERNAL_ENV_PREFIXES,
+    MANAGED_ENV_NAMES,
+    PROXY_ENV_VARIABLES,
+    env_name_problem,
+)
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
+PROXY_VARIABLES = PROXY_ENV_VARIABLES
 NO_PROXY_VALUE = "127.0.0.1,::1"
-CA_TRUST_VARIABLES = (
-    "SSL_CERT_FILE",
-    "REQUESTS_CA_BUNDLE",
-    "CURL_CA_BUNDLE",
-    "NODE_EXTRA_CA_CERTS",
-    "GIT_SSL_CAINFO",
-)
+CA_TRUST_VARIABLES = CA_TRUST_ENV_VARIABLES
 
 # Prefixes that belong to the supervisor's world and must never reach the agent.
-INTERNAL_PREFIXES = ("SPIFFE_", "GRANTBOX_", "SPIRE_")
-
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+INTERNAL_PREFIXES = INTERNAL_ENV_PREFIXES
 
 
 def is_internal_variable(name: str) -> bool:
@@ -39,25 +38,13 @@ def proxy_url(port: int) -> str:
     return f"http://127.0.0.1:{port}"
 
 
-def _managed_names() -> frozenset[str]:
-    names = {"PATH", "HOME", "NO_PROXY", "no_proxy", *CA_TRUST_VARIABLES}
-    for variable in PROXY_VARIABLES:
-        names.update({variable, variable.lower()})
-    return frozenset(names)
-
-
-MANAGED_NAMES = _managed_names()
+# What the sandbox sets itself (one list, shared with the rule for a profile's env_var).
+MANAGED_NAMES = MANAGED_ENV_NAMES
 
 
 def declared_variable_problem(name: str) -> str | None:
     """Why a sandbox-declared variable cannot be passed to the agent, or None."""
-    if not _NAME.fullmatch(name):
-        return f"{name!r} is not a valid environment variable name"
-    if is_internal_variable(name):
-        return f"{name} is reserved for grantbox and the workload identity"
-    if name in MANAGED_NAMES or name.upper() in {n.upper() for n in MANAGED_NAMES}:
-        return f"{name} is set by the sandbox and cannot be overridden"
-    return None
+    return env_name_problem(name)
 
 
 def agent_environment(

@@ -18,7 +18,7 @@ import httpx
 import jwt
 import orjson
 
-from grantbox.profiles import EffectiveConfig
+from grantbox.profiles import EffectiveConfig, StaticSecrets
 
 from .token_file import read_token, replace_token
 
@@ -150,7 +150,11 @@ class SupervisorClient:
         return response
 
     async def config(self, wait: str | None = None, wait_seconds: float = 30.0) -> EffectiveConfig:
-        """The effective config; with ``wait``, returns once the revision differs (or timeout)."""
+        """The effective config; with ``wait``, returns once the revision differs (or timeout).
+
+        Carries the values of the stored credentials it binds (in ``secrets``, which no
+        ``repr`` shows); the supervisor adds their placeholders.
+        """
         params: dict[str, Any] = {}
         if wait:
             params = {"wait": wait, "timeout": wait_seconds}
@@ -160,7 +164,10 @@ class SupervisorClient:
             params=params,
             seconds=(wait_seconds + self._timeout) if wait else None,
         )
-        return EffectiveConfig.from_dict(response.json())
+        data = response.json()
+        values = data.get("credential_values") or {}
+        secrets = StaticSecrets({str(k): str(v) for k, v in values.items()})
+        return EffectiveConfig.from_dict(data).with_secrets(secrets)
 
     async def heartbeat(
         self,

@@ -7,7 +7,7 @@ so the agent's view (hidden directories, environment, identity) is tested on its
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,18 +68,21 @@ def agent_launch_spec(
     *,
     ca_pem: str = "",
     fence: Fence | None = None,
+    placeholders: Mapping[str, str] | None = None,
 ) -> LaunchSpec:
     """The fence's instructions for one agent (or exec) process of this sandbox.
 
     Root mode: the gateway's uid for this sandbox (nobody when it reserved none). Rootless:
     the subordinate id mapped into the namespace, else the namespace's own user.
+    ``placeholders`` (environment variable -> placeholder) stand in for the stored
+    credentials: the agent's only view of them, never a value.
     """
     fence = fence or Fence()
     rootless = options.is_rootless()
     env = agent_environment(
         proxy_port=options.proxy_port,
         ca_bundle=DEFAULT_CA_PATH,
-        declared=options.declared_env,
+        declared={**options.declared_env, **(placeholders or {})},
     )
     uid = fence.namespace_agent if rootless else (fence.agent_uid or NOBODY)
     bounded = bool(fence.cgroup_procs)

@@ -25,7 +25,13 @@ from grantbox.drivers.invocation import ORPHANED_EXIT_CODE
 from grantbox.grants import GrantEngine, TokenEndpointClient
 from grantbox.identity import WorkloadIdentityClient
 from grantbox.profiles import EffectiveConfig, SandboxPolicy, build_effective_config
-from grantbox.proxy import EgressProxy, ProcPrograms, SystemResolver, parse_overrides
+from grantbox.proxy import (
+    EgressProxy,
+    ProcPrograms,
+    SystemResolver,
+    new_placeholder,
+    parse_overrides,
+)
 from grantbox.sandbox.launcher import launch
 from grantbox.sandbox.limits import CgroupUnavailable, Limits, SandboxCgroup, resolve
 from grantbox.sandbox.network import SandboxNetwork, create_sandbox_network
@@ -89,6 +95,7 @@ class Supervisor:
         self._orphaned = ""
         self._tasks: set[asyncio.Task[Any]] = set()
         self._execs: set[asyncio.Task[None]] = set()
+        self._placeholders: dict[str, str] = {}  # provider:credential -> placeholder
         self._fence_error = ""
 
     def __repr__(self) -> str:
@@ -116,7 +123,41 @@ class Supervisor:
 
     # -- the agent's view -------------------------------------------------------------
     def launch_spec(self, argv: Sequence[str]) -> LaunchSpec:
-        return agent_launch_spec(self.options, argv, ca_pem=self._ca_pem, fence=self._fence())
+        return agent_launch_spec(
+            self.options,
+            argv,
+            ca_pem=self._ca_pem,
+            fence=self._fence(),
+            placeholders=self._agent_placeholders(),
+        )
+
+    # -- stored credentials: the agent holds placeholders, the proxy the values --------
+    def _with_placeholders(self, config: EffectiveConfig) -> EffectiveConfig:
+        """``config`` with a placeholder for each stored credential that has a value.
+
+        A credential keeps its placeholder for the supervisor's life, so processes started
+        earlier keep resolving across a value update; a credential no longer in the config
+        (its provider detached) resolves nothing, whatever placeholder a process holds.
+        """
+        bound = config.statics.variables()
+        for owner in config.secrets.values:
+            if owner in bound and owner not in self._placeholders:
+                self._placeholders[owner] = new_placeholder()
+        # Every placeholder ever handed out goes to the proxy: the ones that resolve
+        # nothing now are refused by name rather than passed on.
+        return config.with_secrets(config.secrets.with_placeholders(self._placeholders))
+
+    def _agent_placeholders(self) -> dict[str, str]:
+        """Environment variable -> placeholder, for the credentials the config binds now."""
+        if self._config is None:
+            return {}
+        bound = self._config.statics.variables()
+        values = self._config.secrets.values
+        return {
+            bound[owner]: placeholder
+            for owner, placeholder in self._config.secrets.placeholders.items()
+            if owner in bound and owner in values
+        }
 
     def _fence(self) -> Fence:
         """What this run learned for the fence: policy, uid, subordinate ids, cgroup."""
@@ -183,6 +224,7 @@ class Supervisor:
             return ORPHANED_EXIT_CODE
         if config is None:
             return 0
+        config = self._with_placeholders(config)
         self._config = config
         self._bound(config)
         resolver = SystemResolver(parse_overrides(self.options.resolve))
@@ -363,6 +405,7 @@ class Supervisor:
             )
             if config.revision == self._config.revision:
                 continue
+            config = self._with_placeholders(config)
             self._proxy.update(config)
             self._config = config
             log.info("sandbox %s: applied revision %s", self.options.sandbox_id, config.revision)

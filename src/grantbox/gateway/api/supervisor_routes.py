@@ -18,10 +18,11 @@ from fastapi import APIRouter, Query, Request, Response
 
 from grantbox.gateway.errors import Busy, NotFound, SandboxGone
 from grantbox.gateway.exec_relay import Delivery
+from grantbox.profiles import EffectiveConfig
 
 from .auth_deps import Supervisor, own_sandbox
 from .schemas import EventBatch, ExecExit, ExecOutput, Heartbeat, LogBatch, SandboxExit
-from .state import gateway_of
+from .state import Gateway, gateway_of
 
 T = TypeVar("T")
 
@@ -46,7 +47,12 @@ async def supervisor_config(
     wait: str = Query(default="", max_length=200, description="return when revision != wait"),
     wait_seconds: float = Query(default=30.0, ge=0, le=3600, alias="timeout"),
 ) -> dict[str, Any]:
-    """The effective config; with ``wait``, held until the revision differs or timeout."""
+    """The effective config; with ``wait``, held until the revision differs or timeout.
+
+    Only here (the sandbox's own supervisor, authenticated) does it carry the values of
+    the stored credentials it binds: ``credential_values`` maps ``provider:credential`` to
+    the value. Read after the config, so they are never older than its revision.
+    """
     own_sandbox(claims, sandbox_id)
     gateway = gateway_of(request)
     loop = asyncio.get_running_loop()
@@ -55,12 +61,22 @@ async def supervisor_config(
         ticket = gateway.feed.ticket()
         config = await _for_live_sandbox(gateway.sandboxes.config, sandbox_id)
         remaining = deadline - loop.time()
+        # Answered when the revision moved, on timeout, or when the supervisor went away
+        # (don't hold a handler, and shutdown, for it).
         if not wait or config.revision != wait or remaining <= 0:
-            return config.to_dict()
+            return await _with_values(gateway, config)
         if await request.is_disconnected():
-            # The supervisor went away; don't hold a handler (and shutdown) for it.
-            return config.to_dict()
+            return await _with_values(gateway, config)
         await gateway.feed.wait(ticket, min(RECHECK_SECONDS, remaining))
+
+
+async def _with_values(gateway: Gateway, config: EffectiveConfig) -> dict[str, Any]:
+    data = config.to_dict()
+    owners = sorted(config.statics.variables())
+    data["credential_values"] = (
+        await to_thread.run_sync(gateway.providers.credential_values, owners) if owners else {}
+    )
+    return data
 
 
 @router.post("/sandboxes/{sandbox_id}/heartbeat")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -166,6 +166,24 @@ class ProviderService:
                     f"{', '.join(view.attached_to)}; detach it first"
                 )
             session.delete(row)
+
+    def credential_values(self, owners: Iterable[str]) -> dict[str, str]:
+        """Stored values for ``provider:credential`` owners (those a sandbox's config binds),
+        for its supervisor only. A provider or credential gone meanwhile is left out."""
+        wanted: dict[str, set[str]] = {}
+        for owner in owners:
+            provider, _, credential = owner.partition(":")
+            wanted.setdefault(provider, set()).add(credential)
+        values: dict[str, str] = {}
+        with self._store.read() as session:
+            for provider, credentials in sorted(wanted.items()):
+                row = session.get(ProviderRow, provider)
+                if row is None:
+                    continue
+                stored = self._stored_values(row)
+                for credential in sorted(credentials & stored.keys()):
+                    values[f"{provider}:{credential}"] = stored[credential]
+        return values
 
     def _stored_values(self, row: ProviderRow) -> dict[str, str]:
         return self._sealer.open(row.sealed_credentials) if row.sealed_credentials else {}

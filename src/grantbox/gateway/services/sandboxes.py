@@ -279,7 +279,7 @@ class SandboxService:
             name = row.name
         # Writes refuse ambiguity, but a race between replicas or a changed built-in profile
         # could still leave an ambiguous set stored: never hand that to a supervisor.
-        refuse_messages("config", collision_messages(name, config.bindings))
+        refuse_messages("config", collision_messages(name, config.bindings, config.statics))
         return config
 
     def config_by_name(self, name: str) -> EffectiveConfig:
