@@ -189,6 +189,7 @@ class Run:
             _summaries(self.http),
             {**self.failed, **self.http.failed},
             notes=_closed_note(self.http.extra),
+            cpu=self.http.cpu,
         )
 
     def tls_table(self) -> Table:
@@ -199,6 +200,7 @@ class Run:
             _summaries(self.tls),
             {**self.failed, **self.tls.failed},
             notes=[f"tunnels opened per route: {self.tls.extra}"] if self.tls.extra else [],
+            cpu=self.tls.cpu,
         )
 
 
@@ -328,6 +330,8 @@ def _save(run: Run, path: Path) -> None:
                 for a, b, r in ratios(t.summaries, HTTP_RATIOS + TLS_RATIOS)
             },
             "failed": dict(t.failed),
+            "cpu_seconds": {k: dict(v) for k, v in t.cpu.items()},
+            "cpu_us_per_request": {k: t.cpu_us(k) for k in t.summaries},
         }
 
     data = {

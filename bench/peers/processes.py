@@ -75,6 +75,39 @@ def rss_kib(pids: Sequence[int]) -> int:
     return total
 
 
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """User plus system CPU time used so far by ``pids`` (every thread of each; processes
+    that vanished count as 0)."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            # The fields after the command name (which may hold spaces) in /proc/PID/stat.
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / _TICKS
+
+
+def parent_pid(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return int(fields[1])
+
+
+def find_processes(*words: str) -> list[int]:
+    """PIDs whose command line holds every one of ``words`` as an argument."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            if all(word in argv for word in words):
+                found.append(int(entry.name))
+    return found
+
+
 class Service:
     """One server process of the bench."""
 

@@ -7,7 +7,7 @@ figures. The Markdown block is what the README's "Performance" section quotes.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .idle import IdlePair, IdleResult
 from .stats import Ratio, Summary, goal_line, ratio
@@ -43,15 +43,43 @@ class Table:
     summaries: Mapping[str, Summary]
     failed: Mapping[str, str]
     notes: Sequence[str] = ()
+    # route -> part -> CPU seconds of its proxy's processes over the measured runs
+    cpu: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+
+    def cpu_us(self, key: str) -> float | None:
+        """The route's proxy CPU time per request (µs), all parts together."""
+        summary, parts = self.summaries.get(key), self.cpu.get(key)
+        if summary is None or not parts or summary.requests == 0:
+            return None
+        return sum(parts.values()) / summary.requests * 1e6
+
+    def cpu_notes(self) -> list[str]:
+        """Where a route's proxy CPU went when it is more than one process."""
+        notes = []
+        for key, parts in self.cpu.items():
+            summary = self.summaries.get(key)
+            if len(parts) > 1 and summary is not None and summary.requests:
+                shares = " + ".join(
+                    f"{part} {used / summary.requests * 1e6:,.0f}" for part, used in parts.items()
+                )
+                notes.append(f"CPU µs per request, {self.labels.get(key, key)}: {shares}")
+        return notes
 
 
 def _k(value: float) -> str:
     return f"{value:,.0f}"
 
 
+def _cpu(value: float | None) -> str:
+    return "—" if value is None else f"{value:,.0f}"
+
+
 def section_lines(table: Table) -> list[str]:
     lines = [table.title]
-    header = f"  {'route':38}{'req/s':>9}  {'(rounds)':<19}{'p50 ms':>8}{'p99 ms':>9}{'errors':>8}"
+    header = (
+        f"  {'route':38}{'req/s':>9}  {'(rounds)':<19}{'p50 ms':>8}{'p99 ms':>9}{'errors':>8}"
+        f"{'CPU µs/req':>12}"
+    )
     lines += [header, "  " + "-" * (len(header) - 2)]
     for key, label in table.labels.items():
         summary = table.summaries.get(key)
@@ -63,8 +91,13 @@ def section_lines(table: Table) -> list[str]:
         lines.append(
             f"  {label:38}{_k(summary.rate):>9}  {spread:<19}"
             f"{summary.p50_ms:8.2f}{summary.p99_ms:9.2f}{summary.errors:8d}"
+            f"{_cpu(table.cpu_us(key)):>12}"
         )
-    lines += [f"  {note}" for note in table.notes]
+    lines += [f"  {note}" for note in [*table.notes, *table.cpu_notes()]]
+    lines.append(
+        "  (CPU µs/req: user + system time of the proxy's processes per request, all cores;"
+        " a figure load from elsewhere disturbs less than the rate)"
+    )
     return lines
 
 
@@ -169,14 +202,19 @@ def markdown(
     for table, pairs, heading in sections:
         if table is None or not table.summaries:
             continue
-        lines += [f"| {heading} | req/s (slowest–fastest round) | p50 ms | p99 ms |"]
-        lines += ["|---|---|---|---|"]
+        lines += [
+            f"| {heading} | req/s (slowest–fastest round) | p50 ms | p99 ms | proxy CPU µs/req |"
+        ]
+        lines += ["|---|---|---|---|---|"]
         for key, label in table.labels.items():
             s = table.summaries.get(key)
             if s is not None:
                 spread = f"{_k(s.rate)} ({_k(s.rate_low)}–{_k(s.rate_high)})"
-                lines.append(f"| {label} | {spread} | {_ms(s.p50_ms)} | {_ms(s.p99_ms)} |")
+                cpu = _cpu(table.cpu_us(key))
+                lines.append(f"| {label} | {spread} | {_ms(s.p50_ms)} | {_ms(s.p99_ms)} | {cpu} |")
         lines.append("")
+        if table.cpu_notes():
+            lines += [*table.cpu_notes(), ""]
         found = ratios(table.summaries, pairs)
         if found:
             lines.append(

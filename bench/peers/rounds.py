@@ -36,6 +36,13 @@ class Section:
     failed: dict[str, str] = field(default_factory=dict)
     # per route: connections the proxy closed (wrk), or tunnels curl opened (TLS)
     extra: dict[str, int] = field(default_factory=dict)
+    # per route and part: CPU seconds its proxy's processes used in the measured runs
+    cpu: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def add_cpu(self, key: str, before: dict[str, float], after: dict[str, float]) -> None:
+        parts = self.cpu.setdefault(key, {})
+        for part, used in after.items():
+            parts[part] = parts.get(part, 0.0) + used - before.get(part, used)
 
     def add(self, key: str, sample: Sample, *, measured: bool = True) -> None:
         self.counted[key] = self.counted.get(key, 0) + sample.requests
@@ -62,7 +69,9 @@ def http_rounds(routes: Sequence[Route], rounds: int, seconds: float, say: Say) 
     def run(route: Route, duration: float, measured: bool) -> None:
         assert route.run_wrk is not None
         try:
+            before = route.cpu_seconds()
             sample = parse_wrk(route.run_wrk(route.wrk_script(), duration))
+            after = route.cpu_seconds()
             _check(route, sample)
         except (ServiceFailed, WrkOutputError) as exc:
             section.failed[route.key] = str(exc)
@@ -71,6 +80,7 @@ def http_rounds(routes: Sequence[Route], rounds: int, seconds: float, say: Say) 
             return
         section.add(route.key, sample, measured=measured)
         if measured:
+            section.add_cpu(route.key, before, after)
             section.extra[route.key] = section.extra.get(route.key, 0) + sample.closed
             say(
                 f"  {route.label:34} {sample.requests / sample.seconds:9.0f} req/s"
@@ -110,7 +120,9 @@ def tls_rounds(routes: Sequence[Route], rounds: int, seconds: float, say: Say) -
 
     def run(route: Route, count: int, measured: bool) -> None:
         try:
+            before = route.cpu_seconds()
             sample = _curl(route, count, seconds)
+            after = route.cpu_seconds()
             _check(route, sample)
         except ServiceFailed as exc:
             section.failed[route.key] = str(exc)
@@ -120,6 +132,7 @@ def tls_rounds(routes: Sequence[Route], rounds: int, seconds: float, say: Say) -
         section.add(route.key, sample, measured=measured)
         size(route, sample)
         if measured:
+            section.add_cpu(route.key, before, after)
             section.extra[route.key] = section.extra.get(route.key, 0) + sample.connects
             say(
                 f"  {route.label:34} {sample.rate:9.0f} req/s"

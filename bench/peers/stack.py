@@ -32,7 +32,16 @@ from grantbox.demo.embedded import DemoDirectories, EmbeddedDefault
 
 from . import configs
 from .install import REPO, mitmdump, program
-from .processes import Service, ServiceFailed, free_port, run_tool
+from .processes import (
+    Service,
+    ServiceFailed,
+    cpu_seconds,
+    find_processes,
+    free_port,
+    parent_pid,
+    process_tree,
+    run_tool,
+)
 from .wrk import lua_script, wrk_argv
 
 GRANTBOX = str(Path(sys.executable).with_name("grantbox"))
@@ -75,6 +84,14 @@ class Route:
     service: Service | None = None  # the proxy's process (for memory)
     run_wrk: WrkRunner | None = None  # how wrk runs on this route
     cafile: Path | None = None  # TLS routes: the CA the client must trust
+    # The processes whose CPU is this route's proxy cost, by part (None: no proxy).
+    cpu_parts: Callable[[], dict[str, list[int]]] | None = None
+
+    def cpu_seconds(self) -> dict[str, float]:
+        parts = self.cpu_parts() if self.cpu_parts is not None else {}
+        if not parts and self.service is not None:
+            parts = {self.key: process_tree(self.service.pid)}
+        return {part: cpu_seconds(pids) for part, pids in parts.items()}
 
     @property
     def url(self) -> str:
@@ -388,10 +405,21 @@ class Stack:
             _wait_ready(operator)
         except CommandFailed as exc:
             raise ServiceFailed(str(exc)) from None
+        sandbox_id = str(operator.json("sandbox", "get", SANDBOX)["id"])
         self.http["sandbox"] = Route(
             "sandbox", "grantbox sandbox (wrk inside)", self.http_ports["sandbox"],
             GRANTBOX_HOST, None, issued_token, run_wrk=_sandbox_wrk(operator),
+            cpu_parts=lambda: _sandbox_parts(sandbox_id),
         )  # fmt: skip
+
+
+def _sandbox_parts(sandbox_id: str) -> dict[str, list[int]]:
+    """The sandbox path's proxy cost: its supervisor (the proxy runs in it; the agent's own
+    processes are not counted) and the gateway that stores every event it ships."""
+    supervisors = find_processes("supervisor", "run", "--sandbox-id", sandbox_id)
+    if not supervisors:
+        return {}
+    return {"supervisor": supervisors[:1], "gateway": [parent_pid(supervisors[0])]}
 
 
 def _wait_ready(operator: Operator, timeout: float = 120.0) -> None:

@@ -4,6 +4,10 @@ output only: nothing here starts a server or measures time."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -11,7 +15,15 @@ import pytest
 from bench.peers import configs
 from bench.peers.curl import curl_argv, parse_curl
 from bench.peers.idle import IdlePair, IdleResult
-from bench.peers.report import Table, http_goal_lines, idle_lines, markdown, ratio_lines
+from bench.peers.processes import cpu_seconds, find_processes, parent_pid
+from bench.peers.report import (
+    Table,
+    http_goal_lines,
+    idle_lines,
+    markdown,
+    ratio_lines,
+    section_lines,
+)
 from bench.peers.stats import ratio, summarize
 from bench.peers.verify import read_access_log, verify
 from bench.peers.wrk import WrkOutputError, WrkResult, lua_script, parse_wrk
@@ -137,6 +149,7 @@ def test_report_prints_ratios_goals_and_markdown() -> None:
         {"tinyproxy": "tinyproxy", "mitmproxy": "mitmproxy", "grantbox": "grantbox", "squid": "s"},
         summaries,
         {"squid": "squid did not start"},
+        cpu={"tinyproxy": {"tinyproxy": 2.0}, "grantbox": {"supervisor": 1.2, "gateway": 0.6}},
     )
     ratios = "\n".join(ratio_lines(summaries, [("grantbox", "tinyproxy")]))
     assert "grantbox / tinyproxy" in ratios and "1.20×" in ratios
@@ -161,7 +174,12 @@ def test_report_prints_ratios_goals_and_markdown() -> None:
             idle_count=1000,
         )
     )
-    assert "| grantbox | 6,000 (6,000–6,000) | 1.50 | 2.00 |" in block
+    assert "| grantbox | 6,000 (6,000–6,000) | 1.50 | 2.00 | 150 |" in block
+    assert "| tinyproxy | 5,000 (5,000–5,000) | 2.00 | 2.00 | 200 |" in block
+    assert "| mitmproxy | 500 (500–500) | 15.0 | 2.00 | — |" in block
+    assert "CPU µs per request, grantbox: supervisor 100 + gateway 50" in block
+    text = "\n".join(section_lines(table))
+    assert "CPU µs/req" in text and "supervisor 100 + gateway 50" in text
     assert "grantbox / tinyproxy 1.20×" in block
     assert "| tinyproxy | 10.2 | — (0 held) |" in block
     assert "| s |" not in block  # a route that did not run has no row
@@ -178,3 +196,23 @@ def test_peer_configs_add_exactly_one_header() -> None:
         profile_id="p", token_endpoint="http://127.0.0.1:1/t", endpoints=[("a.localhost", 2)]
     )
     assert profile["endpoints"][0]["allowed_ips"] == ["127.0.0.1"]
+
+
+def test_cpu_time_of_a_process_is_read_from_proc() -> None:
+    before = cpu_seconds([os.getpid()])
+    deadline = time.process_time() + 0.05
+    while time.process_time() < deadline:
+        pass
+    assert cpu_seconds([os.getpid()]) > before
+    assert cpu_seconds([2**22 + 1]) == 0  # gone (or never there): nothing
+    marker = f"bench-test-{os.getpid()}-{time.monotonic_ns()}"
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", marker])
+    try:
+        deadline = time.monotonic() + 30  # until the child has exec'd (its argv shows)
+        while not find_processes(marker) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert find_processes(marker) == [child.pid]
+        assert parent_pid(child.pid) == os.getpid()
+    finally:
+        child.kill()
+        child.wait()

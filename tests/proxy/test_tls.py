@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import socket
 import ssl
 
 from cryptography import x509
@@ -54,16 +55,21 @@ async def test_a_client_trusting_the_ca_completes_a_handshake_with_alpn() -> Non
     ca = InterceptionCA()
     served: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        stream = TlsServerStream(SocketStream(reader, writer), ca.server_context("alpha.example"))
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setblocking(False)
+    port = listener.getsockname()[1]
+
+    async def serve_one() -> None:
+        sock, _ = await asyncio.get_running_loop().sock_accept(listener)
+        inner = await SocketStream.accepted(sock)
+        stream = TlsServerStream(inner, ca.server_context("alpha.example"))
         await stream.handshake()
         served.set_result(stream.alpn)
         data = await stream.recv()
         await stream.send(data.upper())
         await stream.close()
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
+    server = asyncio.create_task(serve_one())
     client_ctx = ssl.create_default_context(cadata=ca.cert_pem.decode())
     client_ctx.set_alpn_protocols(["h2", "http/1.1"])
     reader, writer = await asyncio.open_connection(
@@ -74,4 +80,5 @@ async def test_a_client_trusting_the_ca_completes_a_handshake_with_alpn() -> Non
     assert await reader.read(100) == b"HELLO"
     assert await served == "http/1.1"
     writer.close()
-    server.close()
+    await server
+    listener.close()

@@ -178,10 +178,10 @@ def identity_socket_warning(value: str | None, *, has_grants: bool) -> str:
     return ""
 
 
-def _write_events(text: str) -> None:
+def _write_events(data: bytes) -> None:
     """OCSF events as JSON lines on stdout (they never hold a token)."""
-    sys.stdout.write(text)
-    sys.stdout.flush()
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
 
 
 async def _serve(

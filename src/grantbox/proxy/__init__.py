@@ -50,7 +50,7 @@ from .programs import ProcPrograms, ProgramResolver
 from .record import EventSink, Recorder
 from .rewrite import redact, upstream_request_headers
 from .server import EgressProxy
-from .sink import EventQueue, json_line
+from .sink import EventQueue, event_json, json_line
 from .standalone import StandaloneConfigError, load_standalone_config, parse_standalone_config
 from .tls import InterceptionCA
 from .tokens import AccessTokenLike, TokenSource, credential_header
@@ -102,6 +102,7 @@ __all__ = [
     "compile_placeholders",
     "compile_policy",
     "credential_header",
+    "event_json",
     "json_line",
     "load_standalone_config",
     "new_placeholder",

@@ -31,8 +31,6 @@ from .tokens import TokenSource
 
 log = logging.getLogger("grantbox.proxy")
 
-# Bytes asyncio's stream reader buffers before pausing the socket.
-STREAM_LIMIT = 2**20
 # The default idle deadline under its old name (see relay.HEAD_TIMEOUT); never read here.
 IDLE_TIMEOUT = Limits().idle_timeout
 
@@ -76,17 +74,16 @@ class ProxyContext:
         for address in addresses:
             try:
                 async with asyncio.timeout(self.limits.dial_timeout):
-                    reader, writer = await asyncio.open_connection(
+                    stream = await SocketStream.connect(
                         str(address),
                         port,
-                        ssl=self.upstream_tls if tls else None,
+                        tls=self.upstream_tls if tls else None,
                         server_hostname=host if tls else None,
-                        limit=STREAM_LIMIT,
                     )
             except (OSError, ssl.SSLError, TimeoutError) as exc:
                 last = exc
                 continue
-            return SocketStream(reader, writer), Dialed(address)
+            return stream, Dialed(address)
         return None, Dialed(error=f"{host}:{port} unreachable: {last!r}")
 
     async def identify(self, sock: socket.socket | None) -> Program:

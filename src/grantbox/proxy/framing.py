@@ -8,12 +8,22 @@ agent-sent copy of the injected header in that form be *removed*. So every reque
 goes through :func:`parse_head` first: it refuses ambiguous framing and bad bytes, and
 keeps enough of the raw form for :func:`serialize_head` to hand h11 a clean head.
 
-Pure: bytes in, a :class:`RequestHead` (or :class:`FramingError`) out.
+Responses go the other way: :func:`response_head_end` and :func:`parse_response_head` read
+the common upstream answer (HTTP/1.1, CRLF lines, one Content-Length, no Transfer-Encoding)
+without h11, about ten times faster; they accept a strict subset of what h11 accepts (a
+property test holds them to h11's reading), and anything outside it - chunked, 1xx, 204/304,
+HTTP/1.0, bare LF, odd bytes - returns ``None`` and goes to h11 as before. So every answer
+h11 would refuse is still refused, and every answer is read the way h11 reads it.
+:func:`request_head_bytes` writes the request head that goes upstream.
+
+Pure: bytes in, a :class:`RequestHead` or :class:`ResponseHead` (or :class:`FramingError`)
+out.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 # Largest request head (request line + headers) the proxy reads; larger → 431.
@@ -28,6 +38,18 @@ _VERSION = re.compile(rb"HTTP/1\.[01]")
 _BAD_VALUE_BYTE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 # Request targets: visible ASCII only.
 _TARGET = re.compile(rb"[\x21-\x7e]+")
+
+# The largest response head read without h11: h11's own bound on an incomplete event.
+MAX_RESPONSE_HEAD = 16 * 1024
+# The fast subset of h11's status line and header line (h11/_abnf.py): visible ASCII or
+# obs-text in values, spaces and tabs only inside them; no other control byte anywhere.
+_STATUS_LINE = re.compile(rb"HTTP/1\.1 ([0-9]{3}) ([\t\x20-\x7e\x80-\xff]*)")
+_RESPONSE_FIELD = re.compile(
+    rb"([-!#$%&'*+.^_`|~0-9a-zA-Z]+):[ \t]*"
+    rb"((?:[\x21-\x7e\x80-\xff]+(?:[ \t]+[\x21-\x7e\x80-\xff]+)*)?)[ \t]*"
+)
+# What a request head sent upstream may hold besides its CRLF line ends.
+_HEAD_BYTE_PROBLEM = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 class FramingError(ValueError):
@@ -167,3 +189,79 @@ def serialize_head(head: RequestHead, *, drop: str | None = None) -> bytes:
             raise FramingError("whitespace between a header name and its colon")
         lines.append(field.name + b": " + field.value)
     return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+def request_head_bytes(
+    method: bytes, target: bytes, headers: Sequence[tuple[bytes, bytes]]
+) -> bytes:
+    """The HTTP/1.1 request head sent upstream, written in one piece.
+
+    Every part was checked already (the agent's fields by :func:`parse_head`, the target by
+    the flow, the injected header by the token68 and header-name checks); a last look at
+    the whole head refuses a stray CR, LF or control byte anyway, so no part can ever add
+    a line.
+    """
+    lines = [b"%s %s HTTP/1.1" % (method, target)]
+    lines.extend(name + b": " + value for name, value in headers)
+    if any(_HEAD_BYTE_PROBLEM.search(line) for line in lines):
+        raise FramingError("control byte in a request head sent upstream")
+    lines.append(b"\r\n")
+    return b"\r\n".join(lines)
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseHead:
+    """An upstream's response head in the fast subset: its body is ``length`` bytes."""
+
+    status: int
+    reason: bytes
+    headers: tuple[tuple[bytes, bytes], ...]
+    length: int
+    close: bool  # the upstream said ``Connection: close``
+
+
+def response_head_end(buffer: bytes | bytearray) -> int:
+    """Index just past a response head ending in CRLF CRLF; 0 while more bytes are needed;
+    -1 when the head is not for the fast path (a bare LF ends it first, or it is longer
+    than :data:`MAX_RESPONSE_HEAD`): h11 reads it instead."""
+    crlf = buffer.find(b"\n\r\n", 0, MAX_RESPONSE_HEAD)
+    bare = buffer.find(b"\n\n", 0, MAX_RESPONSE_HEAD)
+    if crlf > 0 and buffer[crlf - 1] == 0x0D and (bare < 0 or bare > crlf):
+        return crlf + 3
+    if bare >= 0 or crlf >= 0 or len(buffer) >= MAX_RESPONSE_HEAD:
+        return -1
+    return 0
+
+
+def parse_response_head(raw: bytes) -> ResponseHead | None:
+    """``raw`` (a head ending in CRLF CRLF) read as h11 would read it, or ``None`` when it
+    is outside the fast subset (then h11 must read it, and may refuse it)."""
+    # (Neither line pattern admits a CR or LF: a bare one anywhere leaves the head to h11.)
+    lines = raw[:-4].split(b"\r\n")
+    status = _STATUS_LINE.fullmatch(lines[0])
+    if status is None:
+        return None
+    code = int(status.group(1))
+    if code < 200 or code in (204, 304):
+        return None
+    headers: list[tuple[bytes, bytes]] = []
+    length: int | None = None
+    close = False
+    for line in lines[1:]:
+        field = _RESPONSE_FIELD.fullmatch(line)
+        if field is None:
+            return None
+        name, value = field.group(1), field.group(2)
+        lower = name.lower()
+        if lower == b"content-length":
+            if length is not None or not value.isdigit() or len(value) > MAX_LENGTH_DIGITS:
+                return None
+            length = int(value)
+        elif lower == b"transfer-encoding":
+            return None
+        elif lower == b"connection":
+            close = close or b"close" in (t.strip().lower() for t in value.split(b","))
+        headers.append((name, value))
+    if length is None:
+        return None
+    return ResponseHead(code, status.group(2), tuple(headers), length, close)

@@ -1,4 +1,8 @@
-"""Prometheus metrics of one proxy instance."""
+"""Prometheus metrics of one proxy instance.
+
+Children the hot path updates are looked up once here (a ``labels()`` call takes a lock and
+builds a key on every use).
+"""
 
 from __future__ import annotations
 
@@ -43,3 +47,5 @@ class ProxyMetrics:
             ["direction"],
             registry=self.registry,
         )
+        self.upstream_bytes = self.bytes.labels("upstream")
+        self.downstream_bytes = self.bytes.labels("downstream")

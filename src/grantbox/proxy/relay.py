@@ -4,10 +4,15 @@ One :class:`HttpRelay` serves one agent connection (a forward connection, or the
 of a CONNECT tunnel). For each request it reads the head itself (:mod:`.framing`), runs the
 request's :mod:`.flow` - carrying out its commands (resolve, identify the program, obtain a
 token, dial) - hands the outcome to the recorder once, and then does what the outcome says:
-answer a refusal, hand a CONNECT to the tunnel adapter, or forward the rewritten request and
-stream both bodies through h11, chunk by chunk. A fresh server-side ``h11.Connection``
-parses each request, so no byte of a pipelined request is read by anything before its own
-head has been checked.
+answer a refusal, hand a CONNECT to the tunnel adapter, or forward the rewritten request.
+
+Most requests have no body and most answers carry a Content-Length: those are written and
+read without h11 (:func:`.framing.request_head_bytes`, :func:`.framing.parse_response_head`,
+a strict subset of h11's reading), which is most of the proxy's speed. Everything else -
+request bodies, chunked or close-delimited answers, 1xx, anything unusual - streams through
+h11 chunk by chunk, as before. A fresh server-side ``h11.Connection`` parses each request
+with a body, so no byte of a pipelined request is read by anything before its own head has
+been checked.
 """
 
 from __future__ import annotations
@@ -48,12 +53,21 @@ from .framing import (
     FramingError,
     HeadTooLarge,
     RequestHead,
+    ResponseHead,
     find_head_end,
     parse_head,
+    parse_response_head,
+    request_head_bytes,
+    response_head_end,
 )
 from .limits import Limits
 from .policy import Program
-from .rewrite import ResponseFraming, UnsafeResponse, downstream_response_headers
+from .rewrite import (
+    ResponseFraming,
+    UnsafeResponse,
+    downstream_response_headers,
+    relayed_head,
+)
 from .streams import READ_SIZE, ByteStream, SocketStream
 from .targets import Tunnel
 from .websocket import serve_websocket
@@ -91,7 +105,7 @@ class _Upstream:
     key: tuple[str, str, int]
     address: IPAddress
     stream: SocketStream
-    conn: h11.Connection
+    idle: bool = True  # between two exchanges: it may carry the next request
 
 
 class _HeadTimeout(Exception):
@@ -104,6 +118,69 @@ class _ClientGone(Exception):
 
 class _BadRequestBody(Exception):
     """The agent's request body broke HTTP/1.1 framing (e.g. a malformed chunk)."""
+
+
+class _HeadDeadline:
+    """When the wait for a connection's next request head gives up: one timer per
+    connection, not one per request.
+
+    Moving the deadline for the next request is an assignment. A timer armed for an earlier
+    deadline re-arms itself for the current one when it fires (on a busy connection that is
+    once per idle timeout); it is re-armed at once only when the deadline moves earlier (a
+    started head has the shorter head timeout). At the deadline it cancels the waiting task,
+    which reads that as a timeout, the way ``asyncio.timeout`` does.
+    """
+
+    __slots__ = ("_armed", "_expired", "_loop", "_task", "_timer", "_waiting", "when")
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._task = asyncio.current_task()
+        self._timer: asyncio.TimerHandle | None = None
+        self._armed = math.inf
+        self._waiting = False
+        self._expired = False
+        self.when = math.inf
+
+    def wait_until(self, when: float) -> None:
+        """A wait (from now on) that gives up at loop time ``when``."""
+        self.when = when
+        self._waiting = True
+        if when < self._armed:
+            self._arm(when)
+
+    def done(self) -> None:
+        self._waiting = False
+
+    def close(self) -> None:
+        self._waiting = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def timed_out(self) -> bool:
+        """After a CancelledError in the wait: whether it was this deadline's, and only
+        this deadline's (a proxy stopping cancels too)."""
+        if not self._expired:
+            return False
+        self._expired = False
+        return self._task is not None and self._task.uncancel() == 0
+
+    def _arm(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_at(when, self._fire)
+        self._armed = when
+
+    def _fire(self) -> None:
+        self._timer, self._armed = None, math.inf
+        if not self._waiting:
+            return
+        if self._loop.time() < self.when:
+            self._arm(self.when)
+        elif self._task is not None:
+            self._expired = True
+            self._task.cancel()
 
 
 class HttpRelay:
@@ -122,10 +199,14 @@ class HttpRelay:
         self._arrival = Arrival(tunnel, agent.peer)
         self._buffer = bytearray(buffer)
         self._upstream: _Upstream | None = None
+        self._sent_up = ctx.metrics.upstream_bytes
+        self._sent_down = ctx.metrics.downstream_bytes
+        self._deadline: _HeadDeadline | None = None
 
     async def run(self) -> Handover | None:
         """Serve requests until the connection ends, or return an admitted CONNECT for the
         tunnel adapter to open."""
+        self._deadline = _HeadDeadline()
         try:
             while True:
                 try:
@@ -159,6 +240,7 @@ class HttpRelay:
                 if not await self._forward(outcome):
                     return None
         finally:
+            self._deadline.close()
             await self._close_upstream()
 
     # -- reading -------------------------------------------------------------------------
@@ -169,38 +251,43 @@ class HttpRelay:
         (:class:`_HeadTimeout`), so a head trickled byte by byte cannot hold the
         connection for the idle timeout."""
         limits = self._ctx.limits
+        deadline = self._deadline
+        assert deadline is not None
         loop = asyncio.get_running_loop()
         head_started = False
+        deadline.wait_until(loop.time() + limits.idle_timeout)
         try:
-            async with asyncio.timeout(limits.idle_timeout) as deadline:
-                while True:
-                    # RFC 9112 §2.2: ignore empty lines before a request line - all of
-                    # them in one step, so a flood of CRLFs costs no more than any bytes.
-                    if self._buffer[:2] == b"\r\n":
-                        empty = _LEADING_EMPTY_LINES.match(self._buffer)
-                        if empty is not None:
-                            del self._buffer[: empty.end()]
-                    end = find_head_end(self._buffer)
-                    if end > 0:
-                        raw = bytes(self._buffer[:end])
-                        del self._buffer[:end]
-                        return raw
-                    if self._buffer and not head_started:
-                        # A head has started and is not complete: it has head_timeout.
-                        head_started = True
-                        when = min(deadline.when() or math.inf, loop.time() + limits.head_timeout)
-                        deadline.reschedule(when)
-                    try:
-                        data = await self._client.recv()
-                    except (OSError, ConnectionError, ssl.SSLError):
-                        return None  # the agent reset or broke the connection: it is over
-                    if not data:
-                        return None
-                    self._buffer.extend(data)
-        except TimeoutError:
+            while True:
+                # RFC 9112 §2.2: ignore empty lines before a request line - all of them in
+                # one step, so a flood of CRLFs costs no more than any bytes.
+                if self._buffer[:2] == b"\r\n":
+                    empty = _LEADING_EMPTY_LINES.match(self._buffer)
+                    if empty is not None:
+                        del self._buffer[: empty.end()]
+                end = find_head_end(self._buffer)
+                if end > 0:
+                    raw = bytes(self._buffer[:end])
+                    del self._buffer[:end]
+                    return raw
+                if self._buffer and not head_started:
+                    # A head has started and is not complete: it has head_timeout.
+                    head_started = True
+                    deadline.wait_until(min(deadline.when, loop.time() + limits.head_timeout))
+                try:
+                    data = await self._client.recv()
+                except (OSError, ConnectionError, ssl.SSLError):
+                    return None  # the agent reset or broke the connection: it is over
+                if not data:
+                    return None
+                self._buffer.extend(data)
+        except asyncio.CancelledError:
+            if not deadline.timed_out():
+                raise
             if head_started:
                 raise _HeadTimeout from None
-            raise
+            raise TimeoutError from None
+        finally:
+            deadline.done()
 
     # -- the flow ------------------------------------------------------------------------
 
@@ -274,7 +361,7 @@ class HttpRelay:
         current = self._upstream
         if current is None or current.key[1:] != (host, port):
             return None
-        if not current.stream.reusable or current.conn.our_state is not h11.IDLE:
+        if not current.idle or not current.stream.reusable:
             return None
         return current
 
@@ -285,8 +372,8 @@ class HttpRelay:
             current is not None
             and current.key == key
             and current.address in command.addresses
+            and current.idle
             and current.stream.reusable
-            and current.conn.our_state is h11.IDLE
         ):
             return Dialed(current.address)
         await self._close_upstream()
@@ -294,7 +381,7 @@ class HttpRelay:
             command.host, command.port, command.addresses, tls=command.tls
         )
         if stream is not None and dialed.address is not None:
-            self._upstream = _Upstream(key, dialed.address, stream, h11.Connection(h11.CLIENT))
+            self._upstream = _Upstream(key, dialed.address, stream)
         return dialed
 
     # -- forwarding ----------------------------------------------------------------------
@@ -313,8 +400,9 @@ class HttpRelay:
                 target=outcome.target.encode("ascii"),
                 headers=outcome.headers,
             )
+            # The upstream is between two exchanges: a fresh h11 client is where it stands.
             await serve_websocket(
-                self._ctx, self._client, upstream.stream, upstream.conn, request,
+                self._ctx, self._client, upstream.stream, h11.Connection(h11.CLIENT), request,
                 outcome.websocket, leftover,
             )  # fmt: skip
             return False
@@ -331,32 +419,96 @@ class HttpRelay:
         )
 
     async def _exchange_bodiless(self, outcome: Forward, up: _Upstream) -> bool:
-        """A request without a body: send it, then relay the answer in this task (no body
-        to stream alongside, so no second task)."""
-        request = h11.Request(
-            method=outcome.method, target=outcome.target.encode("ascii"), headers=outcome.headers
-        )
+        """A request without a body: send its head, then relay the answer in this task (no
+        body to stream alongside, so no second task)."""
+        up.idle = False
+        head = request_head_bytes(outcome.method, outcome.target.encode("ascii"), outcome.headers)
         try:
-            data = up.conn.send(request)
-            up.conn.send(h11.EndOfMessage())
-            await up.stream.send(data)
+            await up.stream.send(head)
         except (OSError, ConnectionError) as exc:
             await self._close_upstream()
             detail = f"sending the request failed: {exc}"
             await self._send_answer(ProxyAnswer(ErrorCode.UPSTREAM_UNREACHABLE, detail=detail))
             return False
+        received = bytearray()
+        try:
+            while True:
+                data = await up.stream.recv()
+                if not data:
+                    raise ConnectionError("upstream closed before answering")
+                received += data
+                end = response_head_end(received)
+                if end:
+                    break
+            answer = parse_response_head(bytes(received[:end])) if end > 0 else None
+            if answer is None:  # not the common shape: h11 reads it (or refuses it)
+                return await self._answer_through_h11(outcome, up, bytes(received))
+            reply = relayed_head(
+                answer.status, answer.reason, answer.headers, close=not outcome.keep_alive
+            )
+        except (OSError, ConnectionError) as failure:
+            await self._close_upstream()
+            detail = _upstream_failure(failure)
+            await self._send_answer(ProxyAnswer(ErrorCode.UPSTREAM_UNREACHABLE, detail=detail))
+            return False
+        return await self._relay_body(outcome, up, answer, reply, received[end:])
+
+    async def _relay_body(
+        self, outcome: Forward, up: _Upstream, answer: ResponseHead, reply: bytes, body: bytearray
+    ) -> bool:
+        """Pass a Content-Length body on as it arrives, after the agent's ``reply`` head.
+        Bytes past the body (a broken or hostile upstream) end the upstream connection."""
+        remaining = answer.length
+        pending = reply + body[:remaining]
+        surplus = len(body) > remaining
+        remaining -= len(pending) - len(reply)
+        relayed = len(pending) - len(reply)
+        try:
+            while remaining:
+                await self._client.send(pending)
+                data = await up.stream.recv()
+                if not data:
+                    raise ConnectionError("upstream closed in the middle of its answer")
+                pending = data[:remaining]
+                surplus = len(data) > remaining
+                remaining -= len(pending)
+                relayed += len(pending)
+            await self._client.send(pending)
+        except (OSError, ConnectionError):
+            await self._close_upstream()
+            return False
+        finally:
+            self._sent_down.inc(relayed)
+        if answer.close or surplus:
+            self._upstream_dead()
+        else:
+            up.idle = True
+        return outcome.keep_alive
+
+    async def _answer_through_h11(self, outcome: Forward, up: _Upstream, received: bytes) -> bool:
+        """Relay an answer outside the fast subset with h11, from the bytes read so far."""
+        conn = h11.Connection(h11.CLIENT)
+        # Puts h11 where the request left the connection (its bytes were sent already).
+        conn.send(
+            h11.Request(
+                method=outcome.method,
+                target=outcome.target.encode("ascii"),
+                headers=outcome.headers,
+            )
+        )
+        conn.send(h11.EndOfMessage())
+        conn.receive_data(received)
         framing = ResponseFraming()
         pending = bytearray()
         started = False
-        downstream = self._ctx.metrics.bytes.labels("downstream")
         try:
             while True:
-                event = up.conn.next_event()
+                event = conn.next_event()
                 if event is h11.NEED_DATA:
                     if pending:
                         await self._client.send(bytes(pending))
                         pending.clear()
-                    up.conn.receive_data(await up.stream.recv())
+                    conn.receive_data(await up.stream.recv())
                     continue
                 if isinstance(event, h11.InformationalResponse):
                     continue
@@ -368,7 +520,7 @@ class HttpRelay:
                     )
                     started = True
                 elif isinstance(event, h11.Data):
-                    downstream.inc(len(event.data))
+                    self._sent_down.inc(len(event.data))
                     pending += framing.data(event.data)
                     if len(pending) >= READ_SIZE:
                         await self._client.send(bytes(pending))
@@ -385,10 +537,7 @@ class HttpRelay:
                 detail = _upstream_failure(failure)
                 await self._send_answer(ProxyAnswer(ErrorCode.UPSTREAM_UNREACHABLE, detail=detail))
             return False
-        if up.conn.our_state is h11.DONE and up.conn.their_state is h11.DONE:
-            up.conn.start_next_cycle()
-        else:
-            self._upstream_dead()
+        self._end_exchange(up, conn)
         return outcome.keep_alive
 
     async def _exchange(
@@ -401,12 +550,14 @@ class HttpRelay:
     ) -> bool:
         """Send the request and stream both bodies; ``first`` is body the flow already
         read (``read``: the flow read the body, all of it when the agent's side is done)."""
+        up.idle = False
+        conn = h11.Connection(h11.CLIENT)  # one per exchange: the upstream is between two
         try:
-            data = up.conn.send(request)
+            data = conn.send(request)
             if first:
-                data += up.conn.send(h11.Data(data=first))
+                data += conn.send(h11.Data(data=first))
             if read and down.their_state is h11.DONE:
-                data += up.conn.send(h11.EndOfMessage())
+                data += conn.send(h11.EndOfMessage())
             await up.stream.send(data)
         except (OSError, ConnectionError) as exc:
             await self._close_upstream()
@@ -414,8 +565,8 @@ class HttpRelay:
             await self._send_answer(ProxyAnswer(ErrorCode.UPSTREAM_UNREACHABLE, detail=detail))
             return False
         started = asyncio.Event()
-        body = asyncio.create_task(self._send_body(down, up))
-        reply = asyncio.create_task(self._send_response(down, up, started))
+        body = asyncio.create_task(self._send_body(down, up, conn))
+        reply = asyncio.create_task(self._send_response(down, up, conn, started))
         try:
             # Without a failure both finish: an upstream that answered early still gets the
             # rest of the body (or fails the send by closing, which ends the connection).
@@ -444,16 +595,20 @@ class HttpRelay:
         if body.cancelled() or down.their_state is not h11.DONE:
             await self._close_upstream()
             return False
-        return self._finish_cycle(down, up)
-
-    def _finish_cycle(self, down: h11.Connection, up: _Upstream) -> bool:
         trailing, _closed = down.trailing_data
         self._buffer[:0] = trailing
-        if up.conn.our_state is h11.DONE and up.conn.their_state is h11.DONE:
-            up.conn.start_next_cycle()
+        self._end_exchange(up, conn)
+        return down.our_state is h11.DONE and down.their_state is h11.DONE
+
+    def _end_exchange(self, up: _Upstream, conn: h11.Connection) -> None:
+        """Keep the upstream for the next request only if the exchange ended cleanly: both
+        sides done, and nothing sent past the answer (bytes that would otherwise be read as
+        the answer to the agent's next request)."""
+        done = conn.our_state is h11.DONE and conn.their_state is h11.DONE
+        if done and not conn.trailing_data[0]:
+            up.idle = True
         else:
             self._upstream_dead()
-        return down.our_state is h11.DONE and down.their_state is h11.DONE
 
     def _upstream_dead(self) -> None:
         if self._upstream is not None:
@@ -462,9 +617,8 @@ class HttpRelay:
             task = asyncio.get_running_loop().create_task(stream.close())
             task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
 
-    async def _send_body(self, down: h11.Connection, up: _Upstream) -> None:
+    async def _send_body(self, down: h11.Connection, up: _Upstream, conn: h11.Connection) -> None:
         idle = self._ctx.limits.idle_timeout
-        upstream_bytes = self._ctx.metrics.bytes.labels("upstream")
         while True:
             try:
                 event = down.next_event()
@@ -482,10 +636,10 @@ class HttpRelay:
                 down.receive_data(data)
                 continue
             if isinstance(event, h11.Data):
-                upstream_bytes.inc(len(event.data))
-                await up.stream.send(up.conn.send(h11.Data(data=event.data)))
+                self._sent_up.inc(len(event.data))
+                await up.stream.send(conn.send(h11.Data(data=event.data)))
             elif isinstance(event, h11.EndOfMessage):
-                tail = up.conn.send(h11.EndOfMessage())
+                tail = conn.send(h11.EndOfMessage())
                 if tail:
                     await up.stream.send(tail)
                 return
@@ -495,19 +649,18 @@ class HttpRelay:
                 raise _BadRequestBody(f"unexpected {type(event).__name__} in request body")
 
     async def _send_response(
-        self, down: h11.Connection, up: _Upstream, started: asyncio.Event
+        self, down: h11.Connection, up: _Upstream, conn: h11.Connection, started: asyncio.Event
     ) -> None:
         # Output is gathered while the upstream's bytes parse without waiting, and written
         # when more must be read (or at the end): fewer writes, fewer wake-ups.
         pending = bytearray()
-        downstream = self._ctx.metrics.bytes.labels("downstream")
         while True:
-            event = up.conn.next_event()
+            event = conn.next_event()
             if event is h11.NEED_DATA:
                 if pending:
                     await self._client.send(bytes(pending))
                     pending.clear()
-                up.conn.receive_data(await up.stream.recv())
+                conn.receive_data(await up.stream.recv())
                 continue
             if isinstance(event, h11.InformationalResponse):
                 if event.status_code == 100 and down.client_is_waiting_for_100_continue:
@@ -523,7 +676,7 @@ class HttpRelay:
                 started.set()
                 pending += down.send(response) or b""
             elif isinstance(event, h11.Data):
-                downstream.inc(len(event.data))
+                self._sent_down.inc(len(event.data))
                 pending += down.send(event) or b""
                 if len(pending) >= READ_SIZE:
                     await self._client.send(bytes(pending))

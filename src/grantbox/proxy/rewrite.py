@@ -155,3 +155,29 @@ class ResponseFraming:
 
 
 _FRAMING = frozenset({b"content-length", b"transfer-encoding"})
+
+
+def relayed_head(
+    status: int, reason: bytes, headers: Sequence[tuple[bytes, bytes]], *, close: bool
+) -> bytes:
+    """The agent's head for an answer read on the fast path (values free of control bytes,
+    a Content-Length body): what ``ResponseFraming().head`` writes for
+    :func:`downstream_response_headers`, in one pass."""
+    lowered = [name.lower() for name, _ in headers]
+    drop = HOP_BY_HOP
+    if b"connection" in lowered:
+        named = _connection_tokens(headers)
+        if not named <= _PLAIN_CONNECTION:
+            drop = HOP_BY_HOP | named
+    lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
+    for (name, value), lower in zip(headers, lowered, strict=True):
+        if lower not in drop:
+            lines.append(b"%s: %s\r\n" % (name, value))
+    if close:
+        lines.append(b"Connection: close\r\n")
+    lines.append(b"\r\n")
+    return b"".join(lines)
+
+
+# Connection tokens that name no other header (nothing more to drop).
+_PLAIN_CONNECTION = HOP_BY_HOP | {b"close"}

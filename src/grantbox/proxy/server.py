@@ -28,7 +28,7 @@ from prometheus_client import CollectorRegistry
 from grantbox.profiles import EffectiveConfig
 
 from .answers import ErrorCode, answer_bytes
-from .context import STREAM_LIMIT, ProxyContext
+from .context import ProxyContext
 from .destinations import Resolver, SystemResolver
 from .limits import Limits, connection_cap
 from .metrics import ProxyMetrics
@@ -53,8 +53,8 @@ LOG_INTERVAL = 10.0
 _OVER_CAP = answer_bytes(ErrorCode.CONNECTION_LIMIT_REACHED)
 
 
-def _log_lines(text: str) -> None:
-    for line in text.splitlines():
+def _log_lines(data: bytes) -> None:
+    for line in data.decode("ascii").splitlines():
         _events_log.info("%s", line)
 
 
@@ -265,8 +265,7 @@ class EgressProxy:
         self.metrics.active_connections.inc()
         client: SocketStream | None = None
         try:
-            reader, writer = await asyncio.open_connection(sock=sock, limit=STREAM_LIMIT)
-            client = SocketStream(reader, writer)
+            client = await SocketStream.accepted(sock)
             handover = await HttpRelay(self._ctx, client, agent).run()
             if handover is not None:
                 await serve_tunnel(

@@ -4,6 +4,12 @@
 batches (JSON lines, one write per batch, in a worker thread so a slow reader of stdout
 blocks only that thread). When the queue is full the new event is dropped and counted in
 ``grantbox_proxy_events_dropped_total``: a request never waits for the record.
+
+Events are encoded with orjson, about ten times faster than the standard library's encoder
+(one encoding per proxied request, so it shows in the proxy's rate). The bytes are exactly
+what ``json`` writes with ``ensure_ascii``: an event holding anything but printable ASCII
+(agent-sent text with C1 controls or line separators, say) is escaped by ``json`` instead,
+so nothing agent-controlled reaches a terminal that tails the record unescaped.
 """
 
 from __future__ import annotations
@@ -13,9 +19,10 @@ import contextlib
 import json
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
+import orjson
 from prometheus_client import CollectorRegistry, Counter
 
 log = logging.getLogger("grantbox.proxy")
@@ -26,18 +33,34 @@ BATCH = 512
 GATHER_SECONDS = 0.05
 
 
-_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
-
-
-def json_line(event: dict[str, Any]) -> str:
-    return _ENCODE(event) + "\n"
-
+_ESCAPING_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
 
 Event = dict[str, Any]
 
 
+def event_json(event: Any) -> bytes:
+    """An event (or any JSON value) as compact JSON, every byte printable ASCII
+    (``\\uXXXX`` escapes): exactly ``json``'s bytes with ``ensure_ascii``, at orjson's
+    speed where that gives the same bytes."""
+    try:
+        encoded = orjson.dumps(event)
+    except TypeError:  # a type orjson does not take: json's reading of it
+        encoded = b"\xff"
+    if encoded.isascii() and b"\x7f" not in encoded:  # orjson escapes the rest as json does
+        return encoded
+    return _ESCAPING_ENCODE(event).encode("ascii")
+
+
+def json_lines(events: Iterable[Event]) -> bytes:
+    return b"".join(event_json(event) + b"\n" for event in events)
+
+
+def json_line(event: Event) -> str:
+    return event_json(event).decode("ascii") + "\n"
+
+
 class EventQueue:
-    """Calls ``write`` with batches of JSON lines from a background task.
+    """Calls ``write`` with batches of JSON lines (bytes) from a background task.
 
     Use as ``events=queue`` for :class:`grantbox.proxy.EgressProxy`; :meth:`start` it on
     the running loop and :meth:`aclose` it to write what is left. The proxy hands it each
@@ -47,7 +70,7 @@ class EventQueue:
 
     def __init__(
         self,
-        write: Callable[[str], None],
+        write: Callable[[bytes], None],
         capacity: int,
         registry: CollectorRegistry | None = None,
     ) -> None:
@@ -106,8 +129,8 @@ class EventQueue:
                 # Built and encoded here (a thread running Python would contend with the
                 # requests for the GIL); only the write itself, which may block, is handed
                 # to a thread.
-                text = "".join(json_line(e if isinstance(e, dict) else e()) for e in batch)
-                await asyncio.to_thread(self._write, text)
+                data = json_lines(e if isinstance(e, dict) else e() for e in batch)
+                await asyncio.to_thread(self._write, data)
             except Exception:  # the record's writer failing must not end the proxy
                 log.exception("writing OCSF events failed; %d dropped", count)
                 self.dropped.inc(count)

@@ -14,6 +14,8 @@ import asyncio
 import contextlib
 import ssl
 
+from prometheus_client import Counter
+
 from .answers import CONNECT_ESTABLISHED
 from .context import ProxyContext, log
 from .flow import Forward
@@ -86,8 +88,7 @@ async def pipe(
     """Copy bytes both ways until both sides are done; returns (sent up, received)."""
     counts = [0, 0]
 
-    async def copy(src: ByteStream, dst: SocketStream, index: int, direction: str) -> None:
-        metric = ctx.metrics.bytes.labels(direction)
+    async def copy(src: ByteStream, dst: SocketStream, index: int, metric: Counter) -> None:
         try:
             while True:
                 data = await src.recv()
@@ -106,7 +107,8 @@ async def pipe(
             counts[0] += len(leftover)
             await upstream.send(leftover)
         await asyncio.gather(
-            copy(client, upstream, 0, "upstream"), copy(upstream, client, 1, "downstream")
+            copy(client, upstream, 0, ctx.metrics.upstream_bytes),
+            copy(upstream, client, 1, ctx.metrics.downstream_bytes),
         )
     finally:
         with contextlib.suppress(OSError, ConnectionError):

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import jwt
+import orjson
 
 from grantbox.profiles import EffectiveConfig, StaticSecrets
 
@@ -121,11 +122,15 @@ class SupervisorClient:
         seconds: float | None = None,
     ) -> httpx.Response:
         headers = {"Authorization": f"Bearer {self._token}"}
+        content = None
+        if json_body is not None:  # (orjson: event batches are most of what is sent)
+            content = orjson.dumps(json_body)
+            headers["Content-Type"] = "application/json"
         try:
             response = await self._http.request(
                 method,
                 self._base + path,
-                json=json_body,
+                content=content,
                 params=params,
                 headers=headers,
                 timeout=seconds if seconds is not None else self._timeout,

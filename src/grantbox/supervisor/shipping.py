@@ -10,9 +10,10 @@ item by item with a count (see :mod:`.shipper`). Pure functions.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypeVar
+
+from grantbox.proxy import event_json
 
 T = TypeVar("T")
 
@@ -28,7 +29,9 @@ MIN_STRING = 64
 
 
 def encoded_size(value: Any) -> int:
-    return len(json.dumps(value, ensure_ascii=True, separators=(",", ":")))
+    """Bytes of ``value`` as compact ASCII JSON (``json``'s, computed at orjson's speed:
+    every proxied request's event is measured)."""
+    return len(event_json(value))
 
 
 def bounded_message(text: str, limit: int = MAX_MESSAGE_BYTES) -> tuple[str, bool]:
