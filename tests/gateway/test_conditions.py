@@ -198,3 +198,34 @@ def test_an_oversized_event_is_stored_as_a_truncated_record_and_events_stay_read
     assert big["truncated"] is True and big["kind"] == "http"
     assert big["size"] > MAX_LOG_MESSAGE
     assert "AAAA" not in json.dumps(big)
+
+
+def test_a_shipped_batch_is_stored_whole_and_a_malformed_body_changes_nothing(
+    gw: GatewayCli, driver: RecordingDriver
+) -> None:
+    """Events are stored in one executemany and their bodies parsed by orjson: every event
+    of a batch comes back as sent, in order; a body that is not JSON (or not strict JSON)
+    is refused with 422 and stores nothing."""
+    gw.ok("sandbox", "create", "--name", "box")
+    spec = driver.created[0]
+    sent = [
+        {"kind": "http", "n": n, "time": 1_700_000_000_000 + n, "text": "é\u2028 ☃"}
+        for n in range(300)
+    ]
+
+    async def ship() -> None:
+        async with _client(spec) as client:
+            assert await client.ship_events(sent) == len(sent)
+
+    asyncio.run(ship())
+    url = f"{spec.gateway_url}/api/v1/supervisor/sandboxes/{spec.sandbox_id}/events"
+    headers = {
+        "Authorization": f"Bearer {spec.supervisor_token}",
+        "Content-Type": "application/json",
+    }
+    for body in (b'{"events": [', b'{"events": [{"n": NaN}]}', b"\xff"):
+        answer = httpx.post(url, content=body, headers=headers)
+        assert answer.status_code == 422, (body, answer.text)
+    out = gw.ok("sandbox", "events", "box", "-o", "json").stdout
+    stored = [json.loads(line)["data"] for line in out.splitlines() if line.strip()]
+    assert stored == sent

@@ -14,8 +14,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from pydantic import ValidationError
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from grantbox.drivers.protocol import DriverState, DriverStatus
@@ -161,7 +162,6 @@ def _keep_newest(
     session: Session, model: type[LogRow] | type[EventRow], sandbox_id: str, keep: int
 ) -> None:
     """Delete all but the newest ``keep`` rows of one sandbox's logs or events."""
-    session.flush()
     cutoff = session.scalar(
         select(model.seq)
         .where(model.sandbox_id == sandbox_id)
@@ -173,10 +173,22 @@ def _keep_newest(
         session.execute(delete(model).where(model.sandbox_id == sandbox_id, model.seq <= cutoff))
 
 
+def _insert(
+    session: Session, model: type[LogRow] | type[EventRow], rows: list[dict[str, Any]]
+) -> None:
+    """Rows as one executemany, not one ORM object each: a sandbox ships an event for
+    every request its proxy serves, and the unit of work cost several times the INSERT."""
+    if rows:
+        session.execute(insert(model), rows)
+
+
 def _event_data(item: Mapping[str, Any], kind: str) -> str:
     """The event as stored: whole, or (when larger than the bound) a record saying so.
     Never JSON cut in the middle, which would break every later read of the events."""
-    data = json.dumps(item, sort_keys=True, default=str)
+    try:  # orjson: every proxied request's event passes here
+        data = orjson.dumps(item, default=str, option=orjson.OPT_SORT_KEYS).decode()
+    except TypeError:  # beyond orjson (an integer past 64 bits, a key not a string)
+        data = json.dumps(item, sort_keys=True, default=str)
     if len(data) <= MAX_LOG_MESSAGE:
         return data
     return json.dumps({"kind": kind, "truncated": True, "size": len(data)})
@@ -500,17 +512,19 @@ class SandboxService:
         with self._store.write() as session:
             if session.get(SandboxRow, sandbox_id) is None:
                 raise NotFound("sandbox not found")
+            rows = []
             for line in lines:
                 message = str(line.get("message", ""))
-                session.add(
-                    LogRow(
-                        sandbox_id=sandbox_id,
-                        ts=plausible_time(line.get("ts"), now),
-                        stream=str(line.get("stream") or "supervisor")[:32],
-                        message=message[:MAX_LOG_MESSAGE],
-                        truncated=bool(line.get("truncated")) or len(message) > MAX_LOG_MESSAGE,
-                    )
+                rows.append(
+                    {
+                        "sandbox_id": sandbox_id,
+                        "ts": plausible_time(line.get("ts"), now),
+                        "stream": str(line.get("stream") or "supervisor")[:32],
+                        "message": message[:MAX_LOG_MESSAGE],
+                        "truncated": bool(line.get("truncated")) or len(message) > MAX_LOG_MESSAGE,
+                    }
                 )
+            _insert(session, LogRow, rows)
             _keep_newest(session, LogRow, sandbox_id, self.log_retention)
         self.records.notify()
         return len(lines)
@@ -522,16 +536,18 @@ class SandboxService:
         with self._store.write() as session:
             if session.get(SandboxRow, sandbox_id) is None:
                 raise NotFound("sandbox not found")
+            rows = []
             for item in events:
                 kind = str(item.get("kind") or "event")[:64]
-                session.add(
-                    EventRow(
-                        sandbox_id=sandbox_id,
-                        ts=event_time(item, now),
-                        kind=kind,
-                        data=_event_data(item, kind),
-                    )
+                rows.append(
+                    {
+                        "sandbox_id": sandbox_id,
+                        "ts": event_time(item, now),
+                        "kind": kind,
+                        "data": _event_data(item, kind),
+                    }
                 )
+            _insert(session, EventRow, rows)
             # Every proxied request yields events: keep them bounded like the logs.
             _keep_newest(session, EventRow, sandbox_id, self.log_retention)
         self.records.notify()
