@@ -203,7 +203,7 @@ def request_head_bytes(
     """
     lines = [b"%s %s HTTP/1.1" % (method, target)]
     lines.extend(name + b": " + value for name, value in headers)
-    if any(_HEAD_BYTE_PROBLEM.search(line) for line in lines):
+    if _HEAD_BYTE_PROBLEM.search(b"".join(lines)):  # one search: a bad byte in any line
         raise FramingError("control byte in a request head sent upstream")
     lines.append(b"\r\n")
     return b"\r\n".join(lines)

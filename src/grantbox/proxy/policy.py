@@ -153,6 +153,7 @@ class CompiledPolicy:
         default_factory=dict, repr=False
     )
     _cleartext_hosts: dict[str, bool] = field(default_factory=dict, repr=False)
+    _uses_binaries: bool | None = field(default=None, repr=False)
 
     @property
     def sandbox_id(self) -> str:
@@ -160,10 +161,13 @@ class CompiledPolicy:
 
     @property
     def uses_binaries(self) -> bool:
-        """Whether any decision may need the connecting program."""
-        return bool(self.provider_binaries) or any(
-            e.binaries is not None for group in self.by_port.values() for e in group
-        )
+        """Whether any decision may need the connecting program (asked on every request:
+        found once)."""
+        if self._uses_binaries is None:
+            self._uses_binaries = bool(self.provider_binaries) or any(
+                e.binaries is not None for group in self.by_port.values() for e in group
+            )
+        return self._uses_binaries
 
     def candidates(self, host: str, port: int) -> tuple[CompiledEndpoint, ...]:
         """Endpoints serving ``host:port``, most specific first (remembered, bounded)."""

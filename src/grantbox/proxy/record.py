@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .answers import ErrorCode
+from .destinations import IPAddress
 from .events import http_activity
 from .flow import Forward, Outcome, Refuse
 from .metrics import ProxyMetrics
@@ -22,6 +23,9 @@ from .sink import EventQueue
 log = logging.getLogger("grantbox.proxy")
 
 EventSink = Callable[[dict[str, Any]], None]
+
+# Upstream addresses whose text is remembered (an agent talks to few hosts).
+ADDRESS_TABLE_SIZE = 1024
 
 
 class Recorder:
@@ -33,16 +37,29 @@ class Recorder:
         self._allowed = metrics.requests.labels("allowed", "")
         self._audited = metrics.requests.labels("allowed", "audit")
         self._injected = metrics.injections.labels("injected")
+        # A queue takes the builder: the event is built off the request's path, when written.
+        self._defer = sink.defer if isinstance(sink, EventQueue) else None
+        self._addresses: dict[IPAddress, str] = {}  # an upstream address as events show it
 
     def record(self, outcome: Outcome) -> None:
         build = self._forwarded(outcome) if isinstance(outcome, Forward) else self._refused(outcome)
         try:
-            if isinstance(self._sink, EventQueue):
-                self._sink.defer(build)  # built off the request's path, when written
+            if self._defer is not None:
+                self._defer(build)
             else:
                 self._sink(build())
         except Exception:  # a broken sink must not break traffic
             log.exception("OCSF event sink failed")
+
+    def _address(self, address: IPAddress | None) -> str:
+        if address is None:
+            return ""
+        text = self._addresses.get(address)
+        if text is None:
+            if len(self._addresses) >= ADDRESS_TABLE_SIZE:
+                self._addresses.clear()
+            text = self._addresses[address] = str(address)
+        return text
 
     def _forwarded(self, outcome: Forward) -> Callable[[], dict[str, Any]]:
         decision = outcome.decision
@@ -58,7 +75,7 @@ class Recorder:
         return functools.partial(
             http_activity,
             outcome.facts,
-            dst_ip=str(outcome.address) if outcome.address is not None else "",
+            dst_ip=self._address(outcome.address),
             allowed=True,
             entry=decision.entry,
             audit_denial=decision.audit_denial,

@@ -106,6 +106,13 @@ class _Upstream:
     address: IPAddress
     stream: SocketStream
     idle: bool = True  # between two exchanges: it may carry the next request
+    # The flow's results for a request reusing this connection (made once, not per request).
+    resolved: Resolved = field(init=False)
+    dialed: Dialed = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.resolved = Resolved((self.address,))
+        self.dialed = Dialed(self.address)
 
 
 class _HeadTimeout(Exception):
@@ -202,6 +209,7 @@ class HttpRelay:
         self._sent_up = ctx.metrics.upstream_bytes
         self._sent_down = ctx.metrics.downstream_bytes
         self._deadline: _HeadDeadline | None = None
+        self._loop = asyncio.get_running_loop()
 
     async def run(self) -> Handover | None:
         """Serve requests until the connection ends, or return an admitted CONNECT for the
@@ -253,7 +261,7 @@ class HttpRelay:
         limits = self._ctx.limits
         deadline = self._deadline
         assert deadline is not None
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         head_started = False
         deadline.wait_until(loop.time() + limits.idle_timeout)
         try:
@@ -308,7 +316,7 @@ class HttpRelay:
         if isinstance(command, Resolve):
             reused = self._reusable(command.host, command.port)
             if reused is not None:
-                return Resolved((reused.address,))
+                return reused.resolved
             return await ctx.resolve(command.host, command.port)
         if isinstance(command, ObtainToken):
             return await ctx.obtain(command.binding)
@@ -375,7 +383,7 @@ class HttpRelay:
             and current.idle
             and current.stream.reusable
         ):
-            return Dialed(current.address)
+            return current.dialed
         await self._close_upstream()
         stream, dialed = await self._ctx.dial(
             command.host, command.port, command.addresses, tls=command.tls
