@@ -44,10 +44,13 @@ MAX_RESPONSE_HEAD = 16 * 1024
 # The fast subset of h11's status line and header line (h11/_abnf.py): visible ASCII or
 # obs-text in values, spaces and tabs only inside them; no other control byte anywhere.
 _STATUS_LINE = re.compile(rb"HTTP/1\.1 ([0-9]{3}) ([\t\x20-\x7e\x80-\xff]*)")
-_RESPONSE_FIELD = re.compile(
-    rb"([-!#$%&'*+.^_`|~0-9a-zA-Z]+):[ \t]*"
-    rb"((?:[\x21-\x7e\x80-\xff]+(?:[ \t]+[\x21-\x7e\x80-\xff]+)*)?)[ \t]*"
-)
+#   field-line = token ":" [ \t]* value [ \t]*, the value visible ASCII or obs-text with
+#   spaces and tabs only inside it: that is exactly a token, a colon, then nothing but
+#   [\t\x20-\x7e\x80-\xff], the value being that rest stripped of spaces and tabs. So the
+#   lines' bytes are checked together (once each CRLF is removed, a bare CR or LF is left
+#   like any other control byte) and each name is a token; bytes.translate does both in C.
+_FIELD_LINE_BYTES = bytes([0x09, *range(0x20, 0x7F), *range(0x80, 0x100)])
+_TOKEN_BYTES = b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 # What a request head sent upstream may hold besides its CRLF line ends.
 _HEAD_BYTE_PROBLEM = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
@@ -236,7 +239,7 @@ def response_head_end(buffer: bytes | bytearray) -> int:
 def parse_response_head(raw: bytes) -> ResponseHead | None:
     """``raw`` (a head ending in CRLF CRLF) read as h11 would read it, or ``None`` when it
     is outside the fast subset (then h11 must read it, and may refuse it)."""
-    # (Neither line pattern admits a CR or LF: a bare one anywhere leaves the head to h11.)
+    # (A bare CR or LF anywhere leaves the head to h11.)
     lines = raw[:-4].split(b"\r\n")
     status = _STATUS_LINE.fullmatch(lines[0])
     if status is None:
@@ -244,14 +247,17 @@ def parse_response_head(raw: bytes) -> ResponseHead | None:
     code = int(status.group(1))
     if code < 200 or code in (204, 304):
         return None
+    block = raw[len(lines[0]) + 2 : -4]
+    if block.replace(b"\r\n", b"").translate(None, _FIELD_LINE_BYTES):
+        return None  # a control byte, or a bare CR or LF
     headers: list[tuple[bytes, bytes]] = []
     length: int | None = None
     close = False
     for line in lines[1:]:
-        field = _RESPONSE_FIELD.fullmatch(line)
-        if field is None:
+        name, colon, rest = line.partition(b":")
+        if not colon or not name or name.translate(None, _TOKEN_BYTES):
             return None
-        name, value = field.group(1), field.group(2)
+        value = rest.strip(b" \t")
         lower = name.lower()
         if lower == b"content-length":
             if length is not None or not value.isdigit() or len(value) > MAX_LENGTH_DIGITS:
