@@ -133,6 +133,20 @@ def _parse_field(line: bytes) -> Field:
     return Field(stripped, value, stripped != name, stripped.lower())
 
 
+def _parse_clean_field(line: bytes) -> Field:
+    """:func:`_parse_field` for a line known to hold no control byte but HTAB (so no CR,
+    LF or bad value byte): the same answers, without the checks that cannot fail."""
+    if line[:1] in (b" ", b"\t"):
+        raise FramingError("obsolete line folding is not accepted")
+    name, colon, value = line.partition(b":")
+    if not colon:
+        raise FramingError("header line without a colon")
+    stripped = name.rstrip(b" \t")
+    if not stripped or stripped.translate(None, _TOKEN_BYTES):
+        raise FramingError("invalid header name")
+    return Field(stripped, value.strip(b" \t"), stripped != name, stripped.lower())
+
+
 def _check_framing(fields: tuple[Field, ...], version: bytes) -> None:
     lengths = [f for f in fields if f.lower == b"content-length"]
     codings = [f for f in fields if f.lower == b"transfer-encoding"]
@@ -171,7 +185,13 @@ def parse_head(raw: bytes) -> RequestHead:
         raise FramingError("invalid request target")
     if not _VERSION.fullmatch(version):
         raise FramingError("unsupported HTTP version")
-    fields = tuple(_parse_field(line) for line in lines[1:])
+    # Header lines free of control bytes (the common case, checked for all at once) skip
+    # the per-line checks that cannot fail; any other head is read line by line as before.
+    block = raw[len(request_line) + 2 : -4]
+    parse = _parse_field
+    if not block.replace(b"\r\n", b"").translate(None, _FIELD_LINE_BYTES):
+        parse = _parse_clean_field
+    fields = tuple(parse(line) for line in lines[1:])
     _check_framing(fields, version)
     return RequestHead(method, target, version, fields)
 

@@ -66,17 +66,20 @@ def upstream_request_headers(
     list of them (several credentials, each in its own header); every agent copy of an
     injected header is removed, and each is appended once.
     """
-    out = strip_hop_by_hop(headers)
-    out = [(n, v) for n, v in out if n.lower() != b"host"]
-    out.insert(0, (b"Host", host))
-    if inject is None:
-        return out
-    pairs = [inject] if isinstance(inject, tuple) else list(inject)
-    keys = {name.lower().encode("ascii") for name, _ in pairs}
-    out = [(n, v) for n, v in out if n.lower() not in keys]
+    pairs = [] if inject is None else [inject] if isinstance(inject, tuple) else list(inject)
+    # One pass: hop-by-hop headers, those Connection names, the agent's Host and every
+    # agent copy of an injected header go; the rest keep their order after the new Host.
+    drop = HOP_BY_HOP | _connection_tokens(headers) | _HOST
+    if pairs:
+        drop |= {name.lower().encode("ascii") for name, _ in pairs}
+    out: Headers = [(b"Host", host)]
+    out.extend((n, v) for n, v in headers if n.lower() not in drop)
     for name, value in pairs:
         out.append((name.encode("ascii"), value.encode("utf-8")))
     return out
+
+
+_HOST = frozenset({b"host"})
 
 
 # Control bytes other than HTAB: h11 lets them through in field values, the agent's client
