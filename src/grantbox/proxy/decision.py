@@ -106,6 +106,8 @@ def path_problem(path: str) -> str | None:
     """
     if "\\" in path:
         return "backslash in the request path"
+    if "%" not in path and "." not in path:
+        return None  # nothing encoded and no dot: no separator or dot segment to hide
     unwrapped = path
     for _ in range(3):
         unwrapped = _ENCODED_PERCENT.sub("%", unwrapped)
