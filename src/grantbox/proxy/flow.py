@@ -417,7 +417,8 @@ def _http_flow(policy: CompiledPolicy, head: RequestHead, arrival: Arrival) -> F
         headers=headers,
         address=dialed.address,
         server=server,
-        keep_alive=websocket is None and b"close" not in head.tokens("connection"),
+        keep_alive=websocket is None
+        and (head.first("connection") is None or b"close" not in head.tokens("connection")),
         body=stored.body,
         body_complete=stored.body_complete,
         credentials=tuple(sorted(stored.used)),
@@ -538,9 +539,13 @@ def _bodiless(head: RequestHead) -> bool:
     relayed without an h11 connection for the agent's side."""
     if head.version != b"HTTP/1.1" or head.method == b"HEAD":
         return False
-    if head.first("transfer-encoding") is not None or head.first("expect") is not None:
-        return False
-    length = head.first("content-length")
+    length = None
+    for item in head.fields:  # one pass (parse_head refused a second Content-Length)
+        lower = item.lower
+        if lower == b"transfer-encoding" or lower == b"expect":
+            return False
+        if lower == b"content-length" and length is None:
+            length = item.value
     return length is None or length.lstrip(b"0") == b""
 
 
