@@ -71,13 +71,16 @@ async def until(predicate: Callable[[], bool], seconds: float, what: str) -> Non
         await asyncio.sleep(0.05)
 
 
-def _pids_with(marker: bytes) -> list[int]:
-    found = []
+def _processes_with(marker: bytes) -> dict[int, tuple[bytes, bytes]]:
+    """The command line and environment of every process whose argv holds ``marker``, read
+    together (a process that ends while being read is left out)."""
+    found = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if marker in (entry / "cmdline").read_bytes():
-                    found.append(int(entry.name))
+                cmdline = (entry / "cmdline").read_bytes()
+                if marker in cmdline:
+                    found[int(entry.name)] = (cmdline, (entry / "environ").read_bytes())
             except OSError:
                 continue
     return found
@@ -202,11 +205,11 @@ async def test_the_placeholder_resolves_only_where_bound_and_the_agent_never_see
     assert files[-1].startswith("searched ") and int(files[-1].split()[1]) >= 3, files
     assert files[:-1] == [], f"the value is readable in the sandbox: {files}"
     # And from outside: the agent's processes hold the placeholder, never the value.
-    holders = _pids_with(b"/v1/agent")  # the supervisor (its argv) and the agent's shell
-    agents = [p for p in holders if Path(f"/proc/{p}/cmdline").read_bytes().startswith(b"sh\0")]
+    # The supervisor (its argv), the agent's shell and, when caught mid-request, its curl.
+    holders = _processes_with(b"/v1/agent")
+    agents = [p for p, (argv, _) in holders.items() if argv.startswith((b"sh\0", b"curl\0"))]
     assert agents
-    for pid in holders:
-        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    for pid, (_, environ) in holders.items():
         assert VALUE.encode() not in environ
         assert (f"SVC_TOKEN={placeholder}".encode() in environ.split(b"\0")) == (pid in agents)
 
