@@ -201,3 +201,27 @@ async def test_the_supervisors_metrics_endpoint_serves_the_outbox(tmp_path: Path
     assert f"{PREFIX}_dropped" in families and f"{PREFIX}_refused_batches" in families
     assert "grantbox_token_cache_entries" in scraped  # one registry with the engine's
     assert "not-a-real-token" not in scraped
+
+
+async def test_a_round_says_when_more_is_waiting_so_a_busy_proxy_is_shipped_at_once() -> None:
+    """A proxy serving thousands of requests a second makes events faster than one take
+    per shipping interval: the round says more is waiting (and the supervisor ships again
+    without pausing) as long as the gateway takes what it is sent, and not when it is away."""
+    gateway = Gateway()
+    shipper = gateway.shipper(take=3)
+    for i in range(7):
+        shipper.event({"n": i})
+    assert await shipper.ship_once() is True
+    assert await shipper.ship_once() is True
+    assert await shipper.ship_once() is False  # the last one went: pause until the next
+    assert [e["n"] for e in gateway.received["events"]] == list(range(7))
+
+    for i in range(7, 14):
+        shipper.event({"n": i})
+    gateway.down = True
+    assert await shipper.ship_once() is False  # away: wait the interval, keep everything
+    assert shipper.queued("events") == 7
+    gateway.down = False
+    shipper.log("a line", "stdout")
+    assert await shipper.ship_once() is True
+    assert shipper.queued("events") == 4 and shipper.queued("logs") == 0

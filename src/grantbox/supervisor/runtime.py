@@ -430,19 +430,23 @@ class Supervisor:
                 self._fence_error = text  # why the fence could not run the command
             self._shipper.log(text, name, truncated=truncated)
 
-    async def _ship_once(self) -> None:
-        """One shipping round (events first); the gateway saying the sandbox is gone ends it."""
+    async def _ship_once(self) -> bool:
+        """One shipping round (events first); the gateway saying the sandbox is gone ends it.
+        True when more is waiting and the gateway is taking it (ship again at once)."""
         try:
-            await self._shipper.ship_once()
+            return await self._shipper.ship_once()
         except SupervisorClientError as exc:
             if not exc.sandbox_gone:
                 raise
             await self._orphan(str(exc))
+            return False
 
     async def _ship(self) -> None:
+        more = False
         while not self._stopping.is_set():
-            await self._pause(SHIP_INTERVAL)
-            await self._ship_once()
+            if not more:
+                await self._pause(SHIP_INTERVAL)
+            more = await self._ship_once()
 
     # -- exec ---------------------------------------------------------------------------
     async def _serve_exec(self) -> None:
@@ -463,7 +467,10 @@ class Supervisor:
             spec = self.launch_spec(item.command)
             return launch(spec, network, stdin=stdin, stdout=stdout, stderr=stderr)
 
-        await run_exec(self._client, item, start, before_exit=self._ship_once)
+        async def ship() -> None:  # what the exec printed, shipped before its exit is told
+            await self._ship_once()
+
+        await run_exec(self._client, item, start, before_exit=ship)
 
     async def _report_exit(self, code: int) -> None:
         """Tell the gateway how the sandbox's own command ended, and why when the fence

@@ -73,18 +73,26 @@ class Shipper:
         """Items of ``kind`` dropped because the outbox was full."""
         return self.outboxes[kind].dropped
 
-    async def ship_once(self) -> None:
+    async def ship_once(self) -> bool:
         """One round: each kind's oldest items (up to ``take``), events first; a kind the
-        gateway cannot take now keeps what is left and never holds up the other."""
+        gateway cannot take now keeps what is left and never holds up the other.
+
+        True when the gateway took everything sent and more is waiting: a busy proxy makes
+        events faster than one ``take`` per round, so the caller ships again at once rather
+        than letting the outbox fill and drop them."""
+        more, refused = False, False
         for kind in KINDS:
             items = self.outboxes[kind].take(self._take)
             pending = batches(items) if items else []
             while pending:
                 if not await self._deliver(kind, pending[0]):
                     self.outboxes[kind].give_back(flatten(pending))
+                    refused = True  # the gateway is away or failing: wait before retrying
                     break
                 pending.pop(0)
+            more = more or len(self.outboxes[kind]) > 0
         self._note_losses()
+        return more and not refused
 
     async def _deliver(self, kind: str, batch: list[Item]) -> bool:
         """Ship ``batch``; False when the gateway could not take it now (try again later)."""
