@@ -225,3 +225,12 @@ async def test_a_round_says_when_more_is_waiting_so_a_busy_proxy_is_shipped_at_o
     shipper.log("a line", "stdout")
     assert await shipper.ship_once() is True
     assert shipper.queued("events") == 4 and shipper.queued("logs") == 0
+    # Less than a full take waiting is no backlog: the next round waits the interval.
+    gateway.received["events"].clear()
+    for i in range(14, 16):
+        shipper.event({"n": i})
+    assert await shipper.ship_once() is True  # 3 of the 6 waiting
+    assert await shipper.ship_once() is False  # the last 3: a full take, nothing behind
+    shipper.event({"n": 16})
+    assert await shipper.ship_once() is False
+    assert [e["n"] for e in gateway.received["events"]] == list(range(10, 17))

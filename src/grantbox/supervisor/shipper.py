@@ -77,9 +77,9 @@ class Shipper:
         """One round: each kind's oldest items (up to ``take``), events first; a kind the
         gateway cannot take now keeps what is left and never holds up the other.
 
-        True when the gateway took everything sent and more is waiting: a busy proxy makes
-        events faster than one ``take`` per round, so the caller ships again at once rather
-        than letting the outbox fill and drop them."""
+        True when a kind had a full ``take`` and more waiting behind it, and the gateway
+        took everything sent: a busy proxy makes events faster than one ``take`` per round,
+        so the caller ships again at once rather than letting the outbox fill and drop them."""
         more, refused = False, False
         for kind in KINDS:
             items = self.outboxes[kind].take(self._take)
@@ -90,7 +90,9 @@ class Shipper:
                     refused = True  # the gateway is away or failing: wait before retrying
                     break
                 pending.pop(0)
-            more = more or len(self.outboxes[kind]) > 0
+            # A full take with more behind it is a backlog; anything less waits the
+            # interval, so batches stay large (the gateway pays per batch, too).
+            more = more or (len(items) == self._take and len(self.outboxes[kind]) > 0)
         self._note_losses()
         return more and not refused
 
