@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from grantbox.proxy import PLACEHOLDER
+from tests.support.agent_view import sections
 from tests.support.proxy_upstream import RecordingUpstream, running_upstream
 from tests.support.sandbox_stack import ALPHA, Stack, running_stack
 
@@ -155,14 +156,6 @@ grep -rals -F -f /tmp/.pattern --exclude=.pattern \
   /etc /tmp /dev/shm /proc/[0-9]*/environ /proc/[0-9]*/cmdline 2>/dev/null
 echo "searched $(ls -d /proc/[0-9]* | wc -l) processes"
 """
-
-
-def sections(text: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for chunk in text.split("== ")[1:]:
-        name, _, body = chunk.partition("\n")
-        out[name.strip()] = body
-    return out
 
 
 async def test_the_placeholder_resolves_only_where_bound_and_the_agent_never_sees_the_value(
