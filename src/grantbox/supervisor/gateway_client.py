@@ -174,13 +174,18 @@ class SupervisorClient:
         applied_revision: str = "",
         error: str = "",
         conditions: Sequence[Mapping[str, str]] = (),
+        metrics: Sequence[Mapping[str, Any]] | None = None,
     ) -> dict[str, Any]:
-        """``conditions`` are ``{type, status, reason, message}`` (the gateway adds ``since``)."""
-        body = {
+        """``conditions`` are ``{type, status, reason, message}`` (the gateway adds ``since``);
+        ``metrics`` a snapshot of the supervisor's registry (left out when None, as older
+        gateways refuse the field)."""
+        body: dict[str, Any] = {
             "applied_revision": applied_revision,
             "error": error,
             "conditions": [dict(condition) for condition in conditions],
         }
+        if metrics is not None:
+            body["metrics"] = list(metrics)
         data: dict[str, Any] = (await self._request("POST", "/heartbeat", json_body=body)).json()
         return data
 

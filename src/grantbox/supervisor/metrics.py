@@ -13,11 +13,16 @@ in the supervisor's registry:
   (each is split, and a single refused item dropped).
 
 Scrapes run on the metrics server's thread; they only read counters and queue lengths.
+
+:func:`snapshot` turns the whole registry into the samples the heartbeat carries to the
+gateway, which serves them on its ``/metrics`` with a ``sandbox`` label.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -61,3 +66,24 @@ class OutboxCollector(Collector):
 
 def register_outbox_metrics(registry: CollectorRegistry, shipper: Shipper) -> None:
     registry.register(OutboxCollector(shipper))
+
+
+def snapshot(registry: CollectorRegistry) -> list[dict[str, Any]]:
+    """Every grantbox_ sample as ``{name, type, labels, value}`` (typed data, not exposition
+    text). ``_created`` samples are left out: the gateway's series are only the values."""
+    samples: list[dict[str, Any]] = []
+    for family in registry.collect():
+        if not family.name.startswith("grantbox_"):
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_created") or not math.isfinite(sample.value):
+                continue
+            samples.append(
+                {
+                    "name": sample.name,
+                    "type": family.type,
+                    "labels": dict(sample.labels),
+                    "value": sample.value,
+                }
+            )
+    return samples

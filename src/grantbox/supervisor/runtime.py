@@ -42,7 +42,7 @@ from grantbox.sandbox.trust import trust_bundle
 from .exec_session import run_exec
 from .gateway_client import ExecRequestItem, SupervisorClient, SupervisorClientError
 from .launch import Fence, SupervisorOptions, agent_launch_spec
-from .metrics import register_outbox_metrics
+from .metrics import register_outbox_metrics, snapshot
 from .retry import retrying
 from .shipper import Shipper
 from .shipping import bounded_message
@@ -77,6 +77,7 @@ class Supervisor:
         # (--metrics-listen).
         self._registry = CollectorRegistry()
         self._metrics_server: Any = None
+        self._send_metrics = True  # a snapshot of the registry rides on every heartbeat
         self._engine = GrantEngine(
             self._identity,
             client=TokenEndpointClient(extra_ca_pem=_read_ca(options)),
@@ -364,8 +365,19 @@ class Supervisor:
     async def _heartbeat(self, revision: str) -> None:
         """Report the applied revision and the sandbox's conditions (every heartbeat carries
         them all: a condition a heartbeat leaves out is gone from the gateway's view)."""
+        conditions = [self._shipper.condition()]
+        metrics = snapshot(self._registry) if self._send_metrics else None
         try:
-            await self._client.heartbeat(revision, conditions=[self._shipper.condition()])
+            try:
+                await self._client.heartbeat(revision, conditions=conditions, metrics=metrics)
+            except SupervisorClientError as exc:
+                if metrics is None or exc.status != 422:
+                    raise
+                # A gateway that predates sandbox metrics (or refuses this snapshot): the
+                # heartbeat matters more; stop sending metrics for this supervisor's life.
+                self._send_metrics = False
+                log.warning("the gateway refused the metrics snapshot, not sending it: %s", exc)
+                await self._client.heartbeat(revision, conditions=conditions)
         except SupervisorClientError as exc:
             if exc.sandbox_gone:
                 await self._orphan(str(exc))

@@ -22,6 +22,7 @@ from grantbox.gateway.changes import ChangeFeed
 from grantbox.gateway.credentials import CredentialSealer
 from grantbox.gateway.errors import GatewayError
 from grantbox.gateway.exec_relay import ExecRelay
+from grantbox.gateway.sandbox_metrics import SandboxMetrics
 from grantbox.gateway.services import (
     ProfileService,
     ProviderService,
@@ -56,6 +57,8 @@ def build_gateway(
     )
     metrics = Metrics()
     metrics.registry.register(PhaseCollector(sandboxes.count_by_phase))
+    sandbox_metrics = SandboxMetrics(sandboxes.live_ids, settings.heartbeat_stale_after)
+    metrics.registry.register(sandbox_metrics)
     orchestrator = SandboxOrchestrator(sandboxes, issuer, driver, relay)
     orchestrator.driver_name = driver_name if driver is not None else ""
     return Gateway(
@@ -73,6 +76,7 @@ def build_gateway(
         sandboxes=sandboxes,
         orchestrator=orchestrator,
         metrics=metrics,
+        sandbox_metrics=sandbox_metrics,
     )
 
 

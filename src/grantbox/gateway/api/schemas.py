@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+
+from grantbox.gateway.sandbox_metrics import Series, parse
 
 
 class _Body(BaseModel):
@@ -83,6 +86,21 @@ class Heartbeat(_Body):
     applied_revision: str = Field(default="", max_length=200)
     error: str = Field(default="", max_length=4000)
     conditions: list[ConditionReport] = Field(default_factory=list, max_length=8)
+    # The supervisor's metrics snapshot (absent from older supervisors); checked by
+    # grantbox.gateway.sandbox_metrics.parse, which keeps the result in ``_series``.
+    metrics: list[Any] | None = None
+    _series: tuple[Series, ...] | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _snapshot(self) -> Heartbeat:
+        if self.metrics is not None:
+            self._series = parse(self.metrics, len(orjson.dumps(self.metrics)))
+        return self
+
+    @property
+    def series(self) -> tuple[Series, ...] | None:
+        """The snapshot's series, or None when the heartbeat carried none."""
+        return self._series
 
     @field_validator("conditions")
     @classmethod

@@ -11,6 +11,7 @@ from grantbox.gateway.auth import OperatorToken, SupervisorTokenIssuer
 from grantbox.gateway.catalog import Catalog
 from grantbox.gateway.changes import ChangeFeed
 from grantbox.gateway.exec_relay import ExecRelay
+from grantbox.gateway.sandbox_metrics import SandboxMetrics
 from grantbox.gateway.services import (
     ProfileService,
     ProviderService,
@@ -37,6 +38,7 @@ class Gateway:
     sandboxes: SandboxService
     orchestrator: SandboxOrchestrator
     metrics: Metrics
+    sandbox_metrics: SandboxMetrics
     # What the process embedding the gateway says about its other parts (``grantbox up``:
     # the identity agent), shown by ``GET /api/v1/status``.
     status_extra: dict[str, Any] = field(default_factory=dict)

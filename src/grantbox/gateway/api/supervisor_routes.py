@@ -108,6 +108,9 @@ async def _with_values(gateway: Gateway, config: EffectiveConfig) -> dict[str, A
 async def supervisor_heartbeat(
     request: Request, sandbox_id: str, claims: Supervisor, body: Heartbeat
 ) -> dict[str, Any]:
+    """Record the applied revision and conditions, and keep the metrics snapshot it carries
+    (the latest replaces the one before; a refused snapshot refuses the whole heartbeat
+    with 422 and changes nothing, so the previous snapshot stays)."""
     own_sandbox(claims, sandbox_id)
     gateway = gateway_of(request)
     conditions = [condition.model_dump() for condition in body.conditions]
@@ -115,6 +118,8 @@ async def supervisor_heartbeat(
         gateway.sandboxes.heartbeat, sandbox_id, body.applied_revision, body.error, conditions
     )
     view = await _for_live_sandbox(gateway.sandboxes.get_by_id, sandbox_id)
+    if body.series is not None:
+        gateway.sandbox_metrics.put(sandbox_id, view.name, body.series)
     return {
         "revision": view.revision,
         "phase": view.phase.value,

@@ -1,0 +1,197 @@
+"""Sandbox metrics snapshots: what the gateway accepts, and how it exposes them (pure)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, generate_latest
+
+from grantbox.gateway.sandbox_metrics import (
+    FAMILIES,
+    MAX_BYTES,
+    MAX_SERIES,
+    SandboxMetrics,
+    Series,
+    SnapshotRefused,
+    parse,
+)
+from grantbox.grants import GrantFailure
+from grantbox.grants.metrics import GrantMetrics
+from grantbox.proxy.answers import ErrorCode
+from grantbox.proxy.metrics import ProxyMetrics
+from grantbox.supervisor.metrics import register_outbox_metrics, snapshot
+from grantbox.supervisor.shipper import Shipper
+
+
+async def _send(_items: Any) -> int:
+    return 0
+
+
+def supervisor_registry() -> CollectorRegistry:
+    """A registry as a supervisor builds it, with every label value its code can use."""
+    registry = CollectorRegistry()
+    proxy = ProxyMetrics(registry)
+    grants = GrantMetrics(registry)
+    register_outbox_metrics(registry, Shipper({"events": _send, "logs": _send}))
+    proxy.requests.labels("allowed", "").inc(3)
+    proxy.requests.labels("allowed", "audit").inc()
+    for code in ErrorCode:
+        proxy.requests.labels("denied", str(code)).inc()
+    proxy.injections.labels("injected").inc()
+    for reason in GrantFailure:
+        proxy.injections.labels(str(reason)).inc()
+        grants.grant_finished(str(reason), 0.2)
+        grants.failures_served.labels(reason=str(reason)).inc()
+    grants.grant_finished(None, 0.01)
+    proxy.upstream_bytes.inc(10)
+    return registry
+
+
+def _json(samples: Any) -> tuple[Series, ...]:
+    return parse(samples, len(orjson.dumps(samples)))
+
+
+def test_a_supervisor_snapshot_is_accepted_whole() -> None:
+    samples = snapshot(supervisor_registry())
+    series = _json(samples)
+    assert len(series) == len(samples) < MAX_SERIES
+    assert len(orjson.dumps(samples)) < MAX_BYTES // 4
+    # every family the supervisor defines is allow-listed with its type
+    for family in supervisor_registry().collect():
+        assert FAMILIES[family.name].type == family.type
+    requests = [s for s in series if s.name == "grantbox_proxy_requests_total"]
+    assert (("code", ""), ("decision", "allowed")) in {s.labels for s in requests}
+    assert (
+        next(s for s in requests if s.labels == (("code", ""), ("decision", "allowed"))).value == 3
+    )
+
+
+def test_the_snapshot_is_typed_samples_without_created() -> None:
+    samples = snapshot(supervisor_registry())
+    assert all(set(s) == {"name", "type", "labels", "value"} for s in samples)
+    assert not [s for s in samples if s["name"].endswith("_created")]
+    histogram = [s for s in samples if s["type"] == "histogram"]
+    assert {s["name"] for s in histogram} == {
+        "grantbox_token_grant_duration_seconds_bucket",
+        "grantbox_token_grant_duration_seconds_sum",
+        "grantbox_token_grant_duration_seconds_count",
+    }
+
+
+GOOD = {
+    "name": "grantbox_proxy_requests_total",
+    "type": "counter",
+    "labels": {"decision": "denied", "code": "policy_denied"},
+    "value": 2,
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ({"name": "process_cpu_seconds_total"}, "not a sandbox metric"),
+        ({"name": "grantbox_gateway_requests_total"}, "not a sandbox metric"),
+        ({"name": "grantbox_proxy_requests_created"}, "not a sandbox metric"),
+        ({"type": "gauge"}, "is a counter"),
+        ({"labels": {"decision": "denied"}}, "takes the labels"),
+        ({"labels": {**GOOD["labels"], "sandbox": "other"}}, "takes the labels"),
+        ({"labels": {**GOOD["labels"], "host": "evil.example"}}, "takes the labels"),
+        ({"labels": {"decision": "denied", "code": "a\nb"}}, "label code"),
+        ({"labels": {"decision": "denied", "code": 'x"} 1\nfake 2'}}, "label code"),
+        ({"labels": {"decision": "denied", "code": "a" * 65}}, "label code"),
+        ({"labels": {"decision": "denied", "code": 3}}, "label code"),
+        ({"value": "3"}, "must be a number"),
+        ({"value": True}, "must be a number"),
+        ({"value": math.inf}, "finite"),
+        ({"value": math.nan}, "finite"),
+        ({"value": -1}, "not negative"),
+    ],
+)
+def test_a_bad_sample_is_refused(change: dict[str, Any], why: str) -> None:
+    with pytest.raises(SnapshotRefused, match=why):
+        parse([{**GOOD, **change}], 100)
+
+
+def test_shape_count_size_and_duplicates_are_bounded() -> None:
+    with pytest.raises(SnapshotRefused, match="exactly name"):
+        parse([{k: v for k, v in GOOD.items() if k != "type"}], 100)
+    with pytest.raises(SnapshotRefused, match="exactly name"):
+        parse([{**GOOD, "help": "mine"}], 100)
+    with pytest.raises(SnapshotRefused, match="list of samples"):
+        parse({"samples": []}, 100)
+    with pytest.raises(SnapshotRefused, match="bytes"):
+        parse([GOOD], MAX_BYTES + 1)
+    many = [
+        {**GOOD, "labels": {"decision": "denied", "code": f"c{i}"}} for i in range(MAX_SERIES + 1)
+    ]
+    with pytest.raises(SnapshotRefused, match="series"):
+        parse(many, 100)
+    assert len(parse(many[:MAX_SERIES], 100)) == MAX_SERIES
+    with pytest.raises(SnapshotRefused, match="twice"):
+        parse([GOOD, GOOD], 100)
+
+
+@given(
+    st.lists(
+        st.fixed_dictionaries(
+            {
+                "name": st.sampled_from(["grantbox_proxy_requests_total", "x", ""]),
+                "type": st.sampled_from(["counter", "gauge", "histogram"]),
+                "labels": st.dictionaries(st.text(max_size=8), st.text(max_size=80), max_size=3),
+                "value": st.one_of(st.floats(), st.integers(), st.text(max_size=3)),
+            }
+        ),
+        max_size=5,
+    )
+)
+def test_whatever_parse_accepts_exposes_cleanly(samples: list[dict[str, Any]]) -> None:
+    try:
+        series = parse(samples, 0)
+    except SnapshotRefused:
+        return
+    store = SandboxMetrics(lambda: ["id1"], 30.0)
+    store.put("id1", "box", series)
+    registry = CollectorRegistry()
+    registry.register(store)
+    text = generate_latest(registry).decode()
+    assert len([line for line in text.splitlines() if not line.startswith("#")]) == len(series)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_series_carry_the_sandbox_label_and_go_when_stale_or_deleted() -> None:
+    live = {"id-a", "id-b"}
+    clock = Clock()
+    store = SandboxMetrics(lambda: live, 30.0, clock)
+    registry = CollectorRegistry()
+    registry.register(store)
+    series = _json(snapshot(supervisor_registry()))
+    store.put("id-a", "box-a", series)
+    clock.now += 20
+    store.put("id-b", "box-b", series)
+    text = generate_latest(registry).decode()
+    for name in ("box-a", "box-b"):
+        assert (
+            f'grantbox_proxy_requests_total{{code="",decision="allowed",sandbox="{name}"}} 3.0'
+            in text
+        )
+    assert "# TYPE grantbox_token_grant_duration_seconds histogram" in text
+    assert text.count("# TYPE grantbox_proxy_requests_total counter") == 1
+    clock.now += 11  # box-a's snapshot is now 31 s old
+    text = generate_latest(registry).decode()
+    assert 'sandbox="box-a"' not in text and 'sandbox="box-b"' in text
+    live.discard("id-b")  # deleted (or being deleted)
+    assert "grantbox_proxy" not in generate_latest(registry).decode()
+    live.add("id-b")
+    assert "grantbox_proxy" not in generate_latest(registry).decode(), "dropped for good"
