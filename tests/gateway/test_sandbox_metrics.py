@@ -53,7 +53,7 @@ def supervisor_registry() -> CollectorRegistry:
 
 
 def _json(samples: Any) -> tuple[Series, ...]:
-    return parse(samples, len(orjson.dumps(samples)))
+    return parse(samples)
 
 
 def test_a_supervisor_snapshot_is_accepted_whole() -> None:
@@ -114,26 +114,28 @@ GOOD = {
 )
 def test_a_bad_sample_is_refused(change: dict[str, Any], why: str) -> None:
     with pytest.raises(SnapshotRefused, match=why):
-        parse([{**GOOD, **change}], 100)
+        parse([{**GOOD, **change}])
 
 
 def test_shape_count_size_and_duplicates_are_bounded() -> None:
     with pytest.raises(SnapshotRefused, match="exactly name"):
-        parse([{k: v for k, v in GOOD.items() if k != "type"}], 100)
+        parse([{k: v for k, v in GOOD.items() if k != "type"}])
     with pytest.raises(SnapshotRefused, match="exactly name"):
-        parse([{**GOOD, "help": "mine"}], 100)
+        parse([{**GOOD, "help": "mine"}])
     with pytest.raises(SnapshotRefused, match="list of samples"):
-        parse({"samples": []}, 100)
+        parse({"samples": []})
     with pytest.raises(SnapshotRefused, match="bytes"):
-        parse([GOOD], MAX_BYTES + 1)
+        parse([{**GOOD, "labels": {"decision": "denied", "code": "x" * MAX_BYTES}}])
+    with pytest.raises(SnapshotRefused, match="too deeply"):
+        parse([orjson.loads("[" * 300 + "]" * 300)])
     many = [
         {**GOOD, "labels": {"decision": "denied", "code": f"c{i}"}} for i in range(MAX_SERIES + 1)
     ]
     with pytest.raises(SnapshotRefused, match="series"):
-        parse(many, 100)
-    assert len(parse(many[:MAX_SERIES], 100)) == MAX_SERIES
+        parse(many)
+    assert len(parse(many[:MAX_SERIES])) == MAX_SERIES
     with pytest.raises(SnapshotRefused, match="twice"):
-        parse([GOOD, GOOD], 100)
+        parse([GOOD, GOOD])
 
 
 @given(
@@ -151,7 +153,7 @@ def test_shape_count_size_and_duplicates_are_bounded() -> None:
 )
 def test_whatever_parse_accepts_exposes_cleanly(samples: list[dict[str, Any]]) -> None:
     try:
-        series = parse(samples, 0)
+        series = parse(samples)
     except SnapshotRefused:
         return
     store = SandboxMetrics(lambda: ["id1"], 30.0)

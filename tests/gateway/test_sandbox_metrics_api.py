@@ -8,10 +8,13 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import Counter
 
 from grantbox.drivers import SandboxSpec
 from grantbox.gateway import GatewayServer
 from grantbox.supervisor import SupervisorClient, SupervisorClientError
+from grantbox.supervisor.launch import SupervisorOptions
+from grantbox.supervisor.runtime import Supervisor
 from tests.support.gateway_driver import RecordingDriver
 from tests.support.gateway_server import GatewayCli, grant_profile
 
@@ -107,3 +110,60 @@ def test_a_supervisor_reports_only_for_its_own_sandbox(
     )
     assert response.status_code == 403
     assert "sandbox=" not in _scrape(server)
+
+
+def _supervisor(spec: SandboxSpec, tmp_path: Path) -> Supervisor:
+    token = tmp_path / f"state-{spec.sandbox_id}" / "supervisor-token"
+    token.parent.mkdir()
+    token.write_text(spec.supervisor_token)
+    token.chmod(0o600)
+    return Supervisor(
+        SupervisorOptions(
+            gateway_url=spec.gateway_url,
+            sandbox_id=spec.sandbox_id,
+            token_file=token,
+            identity_socket=f"unix://{tmp_path}/sockets/agent.sock",
+        )
+    )
+
+
+async def test_the_supervisors_heartbeat_carries_its_registry(
+    server: GatewayServer, gw: GatewayCli, boxes: tuple[SandboxSpec, SandboxSpec], tmp_path: Path
+) -> None:
+    a, b = boxes
+    good, bad = _supervisor(a, tmp_path), _supervisor(b, tmp_path)
+    # A supervisor whose snapshot the gateway refuses (as a gateway predating the field
+    # does): the heartbeat is sent again without it, and later ones leave it out.
+    Counter("grantbox_not_allowed", "not on the allow-list", registry=bad.registry).inc()
+    try:
+        await good._heartbeat("r1")
+        await bad._heartbeat("rb")
+        await bad._heartbeat("rb2")
+    finally:
+        await good._shutdown()
+        await bad._shutdown()
+    async with httpx.AsyncClient() as client:
+        text = (await client.get(f"{server.url}/metrics")).text
+    assert 'grantbox_token_cache_entries{sandbox="box-a"} 0.0' in text
+    assert 'grantbox_supervisor_outbox_capacity{kind="logs",sandbox="box-a"}' in text
+    assert 'sandbox="box-b"' not in text and "grantbox_not_allowed" not in text
+    got = await asyncio.to_thread(gw.json, "sandbox", "get", "box-b")
+    assert got["applied_revision"] == "rb2"
+    assert bad._send_metrics is False
+
+
+def test_a_snapshot_too_deep_to_measure_is_refused_not_a_server_error(
+    server: GatewayServer, boxes: tuple[SandboxSpec, SandboxSpec]
+) -> None:
+    a, _ = boxes
+    deep = "[" * 300 + "]" * 300  # orjson reads 1024 levels but writes only 255
+    response = httpx.post(
+        f"{server.url}/api/v1/supervisor/sandboxes/{a.sandbox_id}/heartbeat",
+        headers={
+            "Authorization": f"Bearer {a.supervisor_token}",
+            "Content-Type": "application/json",
+        },
+        content=f'{{"applied_revision": "x", "metrics": [{deep}]}}',
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["error"] == "invalid_request"

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+import orjson
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
@@ -156,14 +157,18 @@ def _series(index: int, raw: object) -> Series:
     return Series(family, name, tuple(sorted(labels.items())), number)
 
 
-def parse(samples: object, size: int) -> tuple[Series, ...]:
-    """The series of a snapshot whose JSON is ``size`` bytes, or :class:`SnapshotRefused`."""
-    if size > MAX_BYTES:
-        raise SnapshotRefused(f"the snapshot has {size} bytes; at most {MAX_BYTES} are accepted")
+def parse(samples: object) -> tuple[Series, ...]:
+    """The series of a snapshot (JSON data, as parsed), or :class:`SnapshotRefused`."""
     if not isinstance(samples, Sequence) or isinstance(samples, str | bytes):
         raise SnapshotRefused("a snapshot is a list of samples")
     if len(samples) > MAX_SERIES:
         raise SnapshotRefused(f"the snapshot has {len(samples)} series; at most {MAX_SERIES}")
+    try:
+        size = len(orjson.dumps(samples))
+    except TypeError:  # nested deeper than orjson writes (it reads deeper): not a snapshot
+        raise SnapshotRefused("a sample is nested too deeply") from None
+    if size > MAX_BYTES:
+        raise SnapshotRefused(f"the snapshot has {size} bytes; at most {MAX_BYTES} are accepted")
     series = tuple(_series(index, raw) for index, raw in enumerate(samples))
     if len({(s.name, s.labels) for s in series}) != len(series):
         raise SnapshotRefused("a series appears twice in the snapshot")

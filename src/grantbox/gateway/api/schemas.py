@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from grantbox.gateway.sandbox_metrics import Series, parse
@@ -94,7 +93,7 @@ class Heartbeat(_Body):
     @model_validator(mode="after")
     def _snapshot(self) -> Heartbeat:
         if self.metrics is not None:
-            self._series = parse(self.metrics, len(orjson.dumps(self.metrics)))
+            self._series = parse(self.metrics)
         return self
 
     @property
