@@ -197,3 +197,18 @@ def test_series_carry_the_sandbox_label_and_go_when_stale_or_deleted() -> None:
     assert "grantbox_proxy" not in generate_latest(registry).decode()
     live.add("id-b")
     assert "grantbox_proxy" not in generate_latest(registry).decode(), "dropped for good"
+
+
+def test_nothing_is_served_while_the_store_cannot_say_which_sandboxes_live() -> None:
+    def broken() -> list[str]:
+        raise OSError("database gone")
+
+    live: list[str] = ["id-a"]
+    answer = [broken, lambda: live]
+    store = SandboxMetrics(lambda: answer[0](), 30.0)
+    store.put("id-a", "box-a", _json(snapshot(supervisor_registry())))
+    registry = CollectorRegistry()
+    registry.register(store)
+    assert "grantbox_proxy" not in generate_latest(registry).decode()
+    answer.reverse()  # the store is back: the snapshot was kept
+    assert 'sandbox="box-a"' in generate_latest(registry).decode()

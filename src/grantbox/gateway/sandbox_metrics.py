@@ -17,6 +17,7 @@ own heartbeats brought; scrape them all and sum by ``sandbox``.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import threading
@@ -35,6 +36,8 @@ MAX_LABEL_VALUE = 64
 # Every label value our instruments use is an enum value, a status code or a bucket bound.
 _LABEL_VALUE = re.compile(rf"[A-Za-z0-9_.+\-]{{0,{MAX_LABEL_VALUE}}}")
 SANDBOX_LABEL = "sandbox"
+
+log = logging.getLogger("grantbox.gateway")
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,8 +214,14 @@ class SandboxMetrics(Collector):
             self._latest.pop(sandbox_id, None)
 
     def current(self) -> dict[str, _Snapshot]:
-        """Fresh snapshots of live sandboxes by id; drops the others."""
-        live = set(self._live_ids())
+        """Fresh snapshots of live sandboxes by id; drops the others. Nothing while the
+        store cannot say which sandboxes live (a deleted one's series must not linger);
+        the scrape still serves the gateway's own metrics."""
+        try:
+            live = set(self._live_ids())
+        except Exception as exc:
+            log.warning("cannot list sandboxes for their metrics: %s", type(exc).__name__)
+            return {}
         oldest = self._clock() - self._stale_after
         with self._lock:
             for sandbox_id in [
