@@ -209,10 +209,6 @@ class SandboxMetrics(Collector):
         with self._lock:
             self._latest[sandbox_id] = _Snapshot(sandbox_name, self._clock(), series)
 
-    def forget(self, sandbox_id: str) -> None:
-        with self._lock:
-            self._latest.pop(sandbox_id, None)
-
     def current(self) -> dict[str, _Snapshot]:
         """Fresh snapshots of live sandboxes by id; drops the others. Nothing while the
         store cannot say which sandboxes live (a deleted one's series must not linger);
