@@ -17,19 +17,16 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .canonical import content_hash
+from .endpoint_binding import EndpointBinding
 from .model import AuthStyle, ClientAuth, Credential, Endpoint, GrantType, Profile, TokenGrant
 from .patterns import (
     HostPattern,
     PathPattern,
     PatternError,
     host_intersection,
-    host_matches,
-    host_specificity,
     parse_host_pattern,
     parse_path_pattern,
     path_intersection,
-    path_matches,
-    path_specificity,
 )
 from .token_endpoint import derive_svid_audience
 
@@ -37,7 +34,7 @@ DEFAULT_ORIGIN = "default"
 
 
 @dataclass(frozen=True, slots=True)
-class GrantBinding:
+class GrantBinding(EndpointBinding):
     """One endpoint-bound token grant, with every default already resolved."""
 
     provider: str
@@ -61,38 +58,6 @@ class GrantBinding:
     resource: tuple[str, ...] = ()
     requested_token_type: str = ""
     token_endpoint_ca: str = field(default="", repr=False)
-
-    @property
-    def id(self) -> str:
-        """Stable, human-readable identity: ``provider:credential@host:port/path``."""
-        return f"{self.provider}:{self.credential}@{self.host}:{self.port}{self.path or '/**'}"
-
-    @property
-    def owner(self) -> str:
-        return f"{self.provider}:{self.credential}"
-
-    @property
-    def host_pattern(self) -> HostPattern:
-        return parse_host_pattern(self.host)
-
-    @property
-    def path_pattern(self) -> PathPattern:
-        return parse_path_pattern(self.path)
-
-    @property
-    def selector(self) -> tuple[str, int, str]:
-        return (self.host, self.port, self.path)
-
-    def specificity(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        """Larger is more specific; a concrete path beats any host-only binding."""
-        return (path_specificity(self.path_pattern), host_specificity(self.host_pattern))
-
-    def matches(self, host: str, port: int, path: str) -> bool:
-        return (
-            port == self.port
-            and host_matches(self.host_pattern, host)
-            and path_matches(self.path_pattern, path)
-        )
 
     def header_value(self, token: str) -> str:
         return f"Bearer {token}" if self.header_style == AuthStyle.BEARER else token

@@ -20,17 +20,14 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .endpoint_binding import EndpointBinding
 from .model import AuthStyle, Credential, Endpoint, Profile, TlsMode
 from .patterns import (
     HostPattern,
     PathPattern,
     PatternError,
-    host_matches,
-    host_specificity,
     parse_host_pattern,
     parse_path_pattern,
-    path_matches,
-    path_specificity,
 )
 
 # The environment a sandbox sets itself (the sandbox package reads these lists, so one
@@ -86,7 +83,7 @@ def credential_value_problem(value: str) -> str | None:
 
 
 @dataclass(frozen=True, slots=True)
-class StaticBinding:
+class StaticBinding(EndpointBinding):
     """One endpoint a stored credential may be sent to, and how the proxy places it."""
 
     provider: str
@@ -102,42 +99,12 @@ class StaticBinding:
     body_rewrite: bool = False  # the endpoint's credential_body_rewrite
 
     @property
-    def id(self) -> str:
-        return f"{self.provider}:{self.credential}@{self.host}:{self.port}{self.path or '/**'}"
-
-    @property
-    def owner(self) -> str:
-        return f"{self.provider}:{self.credential}"
-
-    @property
-    def host_pattern(self) -> HostPattern:
-        return parse_host_pattern(self.host)
-
-    @property
-    def path_pattern(self) -> PathPattern:
-        return parse_path_pattern(self.path)
-
-    @property
-    def selector(self) -> tuple[str, int, str]:
-        return (self.host, self.port, self.path)
-
-    @property
     def placement_key(self) -> str:
         """What the proxy writes on the request: a lower-case header name, ``?param`` for a
         query parameter, or ``""`` when it only replaces the placeholder."""
         if self.auth_style == AuthStyle.QUERY:
             return f"?{self.query_param}"
         return self.header_name.lower() if self.auth_style else ""
-
-    def specificity(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        return (path_specificity(self.path_pattern), host_specificity(self.host_pattern))
-
-    def matches(self, host: str, port: int, path: str) -> bool:
-        return (
-            port == self.port
-            and host_matches(self.host_pattern, host)
-            and path_matches(self.path_pattern, path)
-        )
 
     def header_value(self, value: str) -> str:
         if self.auth_style == AuthStyle.BEARER:
