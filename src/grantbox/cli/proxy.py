@@ -29,6 +29,7 @@ from grantbox.proxy import (
     EventQueue,
     Limits,
     ProcPrograms,
+    ProxyPool,
     StandaloneConfigError,
     SystemResolver,
     load_standalone_config,
@@ -105,6 +106,15 @@ def proxy() -> None:
     metavar="HOST:PORT",
     help="Serve Prometheus metrics (proxy and grant engine) at http://HOST:PORT/metrics.",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Processes serving requests. One Python process uses at most one core: give up "
+    "to the number of cores to spare. The listeners, the grant engine (one token request "
+    "per binding), the events and the metrics stay in one parent process.",
+)
 def run(
     config_file: Path,
     listen: str,
@@ -114,6 +124,7 @@ def run(
     resolve: tuple[str, ...],
     upstream_ca: Path | None,
     metrics_listen: str | None,
+    workers: int,
 ) -> None:
     try:
         config = load_standalone_config(config_file)
@@ -123,7 +134,7 @@ def run(
             click.echo(f"  - {problem}", err=True)
         raise SystemExit(2) from exc
     try:
-        overrides = parse_overrides(resolve)
+        parse_overrides(resolve)  # checked here; each proxy process parses its own copy
     except ValueError as exc:
         fail(str(exc), code=2)
     try:
@@ -136,7 +147,6 @@ def run(
         click.echo(f"warning: {warning}", err=True)
     metrics = _listen(metrics_listen, "--metrics-listen") if metrics_listen else None
     click.get_current_context().with_resource(json_logging("info"))
-    resolver = SystemResolver(overrides)
     # uvloop: the proxy's I/O loop in C (libuv), about twice the request rate of asyncio's.
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(
@@ -146,10 +156,11 @@ def run(
                 unix_path,
                 identity_socket,
                 ca_out,
-                resolver,
+                resolve,
                 upstream_ca,
                 extra_ca,
                 metrics,
+                workers,
             )
         )
 
@@ -190,29 +201,49 @@ async def _serve(
     unix_path: Path | None,
     identity_socket: str | None,
     ca_out: Path | None,
-    resolver: SystemResolver,
+    resolve: tuple[str, ...],
     upstream_ca: Path | None,
     extra_ca: str,
     metrics_address: tuple[str, int] | None,
+    workers: int = 1,
 ) -> None:
-    """``extra_ca``: the certificates of ``upstream_ca``, checked before anything started."""
+    """``extra_ca``: the certificates of ``upstream_ca``, checked before anything started.
+    ``workers`` above one runs the request path in a :class:`ProxyPool`."""
     limits = Limits()
     registry = CollectorRegistry()
     identity = WorkloadIdentityClient(identity_socket)
     engine = GrantEngine(
         identity, client=TokenEndpointClient(extra_ca_pem=extra_ca), registry=registry
     )
-    events = EventQueue(_write_events, limits.event_buffer, registry=registry)
-    proxy = EgressProxy(
-        config,
-        engine,
-        resolver=resolver,
-        upstream_ca_file=upstream_ca,
-        events=events,
-        registry=registry,
-        limits=limits,
-        programs=ProcPrograms(),
-    )
+    proxy: EgressProxy | ProxyPool
+    if workers > 1:
+        # The workers count their own dropped events; the parent's queue is summed with them.
+        queue_registry = CollectorRegistry()
+        events = EventQueue(_write_events, limits.event_buffer, registry=queue_registry)
+        proxy = ProxyPool(
+            config,
+            engine,
+            workers=workers,
+            resolve=resolve,
+            upstream_ca_file=upstream_ca,
+            events=events,
+            registry=registry,
+            limits=limits,
+            programs=ProcPrograms(),
+            own_registries=[queue_registry],
+        )
+    else:
+        events = EventQueue(_write_events, limits.event_buffer, registry=registry)
+        proxy = EgressProxy(
+            config,
+            engine,
+            resolver=SystemResolver(parse_overrides(resolve)),
+            upstream_ca_file=upstream_ca,
+            events=events,
+            registry=registry,
+            limits=limits,
+            programs=ProcPrograms(),
+        )
     if ca_out is not None:
         await asyncio.to_thread(ca_out.write_bytes, proxy.ca_cert_pem)
     try:
@@ -239,6 +270,7 @@ async def _serve(
         f"grantbox proxy listening on {bound[0]}:{bound[1]}"
         + (f" and {unix_path}" if unix_path else "")
         + f"; {len(config.bindings)} grant binding(s), revision {config.revision[:19]}"
+        + (f"; {workers} worker processes" if workers > 1 else "")
         + served,
         err=True,
     )

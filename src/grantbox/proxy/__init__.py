@@ -46,6 +46,7 @@ from .placeholders import (
     new_placeholder,
 )
 from .policy import UNKNOWN_PROGRAM, CompiledPolicy, Program, authorize, compile_policy
+from .pool import ProxyPool
 from .programs import ProcPrograms, ProgramResolver
 from .record import EventSink, Recorder
 from .rewrite import redact, upstream_request_headers
@@ -86,6 +87,7 @@ __all__ = [
     "ProgramResolver",
     "ProxyAnswer",
     "ProxyMetrics",
+    "ProxyPool",
     "ReadBody",
     "Recorder",
     "Refuse",

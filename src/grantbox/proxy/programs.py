@@ -19,7 +19,7 @@ import struct
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from .policy import UNKNOWN_PROGRAM, FileId, Program
 
@@ -95,6 +95,14 @@ class ProcPrograms:
         self._root = sandbox_of
         self._launcher_depth = launcher_depth
         self._proc = proc
+
+    def settings(self) -> dict[str, Any]:
+        """The arguments that make an equal resolver (in a proxy worker process)."""
+        return {
+            "sandbox_of": self._root,
+            "launcher_depth": self._launcher_depth,
+            "proc": str(self._proc),
+        }
 
     def executable(self, path: str) -> FileId | None:
         try:

@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import logging
 import socket
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,10 +26,10 @@ from prometheus_client import CollectorRegistry
 
 from grantbox.profiles import EffectiveConfig
 
-from .answers import ErrorCode, answer_bytes
 from .context import ProxyContext
 from .destinations import Resolver, SystemResolver
 from .limits import Limits, connection_cap
+from .listeners import Throttled, refuse_over_cap, tcp_listener, unix_listener
 from .metrics import ProxyMetrics
 from .policy import CompiledPolicy, binary_paths, compile_policy
 from .programs import ProgramResolver
@@ -50,30 +49,10 @@ ACCEPT_PAUSE = 0.1
 # At most one log line per this many seconds for accept failures and cap refusals.
 LOG_INTERVAL = 10.0
 
-_OVER_CAP = answer_bytes(ErrorCode.CONNECTION_LIMIT_REACHED)
-
 
 def _log_lines(data: bytes) -> None:
     for line in data.decode("ascii").splitlines():
         _events_log.info("%s", line)
-
-
-class _Throttled:
-    """A warning logged at most once per ``interval``, saying how many were held back."""
-
-    def __init__(self, interval: float) -> None:
-        self._interval = interval
-        self._last = -interval
-        self._held = 0
-
-    def warn(self, message: str, *args: object) -> None:
-        now = time.monotonic()
-        if now - self._last < self._interval:
-            self._held += 1
-            return
-        held, self._held, self._last = self._held, 0, now
-        suffix = f" ({held} more since the last report)" if held else ""
-        log.warning(message + suffix, *args)
 
 
 class EgressProxy:
@@ -86,8 +65,8 @@ class EgressProxy:
     logger); metrics go to ``registry`` (default: a private one, exposed as
     ``metrics.registry``). ``limits`` holds every timeout and bound; ``programs`` finds the
     program behind a connection for ``binaries`` entries (without one, such entries admit
-    nothing). The interception CA is created here and its private key never leaves this
-    process's memory.
+    nothing). The interception CA is created here (a pool worker is handed its parent's as
+    ``ca``); its private key never leaves the memory of this process and its workers.
     """
 
     def __init__(
@@ -101,9 +80,10 @@ class EgressProxy:
         registry: CollectorRegistry | None = None,
         limits: Limits | None = None,
         programs: ProgramResolver | None = None,
+        ca: InterceptionCA | None = None,
     ) -> None:
         self.limits = limits or Limits()
-        self._ca = InterceptionCA(leaf_cache_size=self.limits.leaf_cache_size)
+        self._ca = ca or InterceptionCA(leaf_cache_size=self.limits.leaf_cache_size)
         self.metrics = ProxyMetrics(registry)
         self._owned_queue: EventQueue | None = None
         if events is None:
@@ -130,8 +110,8 @@ class EgressProxy:
         self._connections: set[asyncio.Task[None]] = set()
         self._tcp_address: tuple[str, int] | None = None
         self._unix_paths: list[Path] = []
-        self._accept_warning = _Throttled(LOG_INTERVAL)
-        self._cap_warning = _Throttled(LOG_INTERVAL)
+        self._accept_warning = Throttled(LOG_INTERVAL)
+        self._cap_warning = Throttled(LOG_INTERVAL)
 
     def __repr__(self) -> str:
         return f"EgressProxy(sandbox={self.config.sandbox_id!r}, tcp={self._tcp_address})"
@@ -188,9 +168,9 @@ class EgressProxy:
         listeners: list[socket.socket] = []
         try:
             if tcp is not None:
-                listeners.append(_tcp_listener(tcp))
+                listeners.append(tcp_listener(tcp))
             if unix is not None:
-                listeners.append(_unix_listener(unix))
+                listeners.append(unix_listener(unix))
                 self._unix_paths.append(unix)
         except OSError:
             for listener in listeners:
@@ -248,17 +228,27 @@ class EgressProxy:
                 self._accept_warning.warn("accepting an agent connection failed: %s", exc)
                 await asyncio.sleep(ACCEPT_PAUSE)
                 continue
-            if len(self._connections) >= self.connection_cap:
-                self.metrics.refused_connections.inc()
-                self._cap_warning.warn(
-                    "agent connection refused: %d connections open (the cap)",
-                    self.connection_cap,
-                )
-                _refuse_over_cap(sock)
-                continue
-            task = loop.create_task(self._serve_connection(sock))
-            self._connections.add(task)
-            task.add_done_callback(self._connections.discard)
+            self.admit(sock)
+
+    def admit(self, sock: socket.socket) -> asyncio.Task[None] | None:
+        """Serve an accepted agent connection (a proxy worker is handed its connections
+        this way); over the cap it is answered ``connection_limit_reached`` and closed
+        (None). The returned task ends when the connection does."""
+        if len(self._connections) >= self.connection_cap:
+            self.refuse(sock)
+            return None
+        task = asyncio.get_running_loop().create_task(self._serve_connection(sock))
+        self._connections.add(task)
+        task.add_done_callback(self._connections.discard)
+        return task
+
+    def refuse(self, sock: socket.socket) -> None:
+        """Answer ``connection_limit_reached`` (counted, logged now and then) and close."""
+        self.metrics.refused_connections.inc()
+        self._cap_warning.warn(
+            "agent connection refused: %d connections open (the cap)", self.connection_cap
+        )
+        refuse_over_cap(sock)
 
     async def _serve_connection(self, sock: socket.socket) -> None:
         agent = AgentConnection(_peer_name(sock), sock)
@@ -290,47 +280,6 @@ class EgressProxy:
                 await client.close()
             else:
                 sock.close()
-
-
-def _tcp_listener(address: tuple[str, int]) -> socket.socket:
-    infos = socket.getaddrinfo(
-        address[0], address[1], type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )
-    family, kind, proto, _canon, sockaddr = infos[0]
-    listener = socket.socket(family, kind, proto)
-    try:
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(sockaddr)
-        listener.listen(1024)
-    except OSError:
-        listener.close()
-        raise
-    return listener
-
-
-def _unix_listener(path: Path) -> socket.socket:
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        listener.bind(str(path))
-        listener.listen(1024)
-    except OSError:
-        listener.close()
-        raise
-    return listener
-
-
-def _refuse_over_cap(sock: socket.socket) -> None:
-    """Answer ``connection_limit_reached`` without waiting for anything, and close."""
-    try:
-        sock.setblocking(False)
-        with contextlib.suppress(BlockingIOError, InterruptedError):
-            sock.recv(65536)  # what the agent sent already, so closing does not reset
-        sock.send(_OVER_CAP)
-        sock.shutdown(socket.SHUT_WR)
-    except OSError:
-        pass
-    finally:
-        sock.close()
 
 
 def _peer_name(sock: socket.socket) -> str:

@@ -55,6 +55,12 @@ def json_lines(events: Iterable[Event]) -> bytes:
     return b"".join(event_json(event) + b"\n" for event in events)
 
 
+def _encoded(item: Event | Callable[[], Event] | bytes) -> bytes:
+    if isinstance(item, bytes):
+        return item
+    return event_json(item if isinstance(item, dict) else item()) + b"\n"
+
+
 def json_line(event: Event) -> str:
     return event_json(event).decode("ascii") + "\n"
 
@@ -78,7 +84,7 @@ class EventQueue:
             raise ValueError("capacity must be at least 1")
         self._write = write
         self._capacity = capacity
-        self._items: deque[Event | Callable[[], Event]] = deque()
+        self._items: deque[Event | Callable[[], Event] | bytes] = deque()
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.dropped = Counter(
@@ -96,6 +102,15 @@ class EventQueue:
             self.dropped.inc()
             return
         self._items.append(event)
+        self._ready.set()
+
+    def defer_encoded(self, lines: bytes) -> None:
+        """Queue events already encoded as JSON lines (a proxy worker's batch, encoded by
+        :func:`event_json` there); never blocks. A full queue drops and counts them all."""
+        if len(self._items) >= self._capacity:
+            self.dropped.inc(lines.count(b"\n"))
+            return
+        self._items.append(lines)
         self._ready.set()
 
     def __len__(self) -> int:
@@ -129,7 +144,7 @@ class EventQueue:
                 # Built and encoded here (a thread running Python would contend with the
                 # requests for the GIL); only the write itself, which may block, is handed
                 # to a thread.
-                data = json_lines(e if isinstance(e, dict) else e() for e in batch)
+                data = b"".join(_encoded(item) for item in batch)
                 await asyncio.to_thread(self._write, data)
             except Exception:  # the record's writer failing must not end the proxy
                 log.exception("writing OCSF events failed; %d dropped", count)

@@ -33,6 +33,52 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
+def _new_ca(common_name: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    public = key.public_key()
+    now = _now()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(public)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - _BACKDATE)
+        .not_valid_after(now + datetime.timedelta(days=365))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return key, cert
+
+
+def _load_ca(
+    key_pem: bytes, cert_pem: bytes
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ValueError("the interception CA key must be an EC key")
+    if cert.public_key() != key.public_key():
+        raise ValueError("the interception CA certificate does not match its key")
+    return key, cert
+
+
 class InterceptionCA:
     """The proxy's CA. ``repr`` shows the subject only."""
 
@@ -41,38 +87,15 @@ class InterceptionCA:
         common_name: str = "grantbox egress proxy CA",
         *,
         leaf_cache_size: int = LEAF_CACHE_SIZE,
+        issued: tuple[bytes, bytes] | None = None,
     ) -> None:
+        """``issued``: an existing CA as ``(private key PEM, certificate PEM)`` (a proxy
+        worker takes its parent's); otherwise a new one is made."""
         self._leaf_cache_size = leaf_cache_size
-        self._key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-        public = self._key.public_key()
-        now = _now()
-        self._cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(public)
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - _BACKDATE)
-            .not_valid_after(now + datetime.timedelta(days=365))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
-            .sign(self._key, hashes.SHA256())
-        )
+        if issued is not None:
+            self._key, self._cert = _load_ca(*issued)
+        else:
+            self._key, self._cert = _new_ca(common_name)
         self.cert_pem = self._cert.public_bytes(serialization.Encoding.PEM)
         self._leaf_key = ec.generate_private_key(ec.SECP256R1())
         self._leaf_key_pem = self._leaf_key.private_bytes(
@@ -90,6 +113,16 @@ class InterceptionCA:
     @property
     def certificate(self) -> x509.Certificate:
         return self._cert
+
+    def issued(self) -> tuple[bytes, bytes]:
+        """``(private key PEM, certificate PEM)``, for a proxy worker of this process only:
+        the key goes over a socketpair to a child, never to a file or a log."""
+        key = self._key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        return key, self.cert_pem
 
     def mint_leaf(self, host: str) -> x509.Certificate:
         """A server certificate for ``host`` (a DNS name or an IP literal)."""
