@@ -38,7 +38,7 @@ import orjson
 from prometheus_client import CollectorRegistry
 
 import grantbox
-from grantbox.grants import GrantError, TokenEndpointError
+from grantbox.grants import GrantError, GrantMisconfigured, TokenEndpointError
 from grantbox.profiles import EffectiveConfig, GrantBinding
 
 from ..limits import Limits, connection_cap
@@ -404,7 +404,7 @@ class ProxyPool:
         reply: dict[str, Any] = {"t": "token", "id": ident}
         if binding is None:
             reply["error"] = error_to_wire(
-                TokenEndpointError("the binding is no longer attached (config changed)")
+                GrantMisconfigured("the binding is no longer attached (the config changed)")
             )
         else:
             try:
