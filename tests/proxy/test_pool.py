@@ -8,7 +8,7 @@ import asyncio
 import json
 import os
 import signal
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +23,6 @@ from grantbox.grants import (
     TokenEndpointRejected,
 )
 from grantbox.grants.errors import ERRORS_BY_REASON
-from grantbox.identity import WorkloadIdentityClient
-from grantbox.identity_agent import IdentityAgent
 from grantbox.profiles import StaticSecrets
 from grantbox.proxy import Limits, ProxyPool
 from grantbox.proxy.pool import REUSE_SECONDS, ParentTokens, PoolMetrics, merge, snapshot
@@ -41,15 +39,12 @@ from grantbox.proxy.pool.wire import (
     limits_to_wire,
     parse,
 )
-from tests.support.identity_agent import running_agent
 from tests.support.proxy_clients import curl
 from tests.support.proxy_harness import endpoint, grant_profile, make_config
 from tests.support.proxy_upstream import RecordingUpstream
-from tests.support.token_endpoint import TokenEndpoint, running_token_endpoint
+from tests.support.token_endpoint import TokenEndpoint
 
 from .conftest import LOOPBACK
-
-TRUST_DOMAIN = "example.org"
 
 
 # -- the wire --------------------------------------------------------------------------
@@ -224,32 +219,7 @@ async def test_concurrent_requests_of_a_worker_share_one_question_and_one_failur
     assert all(r.detail == "invalid_client" for r in results[1:])  # type: ignore[union-attr]
 
 
-# -- the pool, with real worker processes ------------------------------------------------
-@pytest.fixture
-async def agent(tmp_path: Path) -> AsyncIterator[IdentityAgent]:
-    async with running_agent(tmp_path, trust_domain=TRUST_DOMAIN, oidc=True) as running:
-        yield running
-
-
-@pytest.fixture
-async def engine(agent: IdentityAgent) -> AsyncIterator[GrantEngine]:
-    workload = agent.add_workload("s1", "/grantbox/sandbox/s1")
-    client = WorkloadIdentityClient(str(workload), call_timeout=2.0, deadline=3.0)
-    grants = GrantEngine(client, registry=CollectorRegistry())
-    try:
-        yield grants
-    finally:
-        await grants.aclose()
-        await client.aclose()
-
-
-@pytest.fixture
-async def issuer(agent: IdentityAgent) -> AsyncIterator[TokenEndpoint]:
-    assert agent.oidc_url is not None
-    async with running_token_endpoint(oidc_url=agent.oidc_url, trust_domain=TRUST_DOMAIN) as ep:
-        yield ep
-
-
+# -- the pool, with real worker processes (agent, engine, issuer: conftest) ------------
 def _config(issuer: TokenEndpoint, port: int) -> Any:
     profile = grant_profile(
         "alpha",
