@@ -24,6 +24,7 @@ from grantbox.grants import GrantFailure
 from grantbox.grants.metrics import GrantMetrics
 from grantbox.proxy.answers import ErrorCode
 from grantbox.proxy.metrics import ProxyMetrics
+from grantbox.proxy.sink import EventQueue
 from grantbox.supervisor.metrics import register_outbox_metrics, snapshot
 from grantbox.supervisor.shipper import Shipper
 
@@ -33,10 +34,12 @@ async def _send(_items: Any) -> int:
 
 
 def supervisor_registry() -> CollectorRegistry:
-    """A registry as a supervisor builds it, with every label value its code can use."""
+    """A registry as a supervisor builds it, with every label value its code can use (and
+    the event queue's family, which proxy workers add)."""
     registry = CollectorRegistry()
     proxy = ProxyMetrics(registry)
     grants = GrantMetrics(registry)
+    EventQueue(lambda _data: None, 1, registry=registry).dropped.inc()
     register_outbox_metrics(registry, Shipper({"events": _send, "logs": _send}))
     proxy.requests.labels("allowed", "").inc(3)
     proxy.requests.labels("allowed", "audit").inc()

@@ -62,6 +62,10 @@ FAMILIES: dict[str, Family] = {
         "counter", "Agent connections refused because the connection cap was reached."
     ),
     "grantbox_proxy_accept_errors": Family("counter", "accept() failures of the proxy."),
+    # Only with proxy workers: each worker queues its events for the supervisor.
+    "grantbox_proxy_events_dropped": Family(
+        "counter", "OCSF events dropped because the event sink could not keep up."
+    ),
     "grantbox_proxy_bytes": Family(
         "counter",
         "Bytes relayed, by direction (upstream = agent to destination).",
