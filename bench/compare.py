@@ -116,7 +116,7 @@ def _start_all(stack: Stack, args: argparse.Namespace, failed: dict[str, str]) -
         ("grantbox-workers", lambda: stack.start_grantbox(certs, workers=args.workers)),
     ]
     if "http" in args.only and not args.no_sandbox:
-        starters.append(("sandbox", stack.start_sandbox))
+        starters.append(("sandbox", lambda: stack.start_sandbox(args.workers)))
     for key, start in starters:
         say(f"starting {key}")
         try:

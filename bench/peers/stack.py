@@ -377,12 +377,15 @@ class Stack:
             issued_token, service=proxy_run, cafile=ca,
         )  # fmt: skip
 
-    def start_sandbox(self) -> None:
-        """``grantbox up``, a token endpoint for its identity agent, and a sandbox whose
-        provider's profile binds nginx's sandbox port with a token grant."""
+    def start_sandbox(self, workers: int = 1) -> None:
+        """``grantbox up`` (its sandboxes' proxies in ``workers`` processes), a token
+        endpoint for its identity agent, and a sandbox whose provider's profile binds
+        nginx's sandbox port with a token grant."""
         folder = self._dir("sandbox")
         directories = DemoDirectories(folder)
-        embedded = EmbeddedDefault(directories, trust_domain="bench.local")
+        embedded = EmbeddedDefault(
+            directories, trust_domain="bench.local", options=["--proxy-workers", str(workers)]
+        )
         self._exit.callback(embedded.stop)
         try:
             identity = embedded.start(timeout=120)
@@ -417,20 +420,32 @@ class Stack:
         except CommandFailed as exc:
             raise ServiceFailed(str(exc)) from None
         sandbox_id = str(operator.json("sandbox", "get", SANDBOX)["id"])
+        label = "grantbox sandbox (wrk inside" + (
+            f", {workers} proxy workers)" if workers > 1 else ")"
+        )
         self.http["sandbox"] = Route(
-            "sandbox", "grantbox sandbox (wrk inside)", self.http_ports["sandbox"],
+            "sandbox", label, self.http_ports["sandbox"],
             GRANTBOX_HOST, None, issued_token, run_wrk=_sandbox_wrk(operator),
             cpu_parts=lambda: _sandbox_parts(sandbox_id),
         )  # fmt: skip
 
 
 def _sandbox_parts(sandbox_id: str) -> dict[str, list[int]]:
-    """The sandbox path's proxy cost: its supervisor (the proxy runs in it; the agent's own
-    processes are not counted) and the gateway that stores every event it ships."""
+    """The sandbox path's proxy cost: its supervisor with its proxy workers (the proxy runs
+    there; the agent's own processes are not counted) and the gateway that stores every
+    event it ships."""
     supervisors = find_processes("supervisor", "run", "--sandbox-id", sandbox_id)
     if not supervisors:
         return {}
-    return {"supervisor": supervisors[:1], "gateway": [parent_pid(supervisors[0])]}
+    workers = [
+        pid
+        for pid in find_processes("grantbox.proxy.pool.worker")
+        if parent_pid(pid) == supervisors[0]
+    ]
+    return {
+        "supervisor": [supervisors[0], *workers],
+        "gateway": [parent_pid(supervisors[0])],
+    }
 
 
 def _wait_ready(operator: Operator, timeout: float = 120.0) -> None:

@@ -78,11 +78,18 @@ class DemoDirectories:
 
 
 class EmbeddedDefault:
-    """``grantbox up`` running as a child, its output in ``logs/up.log``."""
+    """``grantbox up`` running as a child, its output in ``logs/up.log``; ``options`` are
+    more of ``up``'s (the benchmark's ``--proxy-workers``)."""
 
-    def __init__(self, directories: DemoDirectories, trust_domain: str = "grantbox.local") -> None:
+    def __init__(
+        self,
+        directories: DemoDirectories,
+        trust_domain: str = "grantbox.local",
+        options: Sequence[str] = (),
+    ) -> None:
         self.directories = directories
         self.trust_domain = trust_domain
+        self.options = list(options)
         self.log_path = directories.logs / "up.log"
         self._process: subprocess.Popen[bytes] | None = None
         self.identity: IdentitySettings | None = None
@@ -91,6 +98,7 @@ class EmbeddedDefault:
         return [
             *grantbox_command(), "up", "--listen", "127.0.0.1:0",
             "--trust-domain", self.trust_domain, "--oidc-listen", "127.0.0.1:0",
+            *self.options,
         ]  # fmt: skip
 
     def log_lines(self) -> list[str]:
