@@ -84,11 +84,23 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--idle-connections", type=int, default=1000)
     parser.add_argument("--no-sandbox", action="store_true", help="skip the sandbox route")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="proxy worker processes of the grantbox-workers route and the sandbox's proxy",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the run directory (logs)")
     args = parser.parse_args(argv)
     args.only = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = set(args.only) - set(SECTIONS)
-    if unknown or args.seconds < 1 or args.rounds < 1 or args.idle_connections < 1:
+    if (
+        unknown
+        or args.seconds < 1
+        or args.rounds < 1
+        or args.idle_connections < 1
+        or args.workers < 2
+    ):
         parser.error(f"bad arguments (unknown sections: {', '.join(sorted(unknown)) or 'none'})")
     return args
 
@@ -101,6 +113,7 @@ def _start_all(stack: Stack, args: argparse.Namespace, failed: dict[str, str]) -
         ("tinyproxy", stack.start_tinyproxy),
         ("mitmproxy", lambda: stack.start_mitmproxy(certs)),
         ("grantbox", lambda: stack.start_grantbox(certs)),
+        ("grantbox-workers", lambda: stack.start_grantbox(certs, workers=args.workers)),
     ]
     if "http" in args.only and not args.no_sandbox:
         starters.append(("sandbox", stack.start_sandbox))

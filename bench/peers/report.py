@@ -18,18 +18,30 @@ HTTP_RATIOS = (
     ("grantbox", "mitmproxy"),
     ("grantbox", "squid"),
     ("grantbox", "direct"),
+    ("grantbox-workers", "tinyproxy"),
+    ("grantbox-workers", "mitmproxy"),
+    ("grantbox-workers", "squid"),
+    ("grantbox-workers", "direct"),
     ("sandbox", "tinyproxy"),
     ("sandbox", "mitmproxy"),
     ("sandbox", "squid"),
     ("sandbox", "direct"),
 )
-TLS_RATIOS = (("grantbox", "mitmproxy"), ("grantbox", "squid"), ("grantbox", "direct"))
+TLS_RATIOS = (
+    ("grantbox", "mitmproxy"),
+    ("grantbox", "squid"),
+    ("grantbox", "direct"),
+    ("grantbox-workers", "mitmproxy"),
+    ("grantbox-workers", "squid"),
+    ("grantbox-workers", "direct"),
+)
 NAMES = {
     "direct": "direct",
     "squid": "squid",
     "tinyproxy": "tinyproxy",
     "mitmproxy": "mitmproxy",
     "grantbox": "grantbox",
+    "grantbox-workers": "grantbox (workers)",
     "sandbox": "grantbox sandbox",
 }
 
@@ -126,7 +138,7 @@ def http_goal_lines(summaries: Mapping[str, Summary]) -> list[str]:
     """Issue #15's goals on both grantbox paths: ≥ 1.0× tinyproxy, ≥ 10× mitmproxy, p50 no
     worse than tinyproxy's."""
     lines = ["  goals (issue #15), token injected on every request:"]
-    for key in ("grantbox", "sandbox"):
+    for key in ("grantbox", "grantbox-workers", "sandbox"):
         if key not in summaries:
             continue
         tiny = summaries.get("tinyproxy")
@@ -146,10 +158,14 @@ def http_goal_lines(summaries: Mapping[str, Summary]) -> list[str]:
 
 
 def tls_goal_lines(summaries: Mapping[str, Summary]) -> list[str]:
-    if "grantbox" not in summaries or "mitmproxy" not in summaries:
+    if "mitmproxy" not in summaries:
         return []
-    measured = ratio(summaries["grantbox"], summaries["mitmproxy"])
-    return ["  goal (issue #15): " + goal_line("grantbox / mitmproxy", measured, 5.0)]
+    return [
+        "  goal (issue #15): "
+        + goal_line(f"{NAMES[key]} / mitmproxy", ratio(summaries[key], summaries["mitmproxy"]), 5.0)
+        for key in ("grantbox", "grantbox-workers")
+        if key in summaries
+    ]
 
 
 def _per(result: IdleResult) -> str:

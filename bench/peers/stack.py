@@ -52,8 +52,16 @@ TLS_HOST = "localhost"  # a name for certificates and SNI, the same on every TLS
 SANDBOX = "bench"
 SANDBOX_PROFILE = "bench-nginx"
 
-HTTP_ROUTES = ("direct", "squid", "tinyproxy", "mitmproxy", "grantbox", "sandbox")
-TLS_ROUTES = ("direct", "squid", "mitmproxy", "grantbox")
+HTTP_ROUTES = (
+    "direct",
+    "squid",
+    "tinyproxy",
+    "mitmproxy",
+    "grantbox",
+    "grantbox-workers",
+    "sandbox",
+)
+TLS_ROUTES = ("direct", "squid", "mitmproxy", "grantbox", "grantbox-workers")
 
 WrkRunner = Callable[[str, float], str]  # (Lua script, seconds) -> wrk's output
 
@@ -318,8 +326,12 @@ class Stack:
         self.issuers[name] = issuer
         return issuer.wait_output(r"token endpoint: (\S+)")
 
-    def start_grantbox(self, certs: Certs) -> None:
-        folder = self._dir("grantbox")
+    def start_grantbox(self, certs: Certs, *, workers: int = 1) -> None:
+        """``grantbox proxy run`` (route ``grantbox``), or with ``--workers`` above one
+        (route ``grantbox-workers``), each with its own identity agent and token endpoint."""
+        key = "grantbox" if workers == 1 else "grantbox-workers"
+        label = "grantbox proxy run" + (f" --workers {workers}" if workers > 1 else "")
+        folder = self._dir(key)
         argv = [
             GRANTBOX, "identity", "serve",
             "--socket-dir", str(folder / "identity"),
@@ -330,13 +342,13 @@ class Stack:
         identity = self._start(Service("grantbox identity serve", argv, folder / "identity.out"))
         oidc = identity.wait_output(r"oidc discovery: (\S+)/\.well-known/")
         socket_path = identity.wait_output(r"workload bench: socket (\S+)")
-        token_url = self._issuer("issuer", oidc, TRUST_DOMAIN)
+        token_url = self._issuer("issuer" if workers == 1 else "issuer-workers", oidc, TRUST_DOMAIN)
         profile = configs.grantbox_profile(
             profile_id=SANDBOX_PROFILE,
             token_endpoint=token_url,
             endpoints=[
-                (GRANTBOX_HOST, self.http_ports["grantbox"]),
-                (TLS_HOST, self.tls_ports["grantbox"]),
+                (GRANTBOX_HOST, self.http_ports[key]),
+                (TLS_HOST, self.tls_ports[key]),
             ],
         )
         conf = folder / "proxy.yaml"
@@ -349,20 +361,19 @@ class Stack:
             "--identity-socket", f"unix:{socket_path}",
             "--ca-out", str(ca),
             "--upstream-ca", str(certs.upstream_ca),
+            "--workers", str(workers),
         ]  # fmt: skip
         # OCSF events (stdout) go to a file, as an operator would keep them.
-        proxy_run = Service(
-            "grantbox proxy run", argv, folder / "proxy.err", stdout=folder / "events.jsonl"
-        )
+        proxy_run = Service(label, argv, folder / "proxy.err", stdout=folder / "events.jsonl")
         self._start(proxy_run)
         port = int(proxy_run.wait_output(r"listening on 127\.0\.0\.1:(\d+)"))
         proxy = f"http://127.0.0.1:{port}"
-        self.http["grantbox"] = Route(
-            "grantbox", "grantbox proxy run", self.http_ports["grantbox"], GRANTBOX_HOST,
-            proxy, issued_token, service=proxy_run, run_wrk=self._host_wrk("grantbox", proxy),
+        self.http[key] = Route(
+            key, label, self.http_ports[key], GRANTBOX_HOST,
+            proxy, issued_token, service=proxy_run, run_wrk=self._host_wrk(key, proxy),
         )  # fmt: skip
-        self.tls["grantbox"] = Route(
-            "grantbox", "grantbox proxy run", self.tls_ports["grantbox"], TLS_HOST, proxy,
+        self.tls[key] = Route(
+            key, label, self.tls_ports[key], TLS_HOST, proxy,
             issued_token, service=proxy_run, cafile=ca,
         )  # fmt: skip
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import re
 import signal
 import sys
@@ -139,9 +140,9 @@ async def issuer(agent: IdentityAgent) -> AsyncIterator[TokenEndpoint]:
 
 
 @contextlib.asynccontextmanager
-async def standalone(*args: str) -> AsyncIterator[tuple[int, list[bytes], str]]:
+async def standalone(*args: str, status: int = 0) -> AsyncIterator[tuple[int, list[bytes], str]]:
     """Run the command; yields its port, (after it stopped) its stdout lines, and its
-    metrics URL (when asked for)."""
+    metrics URL (when asked for). It must end with ``status``."""
     process = await asyncio.create_subprocess_exec(
         str(GRANTBOX),
         "proxy",
@@ -166,13 +167,15 @@ async def standalone(*args: str) -> AsyncIterator[tuple[int, list[bytes], str]]:
     finally:
         if process.returncode is None:
             process.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(process.wait(), 20) == 0
+        assert await asyncio.wait_for(process.wait(), 20) == status
         lines.extend((await asyncio.wait_for(stdout, 5)).splitlines())
         with contextlib.suppress(Exception):
             await asyncio.wait_for(drain, 5)
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 async def test_standalone_proxy_injects_tokens_from_the_workload_identity(
+    workers: int,
     agent: IdentityAgent,
     issuer: TokenEndpoint,
     tls_upstream: RecordingUpstream,
@@ -210,6 +213,8 @@ async def test_standalone_proxy_injects_tokens_from_the_workload_identity(
         "alpha.test=127.0.0.1",
         "--metrics-listen",
         "127.0.0.1:0",
+        "--workers",
+        str(workers),
     ) as (port, events, metrics_url):
         proxy = f"http://127.0.0.1:{port}"
         ok = await curl(
@@ -217,7 +222,12 @@ async def test_standalone_proxy_injects_tokens_from_the_workload_identity(
         )
         denied = await curl("http://c.test/", proxy=proxy)
         async with httpx.AsyncClient(trust_env=False) as client:
-            scraped = (await client.get(metrics_url)).text
+            # Workers report their counts once a second: wait until all three are in.
+            for _ in range(100):
+                scraped = (await client.get(metrics_url)).text
+                if 'decision="denied"} 1.0' in scraped and 'decision="allowed"} 2.0' in scraped:
+                    break
+                await asyncio.sleep(0.1)
     assert ok.status == 200, ok.stderr
     (token,) = issuer.issued
     assert tls_upstream.requests[0].header("authorization") == [f"Bearer {token}"]
@@ -238,3 +248,53 @@ async def test_standalone_proxy_injects_tokens_from_the_workload_identity(
     assert samples['grantbox_proxy_injections_total{outcome="injected"}'] == 1.0
     assert samples["grantbox_proxy_events_dropped_total"] == 0.0
     assert token not in scraped
+
+
+async def test_workers_end_when_their_parent_is_killed(tmp_path: Path) -> None:
+    """A parent killed without a chance to stop them: its workers see the channel close
+    and exit on their own (nothing keeps serving without the parent's policy updates)."""
+    config = _write(tmp_path / "proxy.yaml", {})
+    async with standalone(
+        "--config", str(config), "--listen", "127.0.0.1:0", "--workers", "2", status=-9
+    ) as (
+        port,
+        _events,
+        _metrics,
+    ):
+        parent = _listener_pid(port)
+        workers = _children_running("grantbox.proxy.pool.worker", parent)
+        assert len(workers) == 2
+        os.kill(parent, signal.SIGKILL)
+        for _ in range(100):
+            if not any(Path(f"/proc/{pid}").exists() for pid in workers):
+                break
+            await asyncio.sleep(0.1)
+        assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+
+
+def _listener_pid(port: int) -> int:
+    """The process listening on ``port`` (the proxy's parent: it holds the listener)."""
+    inode = ""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1].endswith(f":{port:04X}") and fields[3] == "0A":
+            inode = fields[9]
+    assert inode
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    if os.readlink(f"/proc/{pid}/fd/{fd}") == f"socket:[{inode}]":
+                        return int(pid)
+    raise AssertionError("no process holds the listener")
+
+
+def _children_running(module: str, parent: int) -> list[int]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+            if module in cmdline and int(stat.rsplit(")", 1)[1].split()[1]) == parent:
+                found.append(int(pid))
+    return found

@@ -6,51 +6,15 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
-from prometheus_client import CollectorRegistry
-
 from grantbox.grants import GrantEngine
-from grantbox.identity import WorkloadIdentityClient
-from grantbox.identity_agent import IdentityAgent
-from tests.support.identity_agent import running_agent
 from tests.support.proxy_clients import curl
 from tests.support.proxy_harness import endpoint, grant_profile, make_config, running_proxy
 from tests.support.proxy_upstream import RecordingUpstream
-from tests.support.token_endpoint import Behaviour, TokenEndpoint, running_token_endpoint
+from tests.support.token_endpoint import Behaviour, TokenEndpoint
 
 from .conftest import LOOPBACK
-
-TRUST_DOMAIN = "example.org"
-
-
-@pytest.fixture
-async def agent(tmp_path: Path) -> AsyncIterator[IdentityAgent]:
-    async with running_agent(tmp_path, trust_domain=TRUST_DOMAIN, oidc=True) as running:
-        yield running
-
-
-@pytest.fixture
-async def engine(agent: IdentityAgent) -> AsyncIterator[GrantEngine]:
-    workload = agent.add_workload("s1", "/grantbox/sandbox/s1")
-    client = WorkloadIdentityClient(str(workload), call_timeout=2.0, deadline=3.0)
-    grants = GrantEngine(
-        client, connect_timeout=1.0, total_timeout=3.0, registry=CollectorRegistry()
-    )
-    try:
-        yield grants
-    finally:
-        await grants.aclose()
-        await client.aclose()
-
-
-@pytest.fixture
-async def issuer(agent: IdentityAgent) -> AsyncIterator[TokenEndpoint]:
-    assert agent.oidc_url is not None
-    async with running_token_endpoint(oidc_url=agent.oidc_url, trust_domain=TRUST_DOMAIN) as ep:
-        yield ep
 
 
 async def test_token_from_the_real_issuer_is_injected_and_cached(

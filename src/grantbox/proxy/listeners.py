@@ -3,15 +3,24 @@ in-process proxy and the parent of a worker pool, which accept the same way."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import socket
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from prometheus_client import Counter
 
 from .answers import ErrorCode, answer_bytes
 
 log = logging.getLogger("grantbox.proxy")
+
+# How long accepting pauses after accept() failed (out of descriptors, mostly).
+ACCEPT_PAUSE = 0.1
+# At most one log line per this many seconds for accept failures and cap refusals.
+LOG_INTERVAL = 10.0
 
 _OVER_CAP = answer_bytes(ErrorCode.CONNECTION_LIMIT_REACHED)
 
@@ -73,3 +82,78 @@ def refuse_over_cap(sock: socket.socket) -> None:
         pass
     finally:
         sock.close()
+
+
+class Acceptor:
+    """A proxy's listeners, and one task per listener that accepts and hands each agent
+    connection to ``take``. accept() failures (out of descriptors, mostly) are counted in
+    ``errors``, pause accepting briefly instead of spinning, and are logged at most once per
+    interval."""
+
+    def __init__(self, take: Callable[[socket.socket], object], errors: Counter) -> None:
+        self._take = take
+        self._errors = errors
+        self._listeners: list[socket.socket] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._unix_paths: list[Path] = []
+        self._warning = Throttled(LOG_INTERVAL)
+        self.tcp_address: tuple[str, int] | None = None
+
+    def open(
+        self,
+        *,
+        tcp: tuple[str, int] | None = None,
+        unix: Path | None = None,
+        sockets: Sequence[socket.socket] = (),
+    ) -> None:
+        """Bind what is asked (and take over ``sockets``); nothing is accepted yet."""
+        if tcp is None and unix is None and not sockets:
+            raise ValueError("give at least one of tcp, unix or sockets")
+        listeners: list[socket.socket] = []
+        try:
+            if tcp is not None:
+                listeners.append(tcp_listener(tcp))
+            if unix is not None:
+                listeners.append(unix_listener(unix))
+                self._unix_paths.append(unix)
+        except OSError:
+            for listener in listeners:
+                listener.close()
+            raise
+        listeners.extend(sockets)
+        for listener in listeners:
+            listener.setblocking(False)
+            if self.tcp_address is None and listener.family in (socket.AF_INET, socket.AF_INET6):
+                bound = listener.getsockname()
+                self.tcp_address = (str(bound[0]), int(bound[1]))
+        self._listeners.extend(listeners)
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        for listener in self._listeners:
+            self._tasks.append(loop.create_task(self._accept_loop(listener)))
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        for listener in self._listeners:
+            listener.close()
+        self._listeners.clear()
+        for path in self._unix_paths:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        self._unix_paths.clear()
+
+    async def _accept_loop(self, listener: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                sock, _address = await loop.sock_accept(listener)
+            except OSError as exc:
+                self._errors.inc()
+                self._warning.warn("accepting an agent connection failed: %s", exc)
+                await asyncio.sleep(ACCEPT_PAUSE)
+                continue
+            self._take(sock)

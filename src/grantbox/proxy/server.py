@@ -15,7 +15,6 @@ not logged.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
 from collections.abc import Sequence
@@ -29,7 +28,12 @@ from grantbox.profiles import EffectiveConfig
 from .context import ProxyContext
 from .destinations import Resolver, SystemResolver
 from .limits import Limits, connection_cap
-from .listeners import Throttled, refuse_over_cap, tcp_listener, unix_listener
+from .listeners import (
+    LOG_INTERVAL,
+    Acceptor,
+    Throttled,
+    refuse_over_cap,
+)
 from .metrics import ProxyMetrics
 from .policy import CompiledPolicy, binary_paths, compile_policy
 from .programs import ProgramResolver
@@ -43,11 +47,6 @@ from .tunnel import serve_tunnel
 
 _events_log = logging.getLogger("grantbox.proxy.ocsf")
 log = logging.getLogger("grantbox.proxy")
-
-# How long accepting pauses after accept() failed (out of descriptors, mostly).
-ACCEPT_PAUSE = 0.1
-# At most one log line per this many seconds for accept failures and cap refusals.
-LOG_INTERVAL = 10.0
 
 
 def _log_lines(data: bytes) -> None:
@@ -105,16 +104,12 @@ class EgressProxy:
         )
         tokens.replace_bindings(config.bindings)
         self.connection_cap = connection_cap(self.limits)
-        self._listeners: list[socket.socket] = []
-        self._acceptors: list[asyncio.Task[None]] = []
         self._connections: set[asyncio.Task[None]] = set()
-        self._tcp_address: tuple[str, int] | None = None
-        self._unix_paths: list[Path] = []
-        self._accept_warning = Throttled(LOG_INTERVAL)
+        self._acceptor = Acceptor(self.admit, self.metrics.accept_errors)
         self._cap_warning = Throttled(LOG_INTERVAL)
 
     def __repr__(self) -> str:
-        return f"EgressProxy(sandbox={self.config.sandbox_id!r}, tcp={self._tcp_address})"
+        return f"EgressProxy(sandbox={self.config.sandbox_id!r}, tcp={self.tcp_address})"
 
     @property
     def config(self) -> EffectiveConfig:
@@ -130,7 +125,7 @@ class EgressProxy:
 
     @property
     def tcp_address(self) -> tuple[str, int] | None:
-        return self._tcp_address
+        return self._acceptor.tcp_address
 
     @property
     def open_connections(self) -> int:
@@ -163,47 +158,13 @@ class EgressProxy:
         unix: Path | None = None,
         sockets: Sequence[socket.socket] = (),
     ) -> None:
-        if tcp is None and unix is None and not sockets:
-            raise ValueError("give at least one of tcp, unix or sockets")
-        listeners: list[socket.socket] = []
-        try:
-            if tcp is not None:
-                listeners.append(tcp_listener(tcp))
-            if unix is not None:
-                listeners.append(unix_listener(unix))
-                self._unix_paths.append(unix)
-        except OSError:
-            for listener in listeners:
-                listener.close()
-            raise
-        listeners.extend(sockets)
-        for listener in listeners:
-            listener.setblocking(False)
-            if self._tcp_address is None and listener.family in (
-                socket.AF_INET,
-                socket.AF_INET6,
-            ):
-                bound = listener.getsockname()
-                self._tcp_address = (str(bound[0]), int(bound[1]))
+        self._acceptor.open(tcp=tcp, unix=unix, sockets=sockets)
         if self._owned_queue is not None:
             self._owned_queue.start()
-        loop = asyncio.get_running_loop()
-        for listener in listeners:
-            self._listeners.append(listener)
-            self._acceptors.append(loop.create_task(self._accept_loop(listener)))
+        self._acceptor.start()
 
     async def stop(self) -> None:
-        for task in self._acceptors:
-            task.cancel()
-        await asyncio.gather(*self._acceptors, return_exceptions=True)
-        self._acceptors.clear()
-        for listener in self._listeners:
-            listener.close()
-        self._listeners.clear()
-        for path in self._unix_paths:
-            with contextlib.suppress(OSError):
-                path.unlink()
-        self._unix_paths.clear()
+        await self._acceptor.close()
         for task in list(self._connections):
             task.cancel()
         await asyncio.gather(*self._connections, return_exceptions=True)
@@ -215,20 +176,6 @@ class EgressProxy:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
-
-    async def _accept_loop(self, listener: socket.socket) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            try:
-                sock, _address = await loop.sock_accept(listener)
-            except OSError as exc:
-                # Out of descriptors (EMFILE/ENFILE) or memory: pause instead of spinning,
-                # and say so once in a while rather than a traceback per failure.
-                self.metrics.accept_errors.inc()
-                self._accept_warning.warn("accepting an agent connection failed: %s", exc)
-                await asyncio.sleep(ACCEPT_PAUSE)
-                continue
-            self.admit(sock)
 
     def admit(self, sock: socket.socket) -> asyncio.Task[None] | None:
         """Serve an accepted agent connection (a proxy worker is handed its connections

@@ -93,6 +93,10 @@ class PoolMetrics(Collector):
         for family in families:
             self._families.setdefault(family["name"], {**family, "samples": []})
 
+    def latest(self) -> dict[int, list[Family]]:
+        """Each live worker's last snapshot, by worker (diagnostics and tests)."""
+        return dict(self._latest)
+
     def retire(self, slot: int) -> None:
         """A worker ended: keep what its counters counted, forget its gauges."""
         families = self._latest.pop(slot, None)

@@ -38,11 +38,11 @@ import orjson
 from prometheus_client import CollectorRegistry
 
 import grantbox
-from grantbox.grants import GrantError, TokenEndpointError
+from grantbox.grants import GrantError, GrantMisconfigured, TokenEndpointError
 from grantbox.profiles import EffectiveConfig, GrantBinding
 
 from ..limits import Limits, connection_cap
-from ..listeners import Throttled, refuse_over_cap, tcp_listener, unix_listener
+from ..listeners import LOG_INTERVAL, Acceptor, Throttled, refuse_over_cap
 from ..metrics import ProxyMetrics
 from ..programs import ProcPrograms
 from ..record import EventSink
@@ -74,8 +74,6 @@ RESTART_RESET = 60.0
 # Config revisions whose bindings the parent still answers for (a worker may ask about a
 # request it decided just before an update reached it).
 REVISIONS_KEPT = 4
-ACCEPT_PAUSE = 0.1
-LOG_INTERVAL = 10.0
 # Kernel buffer of each hand-off socket: descriptors waiting for a busy worker.
 HANDOFF_BUFFER = 1 << 20
 
@@ -155,21 +153,17 @@ class ProxyPool:
         tokens.replace_bindings(config.bindings)
         self.connection_cap = connection_cap(self.limits)
         self._slots = [_Slot(index) for index in range(workers)]
-        self._listeners: list[socket.socket] = []
-        self._acceptors: list[asyncio.Task[None]] = []
-        self._unix_paths: list[Path] = []
-        self._tcp_address: tuple[str, int] | None = None
+        self._acceptor = Acceptor(self._dispatch, self._own.accept_errors)
         self._answers: set[asyncio.Task[None]] = set()
         self._restarts: set[asyncio.Task[None]] = set()
         self._stopping = False
-        self._accept_warning = Throttled(LOG_INTERVAL)
         self._cap_warning = Throttled(LOG_INTERVAL)
         self._updated = asyncio.Event()
 
     def __repr__(self) -> str:
         return (
             f"ProxyPool(sandbox={self.config.sandbox_id!r}, workers={len(self._slots)}, "
-            f"tcp={self._tcp_address})"
+            f"tcp={self.tcp_address})"
         )
 
     # -- the EgressProxy surface -------------------------------------------------------
@@ -183,7 +177,7 @@ class ProxyPool:
 
     @property
     def tcp_address(self) -> tuple[str, int] | None:
-        return self._tcp_address
+        return self._acceptor.tcp_address
 
     @property
     def open_connections(self) -> int:
@@ -230,29 +224,7 @@ class ProxyPool:
         sockets: Sequence[socket.socket] = (),
     ) -> None:
         """Listen, start every worker and wait until each is ready."""
-        if tcp is None and unix is None and not sockets:
-            raise ValueError("give at least one of tcp, unix or sockets")
-        listeners: list[socket.socket] = []
-        try:
-            if tcp is not None:
-                listeners.append(tcp_listener(tcp))
-            if unix is not None:
-                listeners.append(unix_listener(unix))
-                self._unix_paths.append(unix)
-        except OSError:
-            for listener in listeners:
-                listener.close()
-            raise
-        listeners.extend(sockets)
-        for listener in listeners:
-            listener.setblocking(False)
-            if self._tcp_address is None and listener.family in (
-                socket.AF_INET,
-                socket.AF_INET6,
-            ):
-                bound = listener.getsockname()
-                self._tcp_address = (str(bound[0]), int(bound[1]))
-        self._listeners.extend(listeners)
+        self._acceptor.open(tcp=tcp, unix=unix, sockets=sockets)
         if self._owned_queue is not None:
             self._owned_queue.start()
         try:
@@ -260,23 +232,11 @@ class ProxyPool:
         except BaseException:
             await self.stop()
             raise
-        loop = asyncio.get_running_loop()
-        for listener in listeners:
-            self._acceptors.append(loop.create_task(self._accept_loop(listener)))
+        self._acceptor.start()
 
     async def stop(self) -> None:
         self._stopping = True
-        for task in self._acceptors:
-            task.cancel()
-        await asyncio.gather(*self._acceptors, return_exceptions=True)
-        self._acceptors.clear()
-        for listener in self._listeners:
-            listener.close()
-        self._listeners.clear()
-        for path in self._unix_paths:
-            with contextlib.suppress(OSError):
-                path.unlink()
-        self._unix_paths.clear()
+        await self._acceptor.close()
         for task in list(self._restarts):
             task.cancel()
         await asyncio.gather(*self._restarts, return_exceptions=True)
@@ -404,7 +364,7 @@ class ProxyPool:
         reply: dict[str, Any] = {"t": "token", "id": ident}
         if binding is None:
             reply["error"] = error_to_wire(
-                TokenEndpointError("the binding is no longer attached (config changed)")
+                GrantMisconfigured("the binding is no longer attached (the config changed)")
             )
         else:
             try:
@@ -507,18 +467,6 @@ class ProxyPool:
         await self._reap(slot)
 
     # -- connections -------------------------------------------------------------------
-    async def _accept_loop(self, listener: socket.socket) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            try:
-                sock, _address = await loop.sock_accept(listener)
-            except OSError as exc:
-                self._own.accept_errors.inc()
-                self._accept_warning.warn("accepting an agent connection failed: %s", exc)
-                await asyncio.sleep(ACCEPT_PAUSE)
-                continue
-            self._dispatch(sock)
-
     def _dispatch(self, sock: socket.socket) -> None:
         """Hand the connection to the least busy worker that takes it, or refuse it."""
         if self.open_connections >= self.connection_cap:
