@@ -31,6 +31,7 @@ def _parsed(args: list[str]) -> dict[str, object]:
     port=st.none() | st.integers(1, 65535),
     parent=st.none() | st.integers(1, 2**22),
     with_ca=st.booleans(),
+    workers=st.integers(1, 64),
 )
 def test_the_cli_reads_back_every_invocation(
     tmp_path: Path,
@@ -39,6 +40,7 @@ def test_the_cli_reads_back_every_invocation(
     port: int | None,
     parent: int | None,
     with_ca: bool,
+    workers: int,
 ) -> None:
     token = tmp_path / "token"
     token.write_text("t")
@@ -55,6 +57,7 @@ def test_the_cli_reads_back_every_invocation(
         hide=tuple(hide),
         resolve=("alpha.localhost=127.0.0.1",),
         upstream_ca_file=str(ca) if with_ca else None,
+        proxy_workers=workers,
     )
     params = _parsed(invocation.args())
     assert params["gateway_url"] == "http://127.0.0.1:7443"
@@ -67,6 +70,7 @@ def test_the_cli_reads_back_every_invocation(
     assert params["parent_pid"] == parent
     assert params["resolve"] == ("alpha.localhost=127.0.0.1",)
     assert params["upstream_ca"] == (ca if with_ca else None)
+    assert params["proxy_workers"] == workers
 
 
 def test_both_drivers_build_the_same_command_line(tmp_path: Path) -> None:

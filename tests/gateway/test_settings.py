@@ -36,6 +36,7 @@ def test_every_setting_comes_from_its_variable(
         "GRANTBOX_LONGPOLL_MAX": "20",
         "GRANTBOX_ADVERTISE_URL": "http://grantbox.ns.svc:7443",
         "GRANTBOX_MAX_BODY_BYTES": "1048576",
+        "GRANTBOX_PROXY_WORKERS": "4",
     }
     for key, value in values.items():
         monkeypatch.setenv(key, value)
@@ -46,6 +47,7 @@ def test_every_setting_comes_from_its_variable(
     assert settings.supervisor_token_ttl == 600 and settings.heartbeat_stale_after == 12.5
     assert settings.longpoll_max == 20 and settings.max_body_bytes == 1048576
     assert settings.advertise_url == "http://grantbox.ns.svc:7443"
+    assert settings.proxy_workers == 4
     assert default_state_dir() == tmp_path / "s" and default_config_dir() == tmp_path / "c"
     assert "s3cret" not in repr(settings) and "s3cret" not in str(settings)
 
@@ -55,8 +57,11 @@ def test_the_command_line_wins_and_empty_means_unset(
 ) -> None:
     monkeypatch.setenv("GRANTBOX_LISTEN", "127.0.0.1:1")
     monkeypatch.setenv("GRANTBOX_STATE_DIR", "")
+    monkeypatch.setenv("GRANTBOX_PROXY_WORKERS", "3")
     settings = GatewaySettings.from_env(listen="127.0.0.1:2", db_url=None, state_dir=None)
     assert settings.listen == "127.0.0.1:2"
+    assert settings.proxy_workers == 3  # `grantbox up` without --proxy-workers
+    assert GatewaySettings.from_env(proxy_workers=2).proxy_workers == 2
     assert settings.state_dir.name == "grantbox" and settings.state_dir.is_absolute()
     assert settings.database_url == f"sqlite:///{settings.state_dir / 'gateway.db'}"
 
@@ -71,6 +76,8 @@ def test_the_command_line_wins_and_empty_means_unset(
         ("GRANTBOX_LISTEN", "127.0.0.1:70000", "outside 0-65535"),
         ("GRANTBOX_ADVERTISE_URL", "grantbox:7443", "http:// or https://"),
         ("GRANTBOX_MAX_BODY_BYTES", "10", "greater than or equal to 65536"),
+        ("GRANTBOX_PROXY_WORKERS", "0", "greater than or equal to 1"),
+        ("GRANTBOX_PROXY_WORKERS", "65", "less than or equal to 64"),
     ],
 )
 def test_a_bad_value_names_its_variable(

@@ -98,6 +98,7 @@ def test_gateway_url_must_be_reachable_from_pods(url: str, problem: str | None) 
         ({"apparmor_profile": "unconfined"}, "AppArmor"),
         ({"gateway_url": "http://0.0.0.0:7443"}, "GRANTBOX_K8S_GATEWAY_URL"),
         ({"termination_grace_seconds": -1}, "grace"),
+        ({"proxy_workers": 0}, "proxy workers"),
         ({"extra_labels": {"grantbox.dev/sandbox-id": "x"}}, "set by grantbox"),
         ({"extra_labels": {"team": "not valid!"}}, "label value"),
     ],
@@ -122,6 +123,7 @@ def test_config_from_environment() -> None:
         "GRANTBOX_K8S_TERMINATION_GRACE_SECONDS": "20",
         "GRANTBOX_K8S_CPU_LIMIT": "2",
         "GRANTBOX_K8S_MEMORY_REQUEST": "256Mi",
+        "GRANTBOX_K8S_PROXY_WORKERS": "3",
     }
     config = KubernetesDriverConfig.from_env(env)
     assert config == KubernetesDriverConfig(
@@ -137,6 +139,7 @@ def test_config_from_environment() -> None:
         read_only_root=False,
         termination_grace_seconds=20,
         resources={"limits": {"cpu": "2"}, "requests": {"memory": "256Mi"}},
+        proxy_workers=3,
     )
 
 
@@ -167,6 +170,14 @@ def test_config_from_environment() -> None:
                 "GRANTBOX_K8S_TERMINATION_GRACE_SECONDS": "ten",
             },
             "GRANTBOX_K8S_TERMINATION_GRACE_SECONDS: Input should be a valid integer",
+        ),
+        (
+            {
+                "GRANTBOX_K8S_NAMESPACE": "ns",
+                "GRANTBOX_K8S_SANDBOX_IMAGE": "i",
+                "GRANTBOX_K8S_PROXY_WORKERS": "65",
+            },
+            "GRANTBOX_K8S_PROXY_WORKERS: Input should be less than or equal to 64",
         ),
     ],
 )

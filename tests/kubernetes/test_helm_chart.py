@@ -133,6 +133,8 @@ def test_supported_alternatives_validate(
         ("sandboxes.maxResources.memory", "lots"),
         ("sandboxes.maxResources.processes", -1),
         ("sandboxes.maxResources.gpus", 1),
+        ("sandboxes.proxyWorkers", 0),
+        ("sandboxes.proxyWorkers", 65),
         ("service.type", "ExternalName"),
         ("imagePullSecrets", [{"name": ""}]),
         ("imagePullSecrets", [{"name": "Bad_Name"}]),
@@ -242,6 +244,7 @@ PROBES = {
     "GRANTBOX_K8S_MAX_MEMORY": "8Gi",
     "GRANTBOX_K8S_MAX_CPU": "4",
     "GRANTBOX_K8S_MAX_PROCESSES": "4096",
+    "GRANTBOX_K8S_PROXY_WORKERS": "4",
 }
 
 

@@ -91,6 +91,12 @@ def test_pod_runs_the_supervisor_with_the_agent_command_as_arguments() -> None:
     ]
 
 
+def test_proxy_workers_reach_the_supervisor_command_line() -> None:
+    args = supervisor_args(make_spec(command=()), make_config(proxy_workers=4))
+    at = args.index("--proxy-workers")
+    assert args[at + 1] == "4"
+
+
 def test_no_command_means_no_separator() -> None:
     args = supervisor_args(make_spec(command=()), make_config())
     assert "--" not in args

@@ -20,14 +20,15 @@ import pytest
 
 from grantbox.drivers import LocalDriver, LocalDriverSettings
 from grantbox.drivers.local import PID_FILE
+from tests.support.proxy_workers import is_worker, proxy_workers_of
 from tests.support.sandbox_stack import Stack, running_stack
 
 ORPHAN_LINE = "refusing all traffic and tearing the sandbox down"
 
 
-@pytest.fixture
-async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
-    async with running_stack(tmp_path) as running:
+@pytest.fixture(params=[1, 2], ids=["proxy-in-supervisor", "2-proxy-workers"])
+async def stack(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Stack]:
+    async with running_stack(tmp_path, proxy_workers=request.param) as running:
         yield running
 
 
@@ -85,6 +86,8 @@ async def test_a_sandbox_whose_record_disappears_gets_no_token_and_is_torn_down(
     state_dir = stack.driver.state_dir(sandbox_id)
     assert supervisor is not None and state_dir is not None
     log_file = state_dir / "supervisor.log"
+    workers = proxy_workers_of(supervisor)
+    assert len(workers) == (0 if stack.driver.settings.proxy_workers == 1 else 2)
 
     # The record goes away behind the supervisor's back (no delete call, no notification).
     await asyncio.to_thread(stack.server.gateway.sandboxes.remove, sandbox_id)
@@ -95,6 +98,7 @@ async def test_a_sandbox_whose_record_disappears_gets_no_token_and_is_torn_down(
 
     await until(lambda: not Path(f"/proc/{supervisor}").exists(), 30, "the supervisor exiting")
     await until(lambda: not pids_with("orphan-probe"), 10, "the agent being killed")
+    await until(lambda: not any(map(is_worker, workers)), 10, "the proxy workers ending")
     # At most the one request the sequential agent had in flight when the line was written.
     assert len(stack.upstream.requests) - upstream_seen <= 1
     assert stack.issuer.request_count == token_requests

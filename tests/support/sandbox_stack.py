@@ -68,8 +68,11 @@ class Stack:
 
 
 @contextlib.asynccontextmanager
-async def running_stack(tmp_path: Path, **settings: Any) -> AsyncIterator[Stack]:
-    """The stack; ``settings`` override the gateway's (e.g. ``supervisor_token_ttl``)."""
+async def running_stack(
+    tmp_path: Path, *, proxy_workers: int = 1, **settings: Any
+) -> AsyncIterator[Stack]:
+    """The stack; ``settings`` override the gateway's (e.g. ``supervisor_token_ttl``);
+    ``proxy_workers`` is what the local driver gives each supervisor (``up --proxy-workers``)."""
     socket_dir = Path(tempfile.mkdtemp(prefix="gbx-stack-", dir="/run"))
     os.chmod(socket_dir, 0o755)  # noqa: S103 - the fence, not permissions, must hide it
     try:
@@ -84,6 +87,7 @@ async def running_stack(tmp_path: Path, **settings: Any) -> AsyncIterator[Stack]
                     state_root=tmp_path / "sandboxes",
                     identity_admin_socket=agent.admin_socket,
                     hide=(str(socket_dir),),
+                    proxy_workers=proxy_workers,
                 )
             )
             server = GatewayServer(gateway_settings(tmp_path, **settings), driver, shutdown_grace=1)

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 import uvloop
 
+from grantbox.drivers.invocation import MAX_PROXY_WORKERS
 from grantbox.logformat import json_logging
 from grantbox.sandbox import HidingRefused
 from grantbox.sandbox.syscalls import die_with_parent
@@ -48,6 +49,13 @@ def supervisor() -> None:
     metavar="HOST:PORT",
     help="Serve the sandbox proxy's and grant engine's metrics at http://HOST:PORT/metrics.",
 )
+@click.option(
+    "--proxy-workers",
+    type=click.IntRange(1, MAX_PROXY_WORKERS),
+    default=1,
+    show_default=True,
+    help="Processes serving the sandbox's egress proxy (the grant engine stays in this one).",
+)
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def run(
     gateway_url: str,
@@ -61,6 +69,7 @@ def run(
     declared: tuple[str, ...],
     parent_pid: int | None,
     metrics_listen: str | None,
+    proxy_workers: int,
     command: tuple[str, ...],
 ) -> None:
     """Run one sandbox: proxy, fence and agent, driven by the gateway."""
@@ -90,6 +99,7 @@ def run(
             upstream_ca_file=upstream_ca,
             declared_env=env,
             metrics_listen=_listen(metrics_listen) if metrics_listen else None,
+            proxy_workers=proxy_workers,
         )
         # uvloop: the sandbox's egress proxy runs on libuv (see grantbox proxy run).
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:

@@ -29,6 +29,7 @@ import click
 import platformdirs
 
 from grantbox.drivers import LocalDriver, LocalDriverSettings
+from grantbox.drivers.invocation import MAX_PROXY_WORKERS
 from grantbox.drivers.spire import (
     SpireError,
     SpireRegistrar,
@@ -108,6 +109,14 @@ def _step(message: str) -> None:
     help="Extra CA file the sandboxes' proxies trust for upstream TLS.",
 )
 @click.option(
+    "--proxy-workers",
+    type=click.IntRange(1, MAX_PROXY_WORKERS),
+    metavar="N",
+    help="Processes serving each sandbox's egress proxy [default: 1; env "
+    "GRANTBOX_PROXY_WORKERS]. One Python process uses at most one core; the grant engine "
+    "(one token request per binding) stays in the sandbox's supervisor.",
+)
+@click.option(
     "--spire-server-socket",
     type=click.Path(path_type=Path),
     help="Take sandbox identities from this SPIRE server (its admin socket) instead of the "
@@ -135,6 +144,7 @@ def up(
     oidc_listen: str,
     resolve: tuple[str, ...],
     upstream_ca: Path | None,
+    proxy_workers: int | None,
     spire_server_socket: Path | None,
     spire_agent_socket: Path | None,
     spire_parent_id: str | None,
@@ -174,7 +184,7 @@ def up(
         oidc = parse_listen(oidc_listen)
         if upstream_ca is not None:
             read_ca_file(upstream_ca)  # every supervisor reads it: refused here, not there
-        settings = GatewaySettings.from_env(listen=listen)
+        settings = GatewaySettings.from_env(listen=listen, proxy_workers=proxy_workers)
         # Private before anything (the identity agent first) writes into it.
         secure_tree(settings.state_dir)
     except (ValueError, StateDirError) as exc:
@@ -266,6 +276,7 @@ async def _run(
                 ),
                 resolve=resolve,
                 upstream_ca_file=upstream_ca,
+                proxy_workers=settings.proxy_workers,
                 spire=spire,
             )
         )

@@ -22,6 +22,8 @@ ORPHANED_MESSAGE = (
     "expired unrenewed"
 )
 """How every driver reports a supervisor that exited with :data:`ORPHANED_EXIT_CODE`."""
+MAX_PROXY_WORKERS = 64
+"""The most proxy worker processes one sandbox may have (``--proxy-workers``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +40,8 @@ class SupervisorInvocation:
     hide: tuple[str, ...] = ()
     resolve: tuple[str, ...] = ()
     upstream_ca_file: str | None = None
+    proxy_workers: int = 1
+    """Processes serving the sandbox's egress proxy (one: the supervisor serves it itself)."""
 
     @property
     def identity_socket_uri(self) -> str:
@@ -57,6 +61,8 @@ class SupervisorInvocation:
             args += ["--resolve", item]
         if self.upstream_ca_file is not None:
             args += ["--upstream-ca", self.upstream_ca_file]
+        if self.proxy_workers != 1:
+            args += ["--proxy-workers", str(self.proxy_workers)]
         if self.command:
             args += ["--", *self.command]
         return args

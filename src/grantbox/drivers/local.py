@@ -75,6 +75,8 @@ class LocalDriverSettings:
     resolve: tuple[str, ...] = ()
     upstream_ca_file: Path | None = None
     proxy_port: int = 3128
+    proxy_workers: int = 1
+    """Processes serving each sandbox's egress proxy (``grantbox up --proxy-workers``)."""
     spire: SpireSettings | None = None
     """Identities from this external SPIRE instead of the local agent's admin socket."""
 
@@ -95,6 +97,7 @@ def supervisor_invocation(
         hide=settings.hide,
         resolve=settings.resolve,
         upstream_ca_file=None if upstream_ca is None else str(upstream_ca),
+        proxy_workers=settings.proxy_workers,
     )
 
 

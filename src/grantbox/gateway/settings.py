@@ -16,6 +16,7 @@ import platformdirs
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from grantbox.drivers.invocation import MAX_PROXY_WORKERS
 from grantbox.settings import ENV_PREFIX, settings_problem
 
 from .agent_ids import UidRange, parse_uid_range
@@ -101,6 +102,9 @@ class GatewaySettings(StateDirectories):
     # Kernel uids handed to sandbox agents, one each (see grantbox.gateway.agent_ids);
     # GRANTBOX_AGENT_UIDS / --agent-uids as FIRST:COUNT.
     agent_uids: Annotated[UidRange, NoDecode] = Field(default_factory=UidRange)
+    # Processes serving each sandbox's egress proxy (the local driver's supervisors);
+    # GRANTBOX_PROXY_WORKERS / grantbox up --proxy-workers.
+    proxy_workers: int = Field(default=1, ge=1, le=MAX_PROXY_WORKERS)
 
     @field_validator("agent_uids", mode="before")
     @classmethod

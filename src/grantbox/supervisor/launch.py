@@ -34,6 +34,9 @@ class SupervisorOptions:
     declared_env: dict[str, str] = field(default_factory=dict)
     # Where to serve the proxy's and grant engine's Prometheus metrics (off when None).
     metrics_listen: tuple[str, int] | None = None
+    # Processes serving the egress proxy; above one, a ProxyPool (the request path in
+    # worker processes, the grant engine and the listener here).
+    proxy_workers: int = 1
 
     def hidden(self) -> tuple[str, ...]:
         """The identity socket's directory, the token's directory, and any extra ones."""

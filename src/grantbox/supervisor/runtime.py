@@ -28,6 +28,7 @@ from grantbox.profiles import EffectiveConfig, SandboxPolicy, build_effective_co
 from grantbox.proxy import (
     EgressProxy,
     ProcPrograms,
+    ProxyPool,
     SystemResolver,
     new_placeholder,
     parse_overrides,
@@ -55,6 +56,9 @@ SHIP_INTERVAL = 0.5
 LONG_POLL_SECONDS = 25.0
 STOP_GRACE = 5.0
 MAX_LINE = 16 * 1024
+# How long proxy workers may take to apply a config (an orphan's empty one, or a new
+# revision) before the supervisor goes on: the teardown, or reporting the revision applied.
+WORKERS_SETTLE = 5.0
 
 
 def _read_ca(options: SupervisorOptions) -> str:
@@ -87,7 +91,7 @@ class Supervisor:
             {"events": self._client.ship_events, "logs": self._client.ship_logs}
         )
         register_outbox_metrics(self._registry, self._shipper)
-        self._proxy: EgressProxy | None = None
+        self._proxy: EgressProxy | ProxyPool | None = None
         self._network: SandboxNetwork | None = None
         self._ca_pem = ""
         self._config: EffectiveConfig | None = None
@@ -229,18 +233,7 @@ class Supervisor:
         config = self._with_placeholders(config)
         self._config = config
         self._bound(config)
-        resolver = SystemResolver(parse_overrides(self.options.resolve))
-        self._proxy = EgressProxy(
-            config,
-            self._engine,
-            resolver=resolver,
-            upstream_ca_file=self.options.upstream_ca_file,
-            events=self._event,
-            registry=self._registry,
-            # binaries: the agent's (and each exec's) processes are this process's
-            # descendants below the stage and init that launch() starts.
-            programs=ProcPrograms(sandbox_of=os.getpid()),
-        )
+        self._proxy = self._new_proxy(config)
         self.serve_metrics()
         self._ca_pem = trust_bundle(self._proxy.ca_cert_pem.decode())
         self._network = create_sandbox_network(
@@ -278,6 +271,33 @@ class Supervisor:
         await _terminate(agent, waiter)
         await asyncio.gather(*pumps, return_exceptions=True)
         return ORPHANED_EXIT_CODE if self._orphaned else 0
+
+    def _new_proxy(self, config: EffectiveConfig) -> EgressProxy | ProxyPool:
+        """The sandbox's egress proxy: in this process, or over ``proxy_workers`` worker
+        processes (children of this one) that ask this process's grant engine for tokens."""
+        # binaries: the agent's (and each exec's) processes are this process's descendants
+        # below the stage and init that launch() starts (workers are above that depth).
+        programs = ProcPrograms(sandbox_of=os.getpid())
+        if self.options.proxy_workers > 1:
+            return ProxyPool(
+                config,
+                self._engine,
+                workers=self.options.proxy_workers,
+                resolve=self.options.resolve,
+                upstream_ca_file=self.options.upstream_ca_file,
+                events=self._event,
+                registry=self._registry,
+                programs=programs,
+            )
+        return EgressProxy(
+            config,
+            self._engine,
+            resolver=SystemResolver(parse_overrides(self.options.resolve)),
+            upstream_ca_file=self.options.upstream_ca_file,
+            events=self._event,
+            registry=self._registry,
+            programs=programs,
+        )
 
     async def _shutdown(self) -> None:
         for task in list(self._execs):
@@ -323,7 +343,8 @@ class Supervisor:
         The proxy is switched to a config with no endpoints and no bindings (every request
         is refused from now on), the grant engine forgets its tokens and is closed (any
         grant still asked for fails as token_grant_failed without reaching the identity
-        agent or the token endpoint), and the stop takes the agent down.
+        agent or the token endpoint), proxy workers are waited for (bounded) until each
+        applied that config, and the stop takes the agent down.
         """
         if self._orphaned:
             return
@@ -332,12 +353,30 @@ class Supervisor:
             self._proxy.update(build_effective_config(self.options.sandbox_id, None, ()))
         self._engine.replace_bindings(())
         await self._engine.aclose()
+        if isinstance(self._proxy, ProxyPool):
+            # Workers decide by the old config (and reuse a token for up to a second) until
+            # they read the update; the engine above already answers them with failures.
+            await self._workers_settled(self._proxy, "the empty config")
         log.error(
             "sandbox %s: %s; refusing all traffic and tearing the sandbox down",
             self.options.sandbox_id,
             self._orphaned,
         )
         self.request_stop()
+
+    async def _workers_settled(self, pool: ProxyPool, what: str) -> None:
+        """Wait (bounded) until every proxy worker applied the pool's current config: until
+        then a worker decides by the previous one (and may reuse a token it held)."""
+        try:
+            async with asyncio.timeout(WORKERS_SETTLE):
+                await pool.settled()
+        except TimeoutError:
+            log.warning(
+                "sandbox %s: a proxy worker did not apply %s within %.0f s; going on",
+                self.options.sandbox_id,
+                what,
+                WORKERS_SETTLE,
+            )
 
     def _spawn(self, work: Awaitable[Any]) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(work)
@@ -420,6 +459,8 @@ class Supervisor:
                 continue
             config = self._with_placeholders(config)
             self._proxy.update(config)
+            if isinstance(self._proxy, ProxyPool):  # "applied" holds for every worker
+                await self._workers_settled(self._proxy, f"revision {config.revision}")
             self._config = config
             log.info("sandbox %s: applied revision %s", self.options.sandbox_id, config.revision)
             await self._heartbeat(config.revision)

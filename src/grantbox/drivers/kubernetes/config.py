@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from urllib.parse import urlsplit
 
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from grantbox.drivers.invocation import MAX_PROXY_WORKERS
 from grantbox.drivers.protocol import DriverError
 from grantbox.sandbox.hiding import shadow_problem
 from grantbox.settings import settings_problem
@@ -112,6 +113,8 @@ class KubernetesDriverEnv(BaseSettings):
     max_memory: str = ""
     max_cpu: str = ""
     max_processes: int | None = None
+    # Processes serving each sandbox's egress proxy (the chart's sandboxes.proxyWorkers).
+    proxy_workers: int = Field(default=1, ge=1, le=MAX_PROXY_WORKERS)
 
     @classmethod
     def read(cls, environ: Mapping[str, str] | None = None) -> KubernetesDriverEnv:
@@ -160,6 +163,7 @@ class KubernetesDriverConfig:
     max_memory_mib: int | None = None
     max_cpus: float | None = None
     max_processes: int | None = None
+    proxy_workers: int = 1
 
     def __post_init__(self) -> None:
         problem = socket_path_problem(self.socket_path)
@@ -183,6 +187,8 @@ class KubernetesDriverConfig:
             problem = gateway_url_problem(self.gateway_url)
             if problem is not None:
                 raise KubernetesConfigError(problem)
+        if not 1 <= self.proxy_workers <= MAX_PROXY_WORKERS:
+            raise KubernetesConfigError(f"proxy workers must be 1-{MAX_PROXY_WORKERS}")
         if not 0 <= self.termination_grace_seconds <= 3600:
             raise KubernetesConfigError("termination grace must be 0-3600 seconds")
         for key, value in self.extra_labels.items():
@@ -222,6 +228,7 @@ class KubernetesDriverConfig:
             max_memory_mib=_mebibytes(env.max_memory, f"{K8S_ENV_PREFIX}MAX_MEMORY"),
             max_cpus=_cpus(env.max_cpu, f"{K8S_ENV_PREFIX}MAX_CPU"),
             max_processes=env.max_processes,
+            proxy_workers=env.proxy_workers,
         )
 
 

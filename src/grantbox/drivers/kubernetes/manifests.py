@@ -95,6 +95,7 @@ def supervisor_invocation(
         token_file=posixpath.join(TOKEN_DIR, TOKEN_KEY),
         identity_socket=config.socket_path,
         command=spec.command,
+        proxy_workers=config.proxy_workers,
     )
 
 
