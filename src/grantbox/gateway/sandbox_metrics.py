@@ -71,11 +71,6 @@ FAMILIES: dict[str, Family] = {
         "Bytes relayed, by direction (upstream = agent to destination).",
         ("direction",),
     ),
-    # Reported by proxy worker processes (--proxy-workers above one): events lost between
-    # a worker and the supervisor's outbox.
-    "grantbox_proxy_events_dropped": Family(
-        "counter", "OCSF events dropped because the event sink could not keep up."
-    ),
     "grantbox_token_grants": Family(
         "counter", "Token requests made, by outcome and failure reason.", ("outcome", "reason")
     ),
