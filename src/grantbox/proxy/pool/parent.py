@@ -371,6 +371,13 @@ class ProxyPool:
                 token = await self._tokens.obtain(binding)
             except GrantError as error:
                 reply["error"] = error_to_wire(error)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # the pool is stopping
+                # The engine was closed under the request (an orphaned sandbox): the worker
+                # gets an answer rather than waiting on a question nobody will answer.
+                reply["error"] = error_to_wire(GrantMisconfigured("the grant engine stopped"))
             except Exception:
                 log.exception("token source failed for %s", binding.id)
                 reply["error"] = error_to_wire(TokenEndpointError("token source failed"))
