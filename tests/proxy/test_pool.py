@@ -389,3 +389,41 @@ async def test_a_worker_that_dies_is_replaced_and_its_counts_are_kept(
                 == 8.0
             )
         )
+
+
+class _ClosedUnderneath:
+    """A token source whose request is cancelled under it, as a closed engine's are."""
+
+    def replace_bindings(self, bindings: Any) -> None:
+        pass
+
+    async def obtain(self, binding: Any) -> Any:
+        raise asyncio.CancelledError
+
+
+async def test_a_token_question_cancelled_in_the_parent_is_answered_not_left_waiting(
+    issuer: TokenEndpoint,
+    tls_upstream: RecordingUpstream,
+    upstream_ca_file: Path,
+    tmp_path: Path,
+    no_stray_workers: None,
+) -> None:
+    pool = ProxyPool(
+        _config(issuer, tls_upstream.port),
+        _ClosedUnderneath(),
+        workers=2,
+        upstream_ca_file=upstream_ca_file,
+        events=_Events(),
+    )
+    ca_file = tmp_path / "proxy-ca.pem"
+    ca_file.write_bytes(pool.ca_cert_pem)
+    async with pool:
+        await pool.start(tcp=("127.0.0.1", 0))
+        assert pool.tcp_address is not None
+        proxy = f"http://127.0.0.1:{pool.tcp_address[1]}"
+        url = f"https://alpha.localhost:{tls_upstream.port}/v1/whoami"
+        answer = await curl(url, proxy=proxy, cacert=ca_file, timeout=10)
+    assert answer.status == 502, answer.stderr
+    body = answer.json()
+    assert (body["error"], body["reason"]) == ("token_grant_failed", "grant_misconfigured")
+    assert tls_upstream.requests == []
