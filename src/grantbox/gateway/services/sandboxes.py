@@ -12,11 +12,11 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from pydantic import ValidationError
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import Table, delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from grantbox.drivers.protocol import DriverState, DriverStatus
@@ -181,7 +181,8 @@ def _insert(
     if rows:
         # The table's INSERT on the session's connection: the ORM's bulk path would cost
         # about as much again per row in bookkeeping these plain rows do not need.
-        session.connection().execute(insert(model.__table__), rows)
+        table = cast(Table, model.__table__)
+        session.connection().execute(insert(table), rows)
 
 
 def _event_data(item: Mapping[str, Any], kind: str) -> str:
