@@ -16,7 +16,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from grantbox.grants import GrantError
 from grantbox.profiles import BindingSet, GrantBinding
 
 from .wire import error_from_wire
@@ -83,6 +82,3 @@ class ParentTokens:
         if reuse > 0 and revision == self._revision:
             self._reused[binding] = (token, self._clock() + reuse)
         return token
-
-
-__all__ = ["REUSE_SECONDS", "GrantError", "ParentToken", "ParentTokens"]

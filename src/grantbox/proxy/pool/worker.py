@@ -156,17 +156,23 @@ class EventPipe:
 
 
 class Worker:
-    def __init__(self, channel: ParentChannel, handoff: socket.socket, hello: dict[str, Any]):
+    """The proxy of one worker process, built from the parent's ``hello``."""
+
+    def __init__(
+        self,
+        channel: ParentChannel,
+        handoff: socket.socket,
+        events: socket.socket,
+        hello: dict[str, Any],
+    ) -> None:
         self._channel = channel
         self._handoff = handoff
         self.limits: Limits = limits_from_wire(hello["limits"])
         self.registry = CollectorRegistry()
-        self._events_pipe: EventPipe | None = None
         self.tokens = ParentTokens(channel.ask_token)
-        key, cert = (part.encode("ascii") for part in hello["ca"])
-        self.ca = InterceptionCA(leaf_cache_size=self.limits.leaf_cache_size, issued=(key, cert))
         config = config_from_wire(hello["config"])
         self.tokens.use_revision(config.revision)
+        key, cert = (part.encode("ascii") for part in hello["ca"])
         programs: ProgramResolver | None = None
         if hello.get("programs") is not None:
             settings = dict(hello["programs"])
@@ -176,42 +182,29 @@ class Worker:
                 proc=Path(settings.get("proc", "/proc")),
             )
         upstream_ca = hello.get("upstream_ca")
-        self.queue: EventQueue | None = None
-        self._events_sock: socket.socket | None = None
-        self._hello = hello
-        self.proxy_args: dict[str, Any] = {
-            "config": config,
-            "resolver": SystemResolver(parse_overrides(hello.get("resolve", ()))),
-            "upstream_ca_file": Path(upstream_ca) if upstream_ca else None,
-            "programs": programs,
-        }
-        self.proxy: EgressProxy | None = None
+        self._events_pipe = EventPipe(events)
+        self.queue = EventQueue(self._events_pipe, self.limits.event_buffer, self.registry)
+        self.proxy = EgressProxy(
+            config,
+            self.tokens,
+            resolver=SystemResolver(parse_overrides(hello.get("resolve", ()))),
+            upstream_ca_file=Path(upstream_ca) if upstream_ca else None,
+            events=self.queue,
+            registry=self.registry,
+            limits=self.limits,
+            programs=programs,
+            ca=InterceptionCA(leaf_cache_size=self.limits.leaf_cache_size, issued=(key, cert)),
+        )
         self._closed = 0
         self._flush_scheduled = False
         self._stopping = asyncio.Event()
 
-    def start(self, events: socket.socket) -> None:
-        self._events_pipe = EventPipe(events)
-        self.queue = EventQueue(self._events_pipe, self.limits.event_buffer, self.registry)
-        args = self.proxy_args
-        self.proxy = EgressProxy(
-            args["config"],
-            self.tokens,
-            resolver=args["resolver"],
-            upstream_ca_file=args["upstream_ca_file"],
-            events=self.queue,
-            registry=self.registry,
-            limits=self.limits,
-            programs=args["programs"],
-            ca=self.ca,
-        )
+    def start(self) -> None:
         self.queue.start()
-        loop = asyncio.get_running_loop()
         self._handoff.setblocking(False)
-        loop.add_reader(self._handoff.fileno(), self._take_connections)
+        asyncio.get_running_loop().add_reader(self._handoff.fileno(), self._take_connections)
 
     def _take_connections(self) -> None:
-        assert self.proxy is not None
         for _ in range(HANDOFF_BATCH):
             try:
                 _data, fds, _flags, _address = socket.recv_fds(self._handoff, 16, 8)
@@ -247,7 +240,6 @@ class Worker:
 
     async def listen(self) -> None:
         """Carry out the parent's messages until it says stop or goes away."""
-        assert self.proxy is not None
         try:
             while not self._stopping.is_set():
                 message = await self._channel.receive()
@@ -280,12 +272,9 @@ class Worker:
             loop.remove_reader(self._handoff.fileno())
         self._handoff.close()
         self._channel.fail_pending()
-        if self.proxy is not None:
-            await self.proxy.stop()
-        if self.queue is not None:
-            await self.queue.aclose()
-        if self._events_pipe is not None:
-            self._events_pipe.close()
+        await self.proxy.stop()
+        await self.queue.aclose()
+        self._events_pipe.close()
         self._flush_closed()
         self.send_metrics()
 
@@ -299,8 +288,8 @@ async def serve(control: socket.socket, events: socket.socket, handoff: socket.s
     root = logging.getLogger()
     root.handlers[:] = [ForwardingHandler(channel, asyncio.get_running_loop())]
     root.setLevel(int(hello.get("log_level", logging.INFO)))
-    worker = Worker(channel, handoff, hello)
-    worker.start(events)
+    worker = Worker(channel, handoff, events, hello)
+    worker.start()
     channel.send({"t": "ready", "pid": os.getpid()})
     reporter = asyncio.create_task(worker.report_metrics())
     try:
