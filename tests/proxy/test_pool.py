@@ -5,10 +5,12 @@ worker processes, the real identity agent, a real token endpoint and curl."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -229,6 +231,34 @@ def _config(issuer: TokenEndpoint, port: int) -> Any:
     return make_config(providers=[("alpha", profile)])
 
 
+@dataclass
+class _Running:
+    pool: ProxyPool
+    proxy: str  # the pool's URL for curl -x
+    ca_file: Path  # the interception CA, for curl --cacert
+
+
+@contextlib.asynccontextmanager
+async def _tls_pool(
+    tokens: Any,
+    issuer: TokenEndpoint,
+    upstream: RecordingUpstream,
+    ca: Path,
+    folder: Path,
+    **options: Any,
+) -> AsyncIterator[_Running]:
+    """A started two-worker pool whose provider binds ``alpha.localhost`` on ``upstream``."""
+    pool = ProxyPool(
+        _config(issuer, upstream.port), tokens, workers=2, upstream_ca_file=ca, **options
+    )
+    ca_file = folder / "proxy-ca.pem"
+    ca_file.write_bytes(pool.ca_cert_pem)
+    async with pool:
+        await pool.start(tcp=("127.0.0.1", 0))
+        assert pool.tcp_address is not None
+        yield _Running(pool, f"http://127.0.0.1:{pool.tcp_address[1]}", ca_file)
+
+
 class _Events(list[dict[str, Any]]):
     def __call__(self, event: dict[str, Any]) -> None:
         self.append(event)
@@ -289,21 +319,11 @@ async def test_two_workers_inject_one_token_fetched_once_and_record_every_reques
     no_stray_workers: None,
 ) -> None:
     events, registry = _Events(), CollectorRegistry()
-    pool = ProxyPool(
-        _config(issuer, tls_upstream.port),
-        engine,
-        workers=2,
-        upstream_ca_file=upstream_ca_file,
-        events=events,
-        registry=registry,
-    )
-    ca_file = tmp_path / "proxy-ca.pem"
-    ca_file.write_bytes(pool.ca_cert_pem)
-    async with pool:
-        await pool.start(tcp=("127.0.0.1", 0))
+    async with _tls_pool(
+        engine, issuer, tls_upstream, upstream_ca_file, tmp_path, events=events, registry=registry
+    ) as running:
+        pool, proxy, ca_file = running.pool, running.proxy, running.ca_file
         assert len(pool.worker_pids) == 2 and os.getpid() not in pool.worker_pids
-        assert pool.tcp_address is not None
-        proxy = f"http://127.0.0.1:{pool.tcp_address[1]}"
         url = f"https://alpha.localhost:{tls_upstream.port}/v1/whoami"
         # Cold cache, eight connections at once (TLS interception in both workers).
         results = await asyncio.gather(*(curl(url, proxy=proxy, cacert=ca_file) for _ in range(8)))
@@ -408,22 +428,67 @@ async def test_a_token_question_cancelled_in_the_parent_is_answered_not_left_wai
     tmp_path: Path,
     no_stray_workers: None,
 ) -> None:
-    pool = ProxyPool(
-        _config(issuer, tls_upstream.port),
-        _ClosedUnderneath(),
-        workers=2,
-        upstream_ca_file=upstream_ca_file,
-        events=_Events(),
-    )
-    ca_file = tmp_path / "proxy-ca.pem"
-    ca_file.write_bytes(pool.ca_cert_pem)
-    async with pool:
-        await pool.start(tcp=("127.0.0.1", 0))
-        assert pool.tcp_address is not None
-        proxy = f"http://127.0.0.1:{pool.tcp_address[1]}"
+    async with _tls_pool(
+        _ClosedUnderneath(), issuer, tls_upstream, upstream_ca_file, tmp_path, events=_Events()
+    ) as running:
+        proxy, ca_file = running.proxy, running.ca_file
         url = f"https://alpha.localhost:{tls_upstream.port}/v1/whoami"
         answer = await curl(url, proxy=proxy, cacert=ca_file, timeout=10)
     assert answer.status == 502, answer.stderr
     body = answer.json()
     assert (body["error"], body["reason"]) == ("token_grant_failed", "grant_misconfigured")
     assert tls_upstream.requests == []
+
+
+async def test_a_hostile_agent_through_the_workers_gets_no_token_it_should_not(
+    engine: GrantEngine,
+    issuer: TokenEndpoint,
+    tls_upstream: RecordingUpstream,
+    upstream_ca_file: Path,
+    tmp_path: Path,
+    no_stray_workers: None,
+) -> None:
+    """Its own copy of the header is replaced, a host the binding does not name gets no
+    token (nor a way out), and a flood of connections past the cap is refused while the
+    workers keep serving."""
+    events = _Events()
+    async with _tls_pool(
+        engine,
+        issuer,
+        tls_upstream,
+        upstream_ca_file,
+        tmp_path,
+        events=events,
+        limits=Limits(max_connections=6),
+    ) as running:
+        proxy, ca_file = running.proxy, running.ca_file
+        forged = await curl(
+            "-H",
+            "authorization : Bearer forged",
+            f"https://alpha.localhost:{tls_upstream.port}/v1/whoami",
+            proxy=proxy,
+            cacert=ca_file,
+        )
+        elsewhere = await curl(
+            f"https://beta.localhost:{tls_upstream.port}/v1/whoami", proxy=proxy, cacert=ca_file
+        )
+        host, port = running.proxy.removeprefix("http://").split(":")
+        flood = [await asyncio.open_connection(host, int(port)) for _ in range(6)]
+        await _wait_for(lambda: running.pool.open_connections == 6)
+        refused = await curl("http://alpha.localhost:1/", proxy=proxy)
+        for _reader, writer in flood:
+            writer.close()
+        await _wait_for(lambda: running.pool.open_connections == 0)
+        after = await curl(
+            f"https://alpha.localhost:{tls_upstream.port}/v1/whoami", proxy=proxy, cacert=ca_file
+        )
+    (token,) = issuer.issued
+    assert (forged.status, after.status) == (200, 200), forged.stderr
+    assert [r.header("authorization") for r in tls_upstream.requests] == [
+        [f"Bearer {token}"],
+        [f"Bearer {token}"],
+    ]
+    assert "CONNECT tunnel failed, response 403" in elsewhere.stderr  # the tunnel is refused
+    assert any(e.get("status_code") == "policy_denied" for e in events)
+    assert refused.status == 503 and refused.json()["error"] == "connection_limit_reached"
+    assert all("forged" not in json.dumps(e) and token not in json.dumps(e) for e in events)
