@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import stat
 import threading
@@ -18,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from grantbox.drivers import SandboxSpec
 from grantbox.gateway import GatewayServer
 from grantbox.gateway.auth import SupervisorTokenIssuer
+from grantbox.proxy import event_json
 from grantbox.supervisor import SupervisorClient, SupervisorClientError
 from tests.support.gateway_driver import RecordingDriver
 from tests.support.gateway_server import GatewayCli, gateway_settings, grant_profile, serving
@@ -164,6 +166,25 @@ def test_renewed_tokens_work_and_are_written_0600(
     assert renewed != a.supervisor_token
     assert server.gateway.issuer.verify(renewed).sandbox_id == a.sandbox_id
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+
+
+def test_events_already_encoded_are_stored_as_sent_beside_mapped_ones(
+    server: GatewayServer, gw: GatewayCli, boxes: tuple[SandboxSpec, SandboxSpec]
+) -> None:
+    """A proxy worker's events travel as their encoded bytes (no parse and encode again in
+    the supervisor); the gateway stores them exactly like events sent as mappings."""
+    a, _ = boxes
+    encoded = event_json({"kind": "http", "time": 1_700_000_000_000, "n": 1, "url": "\u00e9"})
+
+    async def scenario() -> None:
+        async with SupervisorClient(a.gateway_url, a.sandbox_id, a.supervisor_token) as client:
+            assert await client.ship_events([encoded, {"kind": "http", "n": 2}]) == 2
+
+    asyncio.run(scenario())
+    lines = gw.ok("sandbox", "events", "box-a", "-o", "json").stdout.splitlines()
+    stored = [json.loads(line) for line in lines]
+    assert [(event["kind"], event["data"]["n"]) for event in stored] == [("http", 1), ("http", 2)]
+    assert stored[0]["data"]["url"] == "\u00e9"
 
 
 class _TestSupervisor:

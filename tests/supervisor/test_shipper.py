@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from grantbox.proxy import event_json
 from grantbox.supervisor import SupervisorClientError
 from grantbox.supervisor.launch import SupervisorOptions
 from grantbox.supervisor.metrics import PREFIX, register_outbox_metrics
@@ -33,7 +35,9 @@ class Gateway:
         self.gone = False
 
     def sender(self, kind: str) -> Any:
-        async def send(batch: list[Item]) -> int:
+        async def send(sent: list[Item | bytes]) -> int:
+            # encoded events arrive as bytes; the real client sends them as they are
+            batch = [orjson.loads(item) if isinstance(item, bytes) else item for item in sent]
             self.calls.append((kind, len(batch)))
             if self.gone:
                 raise SupervisorClientError("gone", 404, "sandbox_gone")
@@ -95,6 +99,19 @@ async def test_a_refused_item_is_dropped_alone_counted_and_said_while_the_rest_a
     assert metrics[("grantbox_supervisor_outbox_refused_batches_total", (("kind", "events"),))] == 4
     dropped = (f"{PREFIX}_dropped_total", (("kind", "events"), ("reason", "refused")))
     assert metrics[dropped] == 1
+
+
+async def test_a_workers_encoded_events_keep_their_order_and_a_refused_one_goes_alone() -> None:
+    gateway = Gateway()
+    shipper = gateway.shipper()
+    shipper.event({"n": 0})
+    lines = b"".join(event_json({"n": i, "poison": i == 3}) + b"\n" for i in range(1, 6))
+    shipper.encoded_events(lines + b"not an event\n")
+    shipper.event({"n": 6})
+    assert shipper.refused_items["events"] == 1  # the line that was no event
+    await shipper.ship_once()
+    assert [e["n"] for e in gateway.received["events"]] == [0, 1, 2, 4, 5, 6]
+    assert shipper.refused_items["events"] == 2  # and the one the gateway refused
 
 
 async def test_a_gateway_that_is_away_keeps_the_items_for_later() -> None:

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from grantbox.proxy import event_json
 from grantbox.supervisor.shipping import (
     MAX_BATCH_BYTES,
     MAX_EVENT_BYTES,
@@ -21,6 +22,7 @@ from grantbox.supervisor.shipping import (
     batches,
     bounded_event,
     bounded_message,
+    encoded_events,
     encoded_size,
     flatten,
     halves,
@@ -99,6 +101,45 @@ def test_batches_keep_order_and_bounds(items: list[dict[str, str]]) -> None:
     assert first + second == items
 
 
+@given(st.lists(st.dictionaries(st.text(max_size=5), _json, max_size=5), max_size=8))
+def test_encoded_events_travel_as_their_bytes_unless_they_must_be_cut(
+    events: list[dict[str, Any]],
+) -> None:
+    lines = b"".join(event_json(event) + b"\n" for event in events)
+    shippable, malformed = encoded_events(lines, 2048)
+    assert malformed == 0
+    assert len(shippable) == len(events)
+    for event, item in zip(events, shippable, strict=True):
+        if encoded_size(event) <= 2048:
+            assert item == event_json(event)  # untouched: no parse, no second encoding
+        else:
+            assert item == bounded_event(event, 2048)  # exactly what a mapping would get
+        assert encoded_size(item) <= 2048
+
+
+def test_an_agents_long_url_in_an_encoded_event_is_cut_like_any_other() -> None:
+    url = "http://denied.invalid/" + "\x01" * 30_000
+    line = event_json({"kind": "http", "http_request": {"url": {"url_string": url}}})
+    (item,), malformed = encoded_events(line + b"\n")
+    assert malformed == 0 and isinstance(item, dict)
+    assert item["unmapped"] == {"truncated": True}
+    assert encoded_size(item) <= MAX_EVENT_BYTES
+
+
+def test_lines_that_are_not_json_objects_are_counted_not_shipped() -> None:
+    good = event_json({"kind": "http"})
+    lines = b"\n".join([good, b"[1, 2]", b"{not json", b"", b"\xff{}", good]) + b"\n"
+    shippable, malformed = encoded_events(lines)
+    assert shippable == [good, good]
+    assert malformed == 3
+
+
+def test_batches_measure_encoded_events_by_their_length() -> None:
+    line = event_json({"kind": "http", "pad": "x" * 100})
+    grouped = batches([line] * 10 + [{"kind": "log"}], max_bytes=(len(line) + 1) * 4)
+    assert [len(group) for group in grouped] == [4, 4, 3]
+
+
 async def until(predicate: Callable[[], bool], seconds: float, what: str) -> None:
     deadline = time.monotonic() + seconds
     while not predicate():
@@ -163,4 +204,4 @@ async def test_a_control_byte_flood_cannot_keep_events_from_the_operator(stack: 
     assert max(len(line) for line in logs.splitlines()) < 4 * MAX_MESSAGE_BYTES
     text = stack.gw.run("sandbox", "logs", "loud").stdout.splitlines()
     assert sum(line.endswith(" [truncated]") for line in text) == 12
-    assert stack.server.gateway.settings.max_body_bytes // 8 > MAX_BATCH_BYTES
+    assert stack.server.gateway.settings.max_body_bytes // 4 >= MAX_BATCH_BYTES

@@ -12,6 +12,7 @@ import click
 from grantbox.drivers import DriverError, make_driver
 from grantbox.gateway import GatewayServer, GatewaySettings
 from grantbox.gateway.settings import DEFAULT_LISTEN, parse_listen
+from grantbox.heap import settle as settle_heap
 from grantbox.logformat import json_logging
 
 from .output import fail
@@ -140,4 +141,5 @@ def _serve(server: GatewayServer, settings: GatewaySettings, host: str, no_drive
     )
     if no_driver:
         click.echo("no compute driver: sandboxes can be declared but not started", err=True)
+    settle_heap()
     asyncio.run(server.serve())

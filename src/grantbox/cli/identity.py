@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from grantbox.heap import settle as settle_heap
 from grantbox.identity_agent import (
     DEFAULT_ROTATION_INTERVAL,
     DEFAULT_SVID_TTL,
@@ -138,6 +139,7 @@ def serve(
     except ValueError as exc:
         fail(str(exc))
     try:
+        settle_heap()
         asyncio.run(_run(agent))
     except (OSError, KeystoreError) as exc:
         fail(f"identity agent failed: {exc}")

@@ -16,6 +16,7 @@ import uvloop
 from prometheus_client import CollectorRegistry, start_http_server
 
 from grantbox.grants import GrantEngine, TokenEndpointClient, read_ca_file
+from grantbox.heap import settle as settle_heap
 from grantbox.identity import WorkloadIdentityClient
 from grantbox.identity.socket_uri import (
     ENDPOINT_ENV,
@@ -148,6 +149,7 @@ def run(
     metrics = _listen(metrics_listen, "--metrics-listen") if metrics_listen else None
     click.get_current_context().with_resource(json_logging("info"))
     # uvloop: the proxy's I/O loop in C (libuv), about twice the request rate of asyncio's.
+    settle_heap()
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(
             _serve(

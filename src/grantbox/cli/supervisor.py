@@ -11,6 +11,7 @@ import click
 import uvloop
 
 from grantbox.drivers.invocation import MAX_PROXY_WORKERS
+from grantbox.heap import settle as settle_heap
 from grantbox.logformat import json_logging
 from grantbox.sandbox import HidingRefused
 from grantbox.sandbox.syscalls import die_with_parent
@@ -102,6 +103,7 @@ def run(
             proxy_workers=proxy_workers,
         )
         # uvloop: the sandbox's egress proxy runs on libuv (see grantbox proxy run).
+        settle_heap()
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             code = runner.run(run_supervisor(options))
     except (HidingRefused, ValueError) as exc:

@@ -40,6 +40,7 @@ from grantbox.gateway import GatewayServer, GatewaySettings
 from grantbox.gateway.settings import DEFAULT_LISTEN, parse_listen, runtime_dir_override
 from grantbox.gateway.state_dir import StateDirError, secure_tree
 from grantbox.grants import read_ca_file
+from grantbox.heap import settle as settle_heap
 from grantbox.identity_agent import IdentityAgent
 from grantbox.sandbox import isolation_problem, shadow_problem, subids
 
@@ -205,6 +206,7 @@ def up(
                         "of yours is shown but the paths a sandbox policy lists"
                     )
             ca = upstream_ca.resolve() if upstream_ca else None
+            settle_heap()
             asyncio.run(_run(settings, trust_domain, oidc, resolve, ca, spire))
     except StateDirectoryBusy as exc:
         fail(str(exc))

@@ -189,9 +189,10 @@ class SupervisorClient:
         data: dict[str, Any] = (await self._request("POST", "/heartbeat", json_body=body)).json()
         return data
 
-    async def ship_logs(self, lines: Iterable[Mapping[str, Any]]) -> int:
-        """Lines are ``{"message": str, "stream": str, "ts": float}``; sent in batches."""
-        batch = [dict(line) for line in lines]
+    async def ship_logs(self, lines: Iterable[Mapping[str, Any] | bytes]) -> int:
+        """Lines are ``{"message": str, "stream": str, "ts": float}`` (or such an object
+        already encoded); sent in batches."""
+        batch = [_as_json(line) for line in lines]
         sent = 0
         for start in range(0, len(batch), 1000):
             chunk = batch[start : start + 1000]
@@ -199,9 +200,11 @@ class SupervisorClient:
             sent += len(chunk)
         return sent
 
-    async def ship_events(self, events: Iterable[Mapping[str, Any]]) -> int:
+    async def ship_events(self, events: Iterable[Mapping[str, Any] | bytes]) -> int:
+        """Events are mappings, or bytes already encoded as one JSON object each (sent as
+        they are); sent in batches."""
         # (Only a mapping that is not a dict is copied: orjson encodes dicts.)
-        batch = [event if type(event) is dict else dict(event) for event in events]
+        batch = [_as_json(event) for event in events]
         sent = 0
         for start in range(0, len(batch), 1000):
             chunk = batch[start : start + 1000]
@@ -276,3 +279,10 @@ class SupervisorClient:
         if lifetime <= 0:
             return True
         return self._expires_at - current < lifetime * RENEW_WHEN_LEFT
+
+
+def _as_json(item: Mapping[str, Any] | bytes) -> Any:
+    """What orjson encodes: bytes already encoded go in as they are."""
+    if isinstance(item, bytes):
+        return orjson.Fragment(item)
+    return item if type(item) is dict else dict(item)

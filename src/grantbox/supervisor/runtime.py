@@ -286,6 +286,7 @@ class Supervisor:
                 resolve=self.options.resolve,
                 upstream_ca_file=self.options.upstream_ca_file,
                 events=self._event,
+                encoded_events=self._shipper.encoded_events,
                 registry=self._registry,
                 programs=programs,
             )

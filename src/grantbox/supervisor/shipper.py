@@ -19,11 +19,11 @@ from typing import Any
 from .gateway_client import SupervisorClientError
 from .outbox import Outbox
 from .retry import transient
-from .shipping import batches, bounded_event, flatten, halves
+from .shipping import Shippable, batches, bounded_event, encoded_events, flatten, halves
 
 log = logging.getLogger("grantbox.supervisor")
 
-Item = Mapping[str, Any]
+Item = Shippable
 Send = Callable[[list[Item]], Awaitable[int]]
 
 KINDS = ("events", "logs")
@@ -59,8 +59,20 @@ class Shipper:
         waiting = ", ".join(f"{kind}={len(box)}" for kind, box in self.outboxes.items())
         return f"Shipper({waiting})"
 
-    def event(self, item: Item) -> None:
+    def event(self, item: Mapping[str, Any]) -> None:
         self.outboxes["events"].put(bounded_event(item))
+
+    def encoded_events(self, lines: bytes) -> None:
+        """Events a proxy worker encoded as JSON lines: queued as their bytes (see
+        :func:`.shipping.encoded_events`); a line that is not an event is counted as
+        refused."""
+        events, malformed = encoded_events(lines)
+        box = self.outboxes["events"]
+        for event in events:
+            box.put(event)
+        if malformed:
+            self.refused_items["events"] += malformed
+            log.warning("%d proxy event lines were not JSON objects; dropped them", malformed)
 
     def log(self, message: str, stream: str, *, truncated: bool = False) -> None:
         line = {"message": message, "stream": stream, "ts": time.time(), "truncated": truncated}

@@ -6,6 +6,10 @@ log message is cut to a fixed encoded size (the record says so in its ``truncate
 never in the text, which an agent could imitate), batches are cut by encoded size well
 below the gateway's limit, and a batch the gateway still refuses is split, then dropped
 item by item with a count (see :mod:`.shipper`). Pure functions.
+
+Events from proxy workers arrive already encoded (JSON lines, one per event): one that fits
+its bound travels as those bytes, so a busy sandbox's supervisor does not parse and encode
+again every request's event; only an oversized one is parsed and cut.
 """
 
 from __future__ import annotations
@@ -13,14 +17,18 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
+import orjson
+
 from grantbox.proxy import event_json
 
 T = TypeVar("T")
 
 MAX_MESSAGE_BYTES = 8 * 1024
 """A log message's JSON-encoded size at most (the gateway accepts far more)."""
-MAX_BATCH_BYTES = 256 * 1024
-"""A shipped batch's JSON-encoded size at most: a sixteenth of the gateway's 4 MiB limit."""
+MAX_BATCH_BYTES = 1024 * 1024
+"""A shipped batch's JSON-encoded size at most: a quarter of the gateway's 4 MiB limit, and
+large enough that a busy proxy's events (about 1 KiB each) fill ``MAX_BATCH_ITEMS``: the
+gateway pays a request, a commit and a retention trim per batch."""
 MAX_BATCH_ITEMS = 1000
 MAX_EVENT_BYTES = 8 * 1024
 """An event's JSON-encoded size at most; its strings (a URL is the agent's, up to the proxy's
@@ -28,9 +36,15 @@ MAX_EVENT_BYTES = 8 * 1024
 MIN_STRING = 64
 
 
+Shippable = Mapping[str, Any] | bytes
+"""An event or log line, or an event already encoded as one JSON object (no newline)."""
+
+
 def encoded_size(value: Any) -> int:
     """Bytes of ``value`` as compact ASCII JSON (``json``'s, computed at orjson's speed:
-    every proxied request's event is measured)."""
+    every proxied request's event is measured); already encoded bytes are their length."""
+    if isinstance(value, bytes):
+        return len(value)
     return len(event_json(value))
 
 
@@ -76,14 +90,38 @@ def bounded_event(event: Mapping[str, Any], limit: int = MAX_EVENT_BYTES) -> dic
     return {"kind": str(event.get("kind") or "event")[:64], "unmapped": {"truncated": True}}
 
 
+def encoded_events(lines: bytes, limit: int = MAX_EVENT_BYTES) -> tuple[list[Shippable], int]:
+    """``(events, malformed)``: JSON lines encoded by :func:`event_json` (a proxy
+    worker's batch) as shippable events, each whole as its bytes when it fits ``limit``
+    (the size :func:`bounded_event` measures), else parsed and bounded; and how many lines
+    were not a JSON object (not shipped: one would break its whole batch)."""
+    events: list[Shippable] = []
+    malformed = 0
+    for line in lines.split(b"\n"):
+        if not line:
+            continue
+        if len(line) <= limit and line[:1] == b"{" and line[-1:] == b"}" and line.isascii():
+            events.append(line)
+            continue
+        try:
+            event = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            event = None
+        if isinstance(event, dict):
+            events.append(bounded_event(event, limit))
+        else:
+            malformed += 1
+    return events, malformed
+
+
 def batches(
-    items: Sequence[Mapping[str, Any]],
+    items: Sequence[Shippable],
     max_bytes: int = MAX_BATCH_BYTES,
     max_items: int = MAX_BATCH_ITEMS,
-) -> list[list[Mapping[str, Any]]]:
+) -> list[list[Shippable]]:
     """Consecutive runs of ``items`` within both bounds (an oversized item goes alone)."""
-    result: list[list[Mapping[str, Any]]] = []
-    current: list[Mapping[str, Any]] = []
+    result: list[list[Shippable]] = []
+    current: list[Shippable] = []
     size = 0
     for item in items:
         item_size = encoded_size(item) + 1

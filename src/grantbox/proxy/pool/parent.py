@@ -29,7 +29,7 @@ import socket
 import sys
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,6 +111,9 @@ class ProxyPool:
     recreated in each worker from its settings. ``own_registries`` are parent-side
     registries whose families the workers also report (an :class:`EventQueue`'s drop
     counter): they are summed with the workers' instead of being registered twice.
+    ``encoded_events`` takes the workers' events as they arrive, JSON lines encoded by
+    :func:`grantbox.proxy.sink.event_json` (an :class:`EventQueue` given as ``events`` is
+    used so by itself); without it each line is parsed back into ``events``.
     """
 
     def __init__(
@@ -122,6 +125,7 @@ class ProxyPool:
         resolve: Sequence[str] = (),
         upstream_ca_file: Path | None = None,
         events: EventSink | None = None,
+        encoded_events: Callable[[bytes], None] | None = None,
         registry: CollectorRegistry | None = None,
         limits: Limits | None = None,
         programs: ProcPrograms | None = None,
@@ -144,6 +148,9 @@ class ProxyPool:
             )
             events = self._owned_queue
         self._events = events
+        if encoded_events is None and isinstance(events, EventQueue):
+            encoded_events = events.defer_encoded
+        self._encoded_events = encoded_events
         self.collector = PoolMetrics(self._own.registry, own_queue_registry, *own_registries)
         self.registry = registry if registry is not None else CollectorRegistry()
         self.registry.register(self.collector)
@@ -397,8 +404,8 @@ class ProxyPool:
 
     def _deliver(self, lines: bytes) -> None:
         try:
-            if isinstance(self._events, EventQueue):
-                self._events.defer_encoded(lines)
+            if self._encoded_events is not None:  # no parsing back and encoding again
+                self._encoded_events(lines)
                 return
             for line in lines.splitlines():
                 if line:

@@ -27,6 +27,7 @@ from typing import Any
 import uvloop
 from prometheus_client import CollectorRegistry
 
+from ...heap import settle as settle_heap
 from ..destinations import SystemResolver, parse_overrides
 from ..limits import Limits
 from ..programs import ProcPrograms, ProgramResolver
@@ -313,6 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     control, events, handoff = (socket.socket(fileno=int(a)) for a in args)
+    settle_heap()
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(serve(control, events, handoff))
 
