@@ -26,11 +26,20 @@ class ServiceFailed(RuntimeError):
     """A server did not start or did not become ready; the message says which and why."""
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    """A port nobody listens on right now (the kernel's pick for port 0)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port nobody listens on right now (the kernel's pick for port 0), and never one
+    this run handed out before: the kernel may pick a closed port again, and two servers
+    configured with one port collide (nginx refuses a duplicate listen)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def clean_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:

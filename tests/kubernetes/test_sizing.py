@@ -23,6 +23,8 @@ from grantbox.drivers import RequestedLimits, SandboxRefused
 from grantbox.drivers.kubernetes import (
     SUPERVISOR_MEMORY_MIB,
     SUPERVISOR_MILLICPU,
+    WORKER_MEMORY_MIB,
+    WORKER_MILLICPU,
     KubernetesConfigError,
     KubernetesDriver,
     KubernetesDriverConfig,
@@ -30,6 +32,7 @@ from grantbox.drivers.kubernetes import (
     millicores,
     pod_manifest,
     pod_resources,
+    supervisor_share,
 )
 from grantbox.profiles.isolation import (
     MAX_CPUS,
@@ -112,6 +115,34 @@ def test_examples() -> None:
         "limits": {"cpu": "2250m"},
     }
     assert "resources" not in pod_manifest(make_spec(), make_config())["spec"]["containers"][0]
+
+
+@given(_limits, st.integers(1, 64))
+def test_each_proxy_worker_past_the_first_adds_to_the_supervisors_share(
+    limits: RequestedLimits, workers: int
+) -> None:
+    one = pod_resources(limits, make_config(resources=DEFAULTS))
+    many = pod_resources(limits, make_config(resources=DEFAULTS, proxy_workers=workers))
+    memory, cpu = supervisor_share(workers)
+    assert (memory, cpu) == (
+        SUPERVISOR_MEMORY_MIB + (workers - 1) * WORKER_MEMORY_MIB,
+        SUPERVISOR_MILLICPU + (workers - 1) * WORKER_MILLICPU,
+    )
+    for kind in ("requests", "limits"):
+        if limits.memory_mib is not None:
+            assert many[kind]["memory"] == f"{limits.memory_mib + memory}Mi"
+        if limits.cpus is not None:
+            assert many[kind]["cpu"] == f"{millicores(limits.cpus) + cpu}m"
+        if limits.memory_mib is None and limits.cpus is None:  # the driver's defaults
+            assert many == one == DEFAULTS
+
+
+def test_two_workers_reserve_another_half_core_and_96_mib() -> None:
+    config = make_config(proxy_workers=2)
+    assert pod_resources(RequestedLimits(memory_mib=512, cpus=1), config) == {
+        "requests": {"cpu": "1750m", "memory": "864Mi"},
+        "limits": {"cpu": "1750m", "memory": "864Mi"},
+    }
 
 
 CEILINGS = {"max_memory_mib": 4096, "max_cpus": 2.0, "max_processes": 1000}

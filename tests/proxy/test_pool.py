@@ -411,6 +411,39 @@ async def test_a_worker_that_dies_is_replaced_and_its_counts_are_kept(
         )
 
 
+async def test_with_no_worker_alive_an_agent_gets_a_clear_503_until_one_is_back(
+    engine: GrantEngine,
+    plain_upstream: RecordingUpstream,
+    no_stray_workers: None,
+) -> None:
+    """Between a crash and its replacement nothing can serve: the connection is answered
+    ``connection_limit_reached`` at once (never left hanging), counted, and the next
+    worker serves again."""
+    config = make_config(
+        policy=[endpoint("alpha.localhost", plain_upstream.port, allowed_ips=LOOPBACK)]
+    )
+    registry = CollectorRegistry()
+    pool = ProxyPool(config, engine, workers=1, events=_Events(), registry=registry)
+    async with pool:
+        await pool.start(tcp=("127.0.0.1", 0))
+        assert pool.tcp_address is not None
+        [victim] = pool.worker_pids
+        os.kill(victim, signal.SIGKILL)
+        await _wait_for(lambda: pool.worker_pids == [])  # replaced only after a backoff
+        reader, writer = await asyncio.open_connection(*pool.tcp_address)
+        target = f"alpha.localhost:{plain_upstream.port}"
+        writer.write(f"GET http://{target}/x HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
+        answer = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 503 ")
+        assert b"connection_limit_reached" in answer
+        assert _samples(registry)["grantbox_proxy_refused_connections_total"] >= 1
+        await _wait_for(lambda: len(pool.worker_pids) == 1)
+        proxy = f"http://127.0.0.1:{pool.tcp_address[1]}"
+        assert (await curl(f"http://{target}/x", proxy=proxy)).status == 200
+    assert [r.target for r in plain_upstream.requests] == ["/x"]
+
+
 class _ClosedUnderneath:
     """A token source whose request is cancelled under it, as a closed engine's are."""
 

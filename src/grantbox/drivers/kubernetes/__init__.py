@@ -43,9 +43,12 @@ from .names import (
 from .sizing import (
     SUPERVISOR_MEMORY_MIB,
     SUPERVISOR_MILLICPU,
+    WORKER_MEMORY_MIB,
+    WORKER_MILLICPU,
     ceiling_problem,
     millicores,
     pod_resources,
+    supervisor_share,
 )
 from .status import pod_status
 
@@ -69,6 +72,8 @@ __all__ = [
     "TOKEN_KEY",
     "TOKEN_VOLUME",
     "WATCH_SELECTOR",
+    "WORKER_MEMORY_MIB",
+    "WORKER_MILLICPU",
     "KubernetesConfigError",
     "KubernetesDriver",
     "KubernetesDriverConfig",
@@ -85,4 +90,5 @@ __all__ = [
     "secret_manifest",
     "socket_path_problem",
     "supervisor_args",
+    "supervisor_share",
 ]

@@ -8,8 +8,9 @@ often the only bound the kernel enforces on the agent's total memory and CPU in 
 
 * a resource the sandbox's policy sets (``memory_mib``, ``cpus``) is reserved in full: the
   pod's request and limit are the sandbox's value plus the supervisor's share
-  (:data:`SUPERVISOR_MEMORY_MIB`, :data:`SUPERVISOR_MILLICPU`), so the agent meets its own
-  bound before the pod's, and the supervisor keeps room to tear it down;
+  (:func:`supervisor_share`: :data:`SUPERVISOR_MEMORY_MIB` and :data:`SUPERVISOR_MILLICPU`,
+  more for each proxy worker past the first), so the agent meets its own bound before the
+  pod's, and the supervisor keeps room to tear it down;
 * a resource it leaves unset takes the driver-wide ``GRANTBOX_K8S_{CPU,MEMORY}_{REQUEST,
   LIMIT}`` (none: the namespace's LimitRange, if any);
 * ``processes`` has no pod resource: the supervisor alone enforces it.
@@ -32,6 +33,22 @@ SUPERVISOR_MEMORY_MIB = 256
 """Room for the supervisor (proxy, grant engine, shipping) beside the agent's memory."""
 SUPERVISOR_MILLICPU = 250
 """CPU for the supervisor beside the agent's, in millicores."""
+WORKER_MEMORY_MIB = 96
+"""Room for each proxy worker process past the first (about 60 MiB resident when busy)."""
+WORKER_MILLICPU = 500
+"""CPU for each proxy worker process past the first: workers exist to use more than the
+one core a single proxy process can, so a share that did not grow with them would cap
+the pod's proxy at what one process does."""
+
+
+def supervisor_share(proxy_workers: int) -> tuple[int, int]:
+    """``(MiB, millicores)`` the supervisor needs beside the agent when its proxy runs in
+    ``proxy_workers`` processes."""
+    extra = max(0, proxy_workers - 1)
+    return (
+        SUPERVISOR_MEMORY_MIB + extra * WORKER_MEMORY_MIB,
+        SUPERVISOR_MILLICPU + extra * WORKER_MILLICPU,
+    )
 
 
 def millicores(cpus: float) -> int:
@@ -47,11 +64,12 @@ def pod_resources(
     chosen: dict[str, dict[str, str]] = {
         kind: dict(values) for kind, values in config.resources.items()
     }
+    memory_share, cpu_share = supervisor_share(config.proxy_workers)
     own: dict[str, str] = {}
     if limits.memory_mib is not None:
-        own["memory"] = f"{limits.memory_mib + SUPERVISOR_MEMORY_MIB}Mi"
+        own["memory"] = f"{limits.memory_mib + memory_share}Mi"
     if limits.cpus is not None:
-        own["cpu"] = f"{millicores(limits.cpus) + SUPERVISOR_MILLICPU}m"
+        own["cpu"] = f"{millicores(limits.cpus) + cpu_share}m"
     for resource, value in own.items():
         for kind in ("requests", "limits"):
             chosen.setdefault(kind, {})[resource] = value
