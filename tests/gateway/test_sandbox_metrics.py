@@ -17,8 +17,10 @@ from grantbox.gateway.sandbox_metrics import (
     MAX_SERIES,
     SandboxMetrics,
     Series,
+    Snapshot,
     SnapshotRefused,
     parse,
+    read_snapshot,
 )
 from grantbox.grants import GrantFailure
 from grantbox.grants.metrics import GrantMetrics
@@ -97,13 +99,9 @@ GOOD = {
 @pytest.mark.parametrize(
     ("change", "why"),
     [
-        ({"name": "process_cpu_seconds_total"}, "not a sandbox metric"),
-        ({"name": "grantbox_gateway_requests_total"}, "not a sandbox metric"),
-        ({"name": "grantbox_proxy_requests_created"}, "not a sandbox metric"),
         ({"type": "gauge"}, "is a counter"),
-        ({"labels": {"decision": "denied"}}, "takes the labels"),
-        ({"labels": {**GOOD["labels"], "sandbox": "other"}}, "takes the labels"),
-        ({"labels": {**GOOD["labels"], "host": "evil.example"}}, "takes the labels"),
+        ({"name": 3}, "name must be a string"),
+        ({"labels": {3: "x"}}, "key not a string"),
         ({"labels": {"decision": "denied", "code": "a\nb"}}, "label code"),
         ({"labels": {"decision": "denied", "code": 'x"} 1\nfake 2'}}, "label code"),
         ({"labels": {"decision": "denied", "code": "a" * 65}}, "label code"),
@@ -112,12 +110,58 @@ GOOD = {
         ({"value": True}, "must be a number"),
         ({"value": math.inf}, "finite"),
         ({"value": math.nan}, "finite"),
-        ({"value": -1}, "not negative"),
+        ({"value": -1}, "not be negative"),
+        # refused even in a sample that would be skipped: bad values are never fine
+        ({"name": "grantbox_new_total", "value": math.inf}, "finite"),
+        ({"name": "grantbox_new_total", "labels": {"a": "x\ny"}}, "label a"),
     ],
 )
 def test_a_bad_sample_is_refused(change: dict[str, Any], why: str) -> None:
     with pytest.raises(SnapshotRefused, match=why):
         parse([{**GOOD, **change}])
+
+
+@pytest.mark.parametrize(
+    ("change", "shown"),
+    [
+        ({"name": "process_cpu_seconds_total"}, "process_cpu_seconds_total{code,decision}"),
+        ({"name": "grantbox_proxy_requests_created"}, "grantbox_proxy_requests_created{"),
+        ({"labels": {"decision": "denied"}}, "grantbox_proxy_requests_total{decision}"),
+        # another sandbox's label, or a label a newer supervisor added: never exposed
+        ({"labels": {**GOOD["labels"], "sandbox": "other"}}, "{code,decision,sandbox}"),
+        ({"labels": {**GOOD["labels"], "host": "evil.example"}}, "{code,decision,host}"),
+    ],
+)
+def test_a_sample_this_gateway_does_not_know_is_skipped_and_the_rest_kept(
+    change: dict[str, Any], shown: str
+) -> None:
+    other = {**GOOD, "labels": {"decision": "allowed", "code": ""}}
+    read = read_snapshot([{**GOOD, **change}, other])
+    assert [dict(series.labels) for series in read.series] == [other["labels"]]
+    [skipped] = read.skipped
+    assert shown in skipped
+    store = SandboxMetrics(lambda: ["id1"], 30.0)
+    store.put("id1", "box", read)
+    registry = CollectorRegistry()
+    registry.register(store)
+    text = generate_latest(registry).decode()
+    assert "evil.example" not in text and 'sandbox="other"' not in text
+    assert 'grantbox_proxy_requests_total{code="",decision="allowed",sandbox="box"} 2.0' in text
+
+
+def test_a_skipped_sample_is_said_once_until_it_changes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = SandboxMetrics(lambda: ["id1"], 30.0)
+    newer = read_snapshot([GOOD, {**GOOD, "name": "grantbox_proxy_new_total"}])
+    with caplog.at_level("WARNING", logger="grantbox.gateway"):
+        store.put("id1", "box", newer)
+        store.put("id1", "box", newer)
+        store.put("id1", "box", read_snapshot([GOOD]))
+        store.put("id1", "box", newer)
+    said = [r.getMessage() for r in caplog.records if "does not know" in r.getMessage()]
+    assert len(said) == 2 and all("grantbox_proxy_new_total" in m for m in said)
+    assert all("box" in m for m in said)
 
 
 def test_shape_count_size_and_duplicates_are_bounded() -> None:
@@ -156,11 +200,13 @@ def test_shape_count_size_and_duplicates_are_bounded() -> None:
 )
 def test_whatever_parse_accepts_exposes_cleanly(samples: list[dict[str, Any]]) -> None:
     try:
-        series = parse(samples)
+        read = read_snapshot(samples)
     except SnapshotRefused:
         return
+    series = read.series
+    assert len(series) + len(read.skipped) >= min(1, len(samples))
     store = SandboxMetrics(lambda: ["id1"], 30.0)
-    store.put("id1", "box", series)
+    store.put("id1", "box", read)
     registry = CollectorRegistry()
     registry.register(store)
     text = generate_latest(registry).decode()
@@ -181,7 +227,7 @@ def test_series_carry_the_sandbox_label_and_go_when_stale_or_deleted() -> None:
     store = SandboxMetrics(lambda: live, 30.0, clock)
     registry = CollectorRegistry()
     registry.register(store)
-    series = _json(snapshot(supervisor_registry()))
+    series = Snapshot(_json(snapshot(supervisor_registry())))
     store.put("id-a", "box-a", series)
     clock.now += 20
     store.put("id-b", "box-b", series)
@@ -209,7 +255,7 @@ def test_nothing_is_served_while_the_store_cannot_say_which_sandboxes_live() -> 
     live: list[str] = ["id-a"]
     answer = [broken, lambda: live]
     store = SandboxMetrics(lambda: answer[0](), 30.0)
-    store.put("id-a", "box-a", _json(snapshot(supervisor_registry())))
+    store.put("id-a", "box-a", Snapshot(_json(snapshot(supervisor_registry()))))
     registry = CollectorRegistry()
     registry.register(store)
     assert "grantbox_proxy" not in generate_latest(registry).decode()

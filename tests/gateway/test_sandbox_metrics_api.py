@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from grantbox.drivers import SandboxSpec
 from grantbox.gateway import GatewayServer
 from grantbox.supervisor import SupervisorClient, SupervisorClientError
 from grantbox.supervisor.launch import SupervisorOptions
-from grantbox.supervisor.runtime import Supervisor
+from grantbox.supervisor.runtime import METRICS_RETRY, Supervisor
 from tests.support.gateway_driver import RecordingDriver
 from tests.support.gateway_server import GatewayCli, grant_profile
 
@@ -81,8 +82,6 @@ def test_a_refused_snapshot_refuses_the_whole_heartbeat(
     a, _ = boxes
     _beat(a, tmp_path, "r1", metrics=[_sample(4)])
     hostile = [
-        [{**_sample(5), "name": "process_cpu_seconds_total"}],
-        [{**_sample(5), "labels": {"decision": "allowed", "code": "", "host": "evil"}}],
         [_sample(5, code="x\n# TYPE fake counter")],
         [_sample(5, code=f"c{i}") for i in range(501)],  # too many series
         [_sample(5, code="a" * 70_000)],  # too many bytes
@@ -97,6 +96,16 @@ def test_a_refused_snapshot_refuses_the_whole_heartbeat(
     assert f"{ALLOWED} 4.0" in text, "the previous snapshot stays"
     assert "evil" not in text and "fake" not in text
     assert gw.json("sandbox", "get", "box-a")["applied_revision"] == "r1", "nothing applied"
+    # Families and labels this gateway does not know are skipped, never exposed; the rest
+    # of the snapshot is taken.
+    unknown = [
+        {**_sample(5), "name": "process_cpu_seconds_total"},
+        {**_sample(5), "labels": {"decision": "allowed", "code": "", "host": "evil"}},
+    ]
+    _beat(a, tmp_path, "r3", metrics=[_sample(6), *unknown])
+    text = _scrape(server)
+    assert f"{ALLOWED} 6.0" in text
+    assert "evil" not in text and "process_cpu_seconds_total{" not in text
 
 
 def test_a_supervisor_reports_only_for_its_own_sandbox(
@@ -131,25 +140,50 @@ async def test_the_supervisors_heartbeat_carries_its_registry(
     server: GatewayServer, gw: GatewayCli, boxes: tuple[SandboxSpec, SandboxSpec], tmp_path: Path
 ) -> None:
     a, b = boxes
-    good, bad = _supervisor(a, tmp_path), _supervisor(b, tmp_path)
-    # A supervisor whose snapshot the gateway refuses (as a gateway predating the field
-    # does): the heartbeat is sent again without it, and later ones leave it out.
-    Counter("grantbox_not_allowed", "not on the allow-list", registry=bad.registry).inc()
+    good, newer = _supervisor(a, tmp_path), _supervisor(b, tmp_path)
+    # A supervisor newer than the gateway, with a family the gateway does not know: that
+    # family is skipped, every other series of the sandbox is still served.
+    Counter("grantbox_not_allowed", "not on the allow-list", registry=newer.registry).inc()
     try:
         await good._heartbeat("r1")
-        await bad._heartbeat("rb")
-        await bad._heartbeat("rb2")
+        await newer._heartbeat("rb")
     finally:
         await good._shutdown()
+        await newer._shutdown()
+    async with httpx.AsyncClient() as client:
+        text = (await client.get(f"{server.url}/metrics")).text
+    for box in ("box-a", "box-b"):
+        assert f'grantbox_token_cache_entries{{sandbox="{box}"}} 0.0' in text
+        assert f'grantbox_supervisor_outbox_capacity{{kind="logs",sandbox="{box}"}}' in text
+    assert "grantbox_not_allowed" not in text
+
+
+async def test_a_refused_snapshot_leaves_the_heartbeat_whole_and_is_offered_again_later(
+    server: GatewayServer, gw: GatewayCli, boxes: tuple[SandboxSpec, SandboxSpec], tmp_path: Path
+) -> None:
+    """A snapshot the gateway refuses (a label value that is not plain, as a broken
+    supervisor might send; or a gateway predating the field): the heartbeat is sent again
+    without it, later ones leave it out for a while, then offer it again."""
+    _, b = boxes
+    bad = _supervisor(b, tmp_path)
+    broken = Counter("grantbox_proxy_requests", "x", ["decision", "code"], registry=bad.registry)
+    broken.labels("allowed", "not\nplain").inc()
+    try:
+        await bad._heartbeat("rb")
+        assert bad._metrics_from > time.monotonic() + METRICS_RETRY / 2
+        await bad._heartbeat("rb2")
+        got = await asyncio.to_thread(gw.json, "sandbox", "get", "box-b")
+        assert got["applied_revision"] == "rb2"
+        async with httpx.AsyncClient() as client:
+            assert 'sandbox="box-b"' not in (await client.get(f"{server.url}/metrics")).text
+        bad.registry.unregister(broken)
+        bad._metrics_from = time.monotonic()  # the retry time has come
+        await bad._heartbeat("rb3")
+    finally:
         await bad._shutdown()
     async with httpx.AsyncClient() as client:
         text = (await client.get(f"{server.url}/metrics")).text
-    assert 'grantbox_token_cache_entries{sandbox="box-a"} 0.0' in text
-    assert 'grantbox_supervisor_outbox_capacity{kind="logs",sandbox="box-a"}' in text
-    assert 'sandbox="box-b"' not in text and "grantbox_not_allowed" not in text
-    got = await asyncio.to_thread(gw.json, "sandbox", "get", "box-b")
-    assert got["applied_revision"] == "rb2"
-    assert bad._send_metrics is False
+    assert 'grantbox_token_cache_entries{sandbox="box-b"} 0.0' in text
 
 
 def test_a_snapshot_too_deep_to_measure_is_refused_not_a_server_error(

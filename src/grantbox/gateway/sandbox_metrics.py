@@ -3,10 +3,13 @@ sent with its heartbeat, re-exposed with a ``sandbox`` label.
 
 A snapshot is a list of samples ``{"name", "type", "labels", "value"}`` (``name`` is the
 sample's name, ``grantbox_proxy_requests_total``; ``type`` its family's). It comes from a
-process the gateway does not fully trust, so :func:`parse` accepts only the families on
-:data:`FAMILIES` with exactly their label names, short plain label values, finite numbers,
-at most :data:`MAX_SERIES` series and :data:`MAX_BYTES` bytes of JSON. Help texts are the
-gateway's own.
+process the gateway does not fully trust, so :func:`read_snapshot` keeps only the families
+on :data:`FAMILIES` with exactly their label names, and refuses the whole snapshot for a
+label value that is not short and plain, a number that is not finite, more than
+:data:`MAX_SERIES` series or :data:`MAX_BYTES` bytes of JSON. A sample of another family,
+or with other label names, is skipped rather than refused: a supervisor newer than the
+gateway may report a family or label this gateway does not know, and that must not cost the
+sandbox every other series. Help texts are the gateway's own.
 
 Snapshots live in memory only: one per sandbox, replaced by the next, gone when the sandbox
 is deleted (or being deleted) or when the last one is older than the heartbeat staleness
@@ -139,18 +142,28 @@ class SnapshotRefused(ValueError):
     """A snapshot the gateway does not take; the message says which sample and why."""
 
 
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What a snapshot brought: the series kept, and the samples skipped (by name, with
+    the label names they had) because this gateway does not know them."""
+
+    series: tuple[Series, ...]
+    skipped: tuple[str, ...] = ()
+
+
+class _Unknown(Exception):
+    """A well-formed sample of a family, or with labels, this gateway does not know."""
+
+
 def _series(index: int, raw: object) -> Series:
     where = f"sample {index}"
     if not isinstance(raw, Mapping) or set(raw) != {"name", "type", "labels", "value"}:
         raise SnapshotRefused(f"{where}: needs exactly name, type, labels and value")
     name, kind, labels, value = raw["name"], raw["type"], raw["labels"], raw["value"]
-    if not isinstance(name, str) or name not in _SAMPLES:
-        raise SnapshotRefused(f"{where}: not a sandbox metric the gateway accepts")
-    family, label_names = _SAMPLES[name]
-    if kind != FAMILIES[family].type:
-        raise SnapshotRefused(f"{where}: {family} is a {FAMILIES[family].type}")
-    if not isinstance(labels, Mapping) or set(labels) != label_names:
-        raise SnapshotRefused(f"{where}: {name} takes the labels {sorted(label_names)}")
+    if not isinstance(name, str):
+        raise SnapshotRefused(f"{where}: name must be a string")
+    if not isinstance(labels, Mapping) or not all(isinstance(k, str) for k in labels):
+        raise SnapshotRefused(f"{where}: labels must map names to values")
     for label, text in labels.items():
         if not isinstance(text, str) or not _LABEL_VALUE.fullmatch(text):
             raise SnapshotRefused(
@@ -159,34 +172,63 @@ def _series(index: int, raw: object) -> Series:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise SnapshotRefused(f"{where}: value must be a number")
     number = float(value)
-    if not math.isfinite(number) or (kind != "gauge" and number < 0):
-        raise SnapshotRefused(f"{where}: value must be finite (and not negative for a {kind})")
+    if not math.isfinite(number):
+        raise SnapshotRefused(f"{where}: value must be finite")
+    if name not in _SAMPLES or set(labels) != _SAMPLES[name][1]:
+        raise _Unknown(_described(name, labels))
+    family = _SAMPLES[name][0]
+    if kind != FAMILIES[family].type:
+        raise SnapshotRefused(f"{where}: {family} is a {FAMILIES[family].type}")
+    if kind != "gauge" and number < 0:
+        raise SnapshotRefused(f"{where}: value must not be negative for a {kind}")
     return Series(family, name, tuple(sorted(labels.items())), number)
 
 
+def _described(name: str, labels: Mapping[str, object]) -> str:
+    shown = name if _LABEL_VALUE.fullmatch(name) else "(a name that is not plain)"
+    plain = sorted(k for k in labels if _LABEL_VALUE.fullmatch(k))
+    return f"{shown}{{{','.join(plain)}}}"
+
+
 def parse(samples: object) -> tuple[Series, ...]:
-    """The series of a snapshot (JSON data, as parsed), or :class:`SnapshotRefused`."""
+    """The series a snapshot (JSON data, as parsed) brings, or :class:`SnapshotRefused`."""
+    return read_snapshot(samples).series
+
+
+def read_snapshot(samples: object) -> Snapshot:
+    """A snapshot's series and what was skipped, or :class:`SnapshotRefused`."""
     if not isinstance(samples, Sequence) or isinstance(samples, str | bytes):
         raise SnapshotRefused("a snapshot is a list of samples")
     if len(samples) > MAX_SERIES:
         raise SnapshotRefused(f"the snapshot has {len(samples)} series; at most {MAX_SERIES}")
     try:
         size = len(orjson.dumps(samples))
-    except TypeError:  # nested deeper than orjson writes (it reads deeper): not a snapshot
-        raise SnapshotRefused("a sample is nested too deeply") from None
+    except TypeError:  # nested deeper than orjson writes (it reads deeper), or a key that
+        # is not a string: not JSON a supervisor sent
+        raise SnapshotRefused(
+            "a sample is not plain JSON (nested too deeply, or a key not a string)"
+        ) from None
     if size > MAX_BYTES:
         raise SnapshotRefused(f"the snapshot has {size} bytes; at most {MAX_BYTES} are accepted")
-    series = tuple(_series(index, raw) for index, raw in enumerate(samples))
+    kept: list[Series] = []
+    skipped: list[str] = []
+    for index, raw in enumerate(samples):
+        try:
+            kept.append(_series(index, raw))
+        except _Unknown as unknown:
+            skipped.append(str(unknown))
+    series = tuple(kept)
     if len({(s.name, s.labels) for s in series}) != len(series):
         raise SnapshotRefused("a series appears twice in the snapshot")
-    return series
+    return Snapshot(series, tuple(sorted(set(skipped))))
 
 
 @dataclass(frozen=True, slots=True)
-class _Snapshot:
+class _Stored:
     sandbox: str
     received: float
     series: tuple[Series, ...]
+    skipped: tuple[str, ...]
 
 
 class SandboxMetrics(Collector):
@@ -207,13 +249,25 @@ class SandboxMetrics(Collector):
         self._stale_after = stale_after
         self._clock = clock
         self._lock = threading.Lock()
-        self._latest: dict[str, _Snapshot] = {}
+        self._latest: dict[str, _Stored] = {}
 
-    def put(self, sandbox_id: str, sandbox_name: str, series: tuple[Series, ...]) -> None:
+    def put(self, sandbox_id: str, sandbox_name: str, snapshot: Snapshot) -> None:
+        """Keep ``snapshot`` as the sandbox's latest; say once (until it changes) what of
+        it this gateway skipped."""
         with self._lock:
-            self._latest[sandbox_id] = _Snapshot(sandbox_name, self._clock(), series)
+            before = self._latest.get(sandbox_id)
+            self._latest[sandbox_id] = _Stored(
+                sandbox_name, self._clock(), snapshot.series, snapshot.skipped
+            )
+        if snapshot.skipped and (before is None or before.skipped != snapshot.skipped):
+            log.warning(
+                "sandbox %s reports metrics this gateway does not know (a newer supervisor?); "
+                "skipped: %s",
+                sandbox_name,
+                ", ".join(snapshot.skipped[:10]),
+            )
 
-    def current(self) -> dict[str, _Snapshot]:
+    def current(self) -> dict[str, _Stored]:
         """Fresh snapshots of live sandboxes by id; drops the others. Nothing while the
         store cannot say which sandboxes live (a deleted one's series must not linger);
         the scrape still serves the gateway's own metrics."""

@@ -16,6 +16,7 @@ import functools
 import logging
 import os
 import signal
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -56,6 +57,9 @@ SHIP_INTERVAL = 0.5
 LONG_POLL_SECONDS = 25.0
 STOP_GRACE = 5.0
 MAX_LINE = 16 * 1024
+METRICS_RETRY = 600.0
+"""After the gateway refuses a metrics snapshot: how long heartbeats go without one before
+the supervisor offers it again (the gateway may have been upgraded meanwhile)."""
 # How long proxy workers may take to apply a config (an orphan's empty one, or a new
 # revision) before the supervisor goes on: the teardown, or reporting the revision applied.
 WORKERS_SETTLE = 5.0
@@ -81,7 +85,8 @@ class Supervisor:
         # (--metrics-listen).
         self._registry = CollectorRegistry()
         self._metrics_server: Any = None
-        self._send_metrics = True  # a snapshot of the registry rides on every heartbeat
+        # A snapshot of the registry rides on every heartbeat from this (monotonic) time on.
+        self._metrics_from = 0.0
         self._engine = GrantEngine(
             self._identity,
             client=TokenEndpointClient(extra_ca_pem=_read_ca(options)),
@@ -406,7 +411,8 @@ class Supervisor:
         """Report the applied revision and the sandbox's conditions (every heartbeat carries
         them all: a condition a heartbeat leaves out is gone from the gateway's view)."""
         conditions = [self._shipper.condition()]
-        metrics = snapshot(self._registry) if self._send_metrics else None
+        sending = time.monotonic() >= self._metrics_from
+        metrics = snapshot(self._registry) if sending else None
         try:
             try:
                 await self._client.heartbeat(revision, conditions=conditions, metrics=metrics)
@@ -414,9 +420,14 @@ class Supervisor:
                 if metrics is None or exc.status != 422:
                     raise
                 # A gateway that predates sandbox metrics (or refuses this snapshot): the
-                # heartbeat matters more; stop sending metrics for this supervisor's life.
-                self._send_metrics = False
-                log.warning("the gateway refused the metrics snapshot, not sending it: %s", exc)
+                # heartbeat matters more; leave the metrics out for a while.
+                self._metrics_from = time.monotonic() + METRICS_RETRY
+                log.warning(
+                    "the gateway refused the metrics snapshot; heartbeats go without it for "
+                    "%.0f s: %s",
+                    METRICS_RETRY,
+                    exc,
+                )
                 await self._client.heartbeat(revision, conditions=conditions)
         except SupervisorClientError as exc:
             if exc.sandbox_gone:

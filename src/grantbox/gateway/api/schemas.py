@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from grantbox.gateway.sandbox_metrics import Series, parse
+from grantbox.gateway.sandbox_metrics import Snapshot, read_snapshot
 
 
 class _Body(BaseModel):
@@ -86,20 +86,20 @@ class Heartbeat(_Body):
     error: str = Field(default="", max_length=4000)
     conditions: list[ConditionReport] = Field(default_factory=list, max_length=8)
     # The supervisor's metrics snapshot (absent from older supervisors); checked by
-    # grantbox.gateway.sandbox_metrics.parse, which keeps the result in ``_series``.
+    # grantbox.gateway.sandbox_metrics.read_snapshot, which keeps the result in ``_snapshot``.
     metrics: list[Any] | None = None
-    _series: tuple[Series, ...] | None = PrivateAttr(default=None)
+    _snapshot: Snapshot | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
-    def _snapshot(self) -> Heartbeat:
+    def _read_metrics(self) -> Heartbeat:
         if self.metrics is not None:
-            self._series = parse(self.metrics)
+            self._snapshot = read_snapshot(self.metrics)
         return self
 
     @property
-    def series(self) -> tuple[Series, ...] | None:
-        """The snapshot's series, or None when the heartbeat carried none."""
-        return self._series
+    def snapshot(self) -> Snapshot | None:
+        """The metrics snapshot as read, or None when the heartbeat carried none."""
+        return self._snapshot
 
     @field_validator("conditions")
     @classmethod

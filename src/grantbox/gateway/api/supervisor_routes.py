@@ -118,8 +118,8 @@ async def supervisor_heartbeat(
         gateway.sandboxes.heartbeat, sandbox_id, body.applied_revision, body.error, conditions
     )
     view = await _for_live_sandbox(gateway.sandboxes.get_by_id, sandbox_id)
-    if body.series is not None:
-        gateway.sandbox_metrics.put(sandbox_id, view.name, body.series)
+    if body.snapshot is not None:
+        gateway.sandbox_metrics.put(sandbox_id, view.name, body.snapshot)
     return {
         "revision": view.revision,
         "phase": view.phase.value,
