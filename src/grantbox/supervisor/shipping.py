@@ -94,7 +94,10 @@ def encoded_events(lines: bytes, limit: int = MAX_EVENT_BYTES) -> tuple[list[Shi
     """``(events, malformed)``: JSON lines encoded by :func:`event_json` (a proxy
     worker's batch) as shippable events, each whole as its bytes when it fits ``limit``
     (the size :func:`bounded_event` measures), else parsed and bounded; and how many lines
-    were not a JSON object (not shipped: one would break its whole batch)."""
+    were not a JSON object (not shipped: one would break its whole batch). Lines are only
+    checked for an object's shape, not parsed: one shaped so but broken inside (no
+    encoder of ours writes one) has its batch refused by the gateway, and the shipper
+    splits that batch down to the line and drops it, counted."""
     events: list[Shippable] = []
     malformed = 0
     for line in lines.split(b"\n"):
