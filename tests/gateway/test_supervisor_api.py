@@ -21,6 +21,7 @@ from grantbox.gateway import GatewayServer
 from grantbox.gateway.auth import SupervisorTokenIssuer
 from grantbox.proxy import event_json
 from grantbox.supervisor import SupervisorClient, SupervisorClientError
+from grantbox.supervisor.shipper import Shipper
 from tests.support.gateway_driver import RecordingDriver
 from tests.support.gateway_server import GatewayCli, gateway_settings, grant_profile, serving
 
@@ -185,6 +186,27 @@ def test_events_already_encoded_are_stored_as_sent_beside_mapped_ones(
     stored = [json.loads(line) for line in lines]
     assert [(event["kind"], event["data"]["n"]) for event in stored] == [("http", 1), ("http", 2)]
     assert stored[0]["data"]["url"] == "\u00e9"
+
+
+def test_an_encoded_event_broken_inside_is_dropped_alone_by_the_real_gateways_refusal(
+    server: GatewayServer, gw: GatewayCli, boxes: tuple[SandboxSpec, SandboxSpec]
+) -> None:
+    """Encoded events are checked only for an object's shape: one broken inside makes the
+    gateway refuse its batch, and the shipper splits the batch down to it and drops it."""
+    a, _ = boxes
+
+    async def scenario() -> Shipper:
+        async with SupervisorClient(a.gateway_url, a.sandbox_id, a.supervisor_token) as client:
+            shipper = Shipper({"events": client.ship_events, "logs": client.ship_logs})
+            good = [event_json({"kind": "http", "n": n}) for n in range(4)]
+            shipper.encoded_events(b"\n".join([*good[:2], b'{"kind": "http", "n": }', *good[2:]]))
+            await shipper.ship_once()
+            return shipper
+
+    shipper = asyncio.run(scenario())
+    assert shipper.refused_items["events"] == 1 and shipper.queued("events") == 0
+    lines = gw.ok("sandbox", "events", "box-a", "-o", "json").stdout.splitlines()
+    assert [json.loads(line)["data"]["n"] for line in lines] == [0, 1, 2, 3]
 
 
 class _TestSupervisor:
