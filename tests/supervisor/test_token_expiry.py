@@ -16,6 +16,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import jwt
 import pytest
@@ -63,6 +64,7 @@ class Watched:
         assert directory is not None
         self.directory = directory
         self.log = ""
+        self._log_file: BinaryIO | None = None
         self.expires_at = 0
         self.grants_at_orphan: int | None = None
         self.upstream_at_orphan: int | None = None
@@ -82,9 +84,18 @@ class Watched:
         )
 
     def poll(self) -> bool:
-        """True once the supervisor is gone; records what it said and when."""
+        """True once the supervisor is gone; records what it said and when.
+
+        The log is read through a descriptor kept open: the teardown removes the file
+        moments after the supervisor's last line, and a file opened again on every poll
+        could be gone before that line was read."""
         try:
-            self.log = (self.directory / LOG_FILE).read_text(errors="replace")
+            if self._log_file is None:
+                self._log_file = (self.directory / LOG_FILE).open("rb")
+            self.log += self._log_file.read().decode(errors="replace")
+        except OSError:
+            pass
+        try:
             token = (self.directory / TOKEN_FILE).read_text().strip()
             claims = jwt.decode(token, options={"verify_signature": False})
             self.expires_at = max(self.expires_at, int(claims["exp"]))
@@ -93,7 +104,12 @@ class Watched:
         if ORPHAN_LINE in self.log and self.grants_at_orphan is None:
             self.grants_at_orphan = self.grants()
             self.upstream_at_orphan = self.authorized()
-        return self.sandbox_id not in self.stack.driver.sandbox_ids()
+        gone = self.sandbox_id not in self.stack.driver.sandbox_ids()
+        if gone and self._log_file is not None:
+            self.log += self._log_file.read().decode(errors="replace")
+            self._log_file.close()
+            self._log_file = None
+        return gone
 
 
 async def test_a_supervisor_that_cannot_renew_its_token_tears_the_sandbox_down(
