@@ -37,12 +37,13 @@ demo: $(STAMP)
 
 # Never part of `make test` (tests do not measure time). bench/compare.py puts grantbox side by
 # side with nginx direct, squid, tinyproxy and mitmproxy (it installs them itself, runs them on
-# free loopback ports; about 4 minutes); then the grant-cache and Python-client proxy benchmarks.
+# free loopback ports; about 4 minutes); then the grant-cache, event-ingest and Python-client
+# proxy benchmarks.
 # COMPARE_ARGS="--seconds 10 --rounds 5" (or --only http,tls,idle, --no-sandbox) tunes it.
 COMPARE_ARGS ?=
 bench: $(STAMP)
 	@echo "== bench/compare.py $(COMPARE_ARGS)"; $(BIN)/python bench/compare.py $(COMPARE_ARGS)
-	@for b in bench/grants.py bench/proxy.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	@for b in bench/grants.py bench/ingest.py bench/proxy.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 # Pins every dependency (all extras, with hashes) in constraints.txt, and the images' subsets
 # in deploy/images/*.lock, from the ranges in pyproject.toml. Run after editing dependencies;
