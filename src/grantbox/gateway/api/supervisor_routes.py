@@ -10,16 +10,19 @@ missing exec id stays a plain ``not_found``.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import orjson
 from anyio import to_thread
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 
 from grantbox.gateway.errors import Busy, NotFound, SandboxGone
 from grantbox.gateway.exec_relay import Delivery
+from grantbox.gateway.shipped_events import BatchRefused, read_shipped
 from grantbox.profiles import EffectiveConfig
 
 from .auth_deps import Supervisor, own_sandbox
@@ -137,13 +140,31 @@ async def supervisor_logs(
     return {"accepted": count}
 
 
-@router.post("/sandboxes/{sandbox_id}/events")
+@router.post(
+    "/sandboxes/{sandbox_id}/events",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": EventBatch.model_json_schema()}},
+        }
+    },
+)
 async def supervisor_events(
-    request: Request, sandbox_id: str, claims: Supervisor, body: EventBatch
+    request: Request, sandbox_id: str, claims: Supervisor
 ) -> dict[str, int]:
+    """Store a batch of OCSF events (``EventBatch``), each as the JSON text it arrived as
+    (:mod:`grantbox.gateway.shipped_events`); a batch that is not one is a 422 and stores
+    nothing."""
     own_sandbox(claims, sandbox_id)
+    try:
+        events = read_shipped(await request.body(), time.time())
+    except BatchRefused as refused:
+        where = ("body", *refused.where.split(".")[:2]) if refused.where != "body" else ("body",)
+        raise RequestValidationError(
+            [{"loc": where, "msg": refused.message, "type": "value_error"}]
+        ) from None
     count = await _for_live_sandbox(
-        gateway_of(request).sandboxes.append_events, sandbox_id, body.events
+        gateway_of(request).sandboxes.append_shipped, sandbox_id, events
     )
     return {"accepted": count}
 

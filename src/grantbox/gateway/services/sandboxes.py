@@ -14,7 +14,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-import orjson
 from pydantic import ValidationError
 from sqlalchemy import Table, delete, func, insert, select
 from sqlalchemy.orm import Session
@@ -41,6 +40,7 @@ from grantbox.gateway.errors import (
     Unavailable,
 )
 from grantbox.gateway.phase import Phase, SandboxFacts, derive_phase
+from grantbox.gateway.shipped_events import StoredEvent, plausible_time, stored_event
 from grantbox.gateway.storage import (
     AttachmentRow,
     EventRow,
@@ -137,27 +137,6 @@ def parse_policy(data: Mapping[str, Any] | None) -> SandboxPolicy | None:
     return policy
 
 
-def plausible_time(seconds: Any, now: float) -> float:
-    """A reported time (epoch seconds) unless missing or implausible (more than a day off
-    the gateway's clock); then the time it arrived."""
-    plausible = (
-        isinstance(seconds, int | float)
-        and not isinstance(seconds, bool)
-        and abs(float(seconds) - now) <= 86_400
-    )
-    return float(seconds) if plausible else now
-
-
-def event_time(event: Mapping[str, Any], now: float) -> float:
-    """When an event happened: its ``ts`` (seconds) or OCSF ``time`` (milliseconds)."""
-    if "ts" in event:
-        return plausible_time(event["ts"], now)
-    millis = event.get("time")
-    if isinstance(millis, int | float) and not isinstance(millis, bool):
-        return plausible_time(millis / 1000.0, now)
-    return now
-
-
 def _keep_newest(
     session: Session, model: type[LogRow] | type[EventRow], sandbox_id: str, keep: int
 ) -> None:
@@ -183,18 +162,6 @@ def _insert(
         # about as much again per row in bookkeeping these plain rows do not need.
         table = cast(Table, model.__table__)
         session.connection().execute(insert(table), rows)
-
-
-def _event_data(item: Mapping[str, Any], kind: str) -> str:
-    """The event as stored: whole, or (when larger than the bound) a record saying so.
-    Never JSON cut in the middle, which would break every later read of the events."""
-    try:  # orjson: every proxied request's event passes here
-        data = orjson.dumps(item, default=str, option=orjson.OPT_SORT_KEYS).decode()
-    except TypeError:  # beyond orjson (an integer past 64 bits, a key not a string)
-        data = json.dumps(item, sort_keys=True, default=str)
-    if len(data) <= MAX_LOG_MESSAGE:
-        return data
-    return json.dumps({"kind": kind, "truncated": True, "size": len(data)})
 
 
 class SandboxService:
@@ -533,23 +500,22 @@ class SandboxService:
         return len(lines)
 
     def append_events(self, sandbox_id: str, events: Sequence[Mapping[str, Any]]) -> int:
+        """Store events given as mappings (each encoded once); see :meth:`append_shipped`."""
+        now = time.time()
+        return self.append_shipped(sandbox_id, [stored_event(item, now) for item in events])
+
+    def append_shipped(self, sandbox_id: str, events: Sequence[StoredEvent]) -> int:
+        """Store a batch of events as read from a supervisor's shipment (their text as
+        sent), and trim the sandbox's events to its retention."""
         if len(events) > MAX_LOG_LINES_PER_CALL:
             raise InvalidRequest(f"at most {MAX_LOG_LINES_PER_CALL} events per call")
-        now = time.time()
         with self._store.write() as session:
             if session.get(SandboxRow, sandbox_id) is None:
                 raise NotFound("sandbox not found")
-            rows = []
-            for item in events:
-                kind = str(item.get("kind") or "event")[:64]
-                rows.append(
-                    {
-                        "sandbox_id": sandbox_id,
-                        "ts": event_time(item, now),
-                        "kind": kind,
-                        "data": _event_data(item, kind),
-                    }
-                )
+            rows = [
+                {"sandbox_id": sandbox_id, "ts": e.ts, "kind": e.kind, "data": e.data}
+                for e in events
+            ]
             _insert(session, EventRow, rows)
             # Every proxied request yields events: keep them bounded like the logs.
             _keep_newest(session, EventRow, sandbox_id, self.log_retention)
