@@ -259,6 +259,21 @@ async def _tls_pool(
         yield _Running(pool, f"http://127.0.0.1:{pool.tcp_address[1]}", ca_file)
 
 
+@contextlib.asynccontextmanager
+async def _plain_pool(
+    engine: GrantEngine, upstream: RecordingUpstream, *, workers: int
+) -> AsyncIterator[tuple[ProxyPool, CollectorRegistry]]:
+    """A started pool whose policy allows ``alpha.localhost`` on ``upstream`` (no grant),
+    with its metrics registry."""
+    config = make_config(policy=[endpoint("alpha.localhost", upstream.port, allowed_ips=LOOPBACK)])
+    registry = CollectorRegistry()
+    pool = ProxyPool(config, engine, workers=workers, events=_Events(), registry=registry)
+    async with pool:
+        await pool.start(tcp=("127.0.0.1", 0))
+        assert pool.tcp_address is not None
+        yield pool, registry
+
+
 class _Events(list[dict[str, Any]]):
     def __call__(self, event: dict[str, Any]) -> None:
         self.append(event)
@@ -385,14 +400,7 @@ async def test_a_worker_that_dies_is_replaced_and_its_counts_are_kept(
     plain_upstream: RecordingUpstream,
     no_stray_workers: None,
 ) -> None:
-    config = make_config(
-        policy=[endpoint("alpha.localhost", plain_upstream.port, allowed_ips=LOOPBACK)]
-    )
-    registry = CollectorRegistry()
-    pool = ProxyPool(config, engine, workers=2, events=_Events(), registry=registry)
-    async with pool:
-        await pool.start(tcp=("127.0.0.1", 0))
-        assert pool.tcp_address is not None
+    async with _plain_pool(engine, plain_upstream, workers=2) as (pool, registry):
         proxy = f"http://127.0.0.1:{pool.tcp_address[1]}"
         url = f"http://alpha.localhost:{plain_upstream.port}/x"
         for _ in range(4):
@@ -419,14 +427,7 @@ async def test_with_no_worker_alive_an_agent_gets_a_clear_503_until_one_is_back(
     """Between a crash and its replacement nothing can serve: the connection is answered
     ``connection_limit_reached`` at once (never left hanging), counted, and the next
     worker serves again."""
-    config = make_config(
-        policy=[endpoint("alpha.localhost", plain_upstream.port, allowed_ips=LOOPBACK)]
-    )
-    registry = CollectorRegistry()
-    pool = ProxyPool(config, engine, workers=1, events=_Events(), registry=registry)
-    async with pool:
-        await pool.start(tcp=("127.0.0.1", 0))
-        assert pool.tcp_address is not None
+    async with _plain_pool(engine, plain_upstream, workers=1) as (pool, registry):
         [victim] = pool.worker_pids
         os.kill(victim, signal.SIGKILL)
         await _wait_for(lambda: pool.worker_pids == [])  # replaced only after a backoff
