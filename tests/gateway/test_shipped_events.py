@@ -77,6 +77,13 @@ def test_the_proxys_events_are_stored_byte_for_byte() -> None:
     assert row == (NOW + 0.005, "http", event_json(event).decode())
 
 
+@pytest.mark.parametrize("field", ["time", "ts"])
+def test_a_time_past_any_float_is_taken_as_arrival_not_an_error(field: str) -> None:
+    body = b'{"events": [{"kind": "http", "%s": 1%s}]}' % (field.encode(), b"0" * 400)
+    [row] = read_shipped(body, NOW)
+    assert row.ts == NOW and json.loads(row.data)[field] == 10**400
+
+
 def test_a_larger_event_is_stored_as_a_record_saying_so() -> None:
     event = {"kind": "http", "pad": "x" * MAX_DATA}
     [row] = read_shipped(_batch([event]), NOW)

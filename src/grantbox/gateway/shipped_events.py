@@ -43,28 +43,34 @@ class BatchRefused(ValueError):
         self.message = message
 
 
+_NUMBERS = (int, float)  # a tuple: ``int | float`` would build a union on every call
+
+
 def plausible_time(seconds: Any, now: float) -> float:
     """A reported time (epoch seconds) unless missing or implausible (more than a day off
     the gateway's clock); then the time it arrived."""
-    plausible = (
-        isinstance(seconds, int | float)
-        and not isinstance(seconds, bool)
-        and abs(float(seconds) - now) <= DAY
-    )
-    return float(seconds) if plausible else now
+    if type(seconds) is bool or not isinstance(seconds, _NUMBERS):
+        return now
+    try:
+        return float(seconds) if abs(seconds - now) <= DAY else now
+    except OverflowError:  # an integer past any float (JSON allows any number of digits)
+        return now
 
 
-def _when(ts: Any, millis: Any, now: float, *, has_ts: bool) -> float:
+def _when(ts: Any, millis: Any, now: float, has_ts: bool) -> float:
     if has_ts:
         return plausible_time(ts, now)
-    if isinstance(millis, int | float) and not isinstance(millis, bool):
+    if type(millis) is bool or not isinstance(millis, _NUMBERS):
+        return now
+    try:
         return plausible_time(millis / 1000.0, now)
-    return now
+    except OverflowError:  # an integer past any float
+        return now
 
 
 def event_time(event: Mapping[str, Any], now: float) -> float:
     """When an event happened: its ``ts`` (seconds) or OCSF ``time`` (milliseconds)."""
-    return _when(event.get("ts"), event.get("time"), now, has_ts="ts" in event)
+    return _when(event.get("ts"), event.get("time"), now, "ts" in event)
 
 
 def _kind(value: Any) -> str:
@@ -122,14 +128,7 @@ def read_shipped(body: bytes, now: float) -> list[StoredEvent]:
             text = bytes(raw).decode("utf-8")
         except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
             raise BatchRefused(f"events.{index}", "must be a JSON object") from None
-        kind = row.kind if type(row.kind) is str and 0 < len(row.kind) <= MAX_KIND else None
-        kind = kind or _kind(row.kind)
-        millis = row.time
-        if row.ts is unset and type(millis) is int and abs(millis / 1000.0 - now) <= DAY:
-            ts = millis / 1000.0  # the proxy's events: OCSF time in milliseconds
-        else:
-            ts = _when(row.ts, millis, now, has_ts=row.ts is not unset)
-        if len(text) > MAX_DATA:
-            text = _bounded(text, kind)
-        stored.append(StoredEvent(ts, kind, text))
+        kind = _kind(row.kind)
+        ts = _when(row.ts, row.time, now, row.ts is not unset)
+        stored.append(StoredEvent(ts, kind, _bounded(text, kind)))
     return stored

@@ -40,7 +40,12 @@ from grantbox.gateway.errors import (
     Unavailable,
 )
 from grantbox.gateway.phase import Phase, SandboxFacts, derive_phase
-from grantbox.gateway.shipped_events import StoredEvent, plausible_time, stored_event
+from grantbox.gateway.shipped_events import (
+    MAX_DATA,
+    StoredEvent,
+    plausible_time,
+    stored_event,
+)
 from grantbox.gateway.storage import (
     AttachmentRow,
     EventRow,
@@ -64,7 +69,7 @@ from .lookup import attached_providers, resolve_profiles, sandbox_by_name
 MAX_COMMAND_ARGS = 256
 CREATE_ATTEMPTS = 8
 MAX_LOG_LINES_PER_CALL = 1000
-MAX_LOG_MESSAGE = 16_384
+MAX_LOG_MESSAGE = MAX_DATA  # a log line's text at most, as an event's
 LOG_RETENTION = 10_000
 MAX_PAGE = LOG_RETENTION  # one answer never holds more than a sandbox keeps
 
