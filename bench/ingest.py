@@ -1,15 +1,16 @@
 """What storing a sandbox's events costs the gateway, next to the floor of its storage.
 
 A sandbox's supervisor ships one OCSF event for every request its proxy serves, in batches
-of up to 1,000; the gateway parses each batch, stores one row per event and trims the
-sandbox's events to its retention. On the sandbox path that is the work a standalone proxy
+of up to 1,000; the gateway parses each batch, stores it as one row and trims the sandbox's
+events to its retention. On the sandbox path that is the work a standalone proxy
 does not do (README, Performance). Two figures, side by side in one run:
 
 * *gateway*: a real gateway (HTTP, FastAPI, SQLite in WAL mode) on loopback, sent batches
   of 1,000 copies of a typical proxy event (about 950 bytes) with a supervisor token; the
   CPU time of the gateway's threads (its event loop and its storage threads) per event;
 * *floor*: the same batch read and stored by the gateway's own code called directly, phase
-  by phase (reading the batch into rows, INSERT, retention trim, commit).
+  by phase (reading the batch, packing it into a row, INSERT with the retention trim,
+  commit).
 
 The difference is what HTTP, FastAPI, validation and threads add. Bounded: a fixed number
 of batches, a few seconds.
@@ -33,14 +34,14 @@ import httpx
 from tests.support.gateway_driver import RecordingDriver
 from tests.support.gateway_server import GatewayCli, gateway_settings, grant_profile, serving
 
-from grantbox.gateway.services.sandboxes import _insert, _keep_newest
+from grantbox.gateway.event_batches import pack
 from grantbox.gateway.shipped_events import read_shipped
-from grantbox.gateway.storage import EventRow, SandboxRow
+from grantbox.gateway.storage import SandboxRow, append_batch
 from grantbox.heap import settle
 from grantbox.proxy import event_json
 
 BATCH = 1000
-PHASES = ("read", "insert", "trim", "commit")
+PHASES = ("read", "pack", "store", "commit")
 
 
 def typical_event(sandbox_id: str) -> dict[str, object]:
@@ -127,26 +128,20 @@ def storage_floor(batches: int, root: Path) -> dict[str, float]:
     for index in range(batches + 5):
         started = clock()
         events = read_shipped(body, time.time())
+        read = clock()
+        packed = pack(events)
+        packed_at = clock()
         with store.write() as session:
-            read = clock()
-            session.get(SandboxRow, sandbox_id)
-            rows = [
-                {"sandbox_id": sandbox_id, "ts": e.ts, "kind": e.kind, "data": e.data}
-                for e in events
-            ]
-            built = clock()
-            _insert(session, EventRow, rows)
-            inserted = clock()
-            _keep_newest(session, EventRow, sandbox_id, service.log_retention)
-            trimmed = clock()
+            session.get(SandboxRow, sandbox_id, with_for_update=True)
+            append_batch(session, sandbox_id, packed, service.log_retention)
+            stored = clock()
         committed = clock()
         if index >= 5:
             for phase, seconds in zip(
                 PHASES,
-                (read - started + built - read, inserted - built, trimmed - inserted,
-                 committed - trimmed),
+                (read - started, packed_at - read, stored - packed_at, committed - stored),
                 strict=True,
-            ):  # fmt: skip
+            ):
                 spent[phase] += seconds
     store.close()
     return {phase: 1e6 * seconds / (batches * BATCH) for phase, seconds in spent.items()}

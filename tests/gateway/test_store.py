@@ -6,7 +6,9 @@ in-process lock, so only the database's ``resource_version`` guard keeps them ho
 
 from __future__ import annotations
 
+import json
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,11 +29,14 @@ from grantbox.gateway.services import ProfileService, ProviderService, SandboxSe
 from grantbox.gateway.storage import (
     AttachmentRow,
     Base,
+    EventBatchRow,
+    EventTextRow,
     LogRow,
     ProfileRow,
     ProviderRow,
     SandboxRow,
     Store,
+    make_engine,
     migrate,
 )
 from grantbox.gateway.storage.database import alembic_config
@@ -306,6 +311,150 @@ def test_events_keep_the_newest_of_each_sandbox(replicas: tuple[Replica, Replica
         a.sandboxes.append_events(one, [{"kind": "http", "n": i}])
     assert [e["data"]["n"] for e in a.sandboxes.event_page(one).items] == [6, 7, 8, 9]
     assert len(a.sandboxes.event_page(two).items) == 2
+
+
+def _events(count: int, start: int = 0) -> list[dict[str, Any]]:
+    return [{"kind": "http", "n": start + i} for i in range(count)]
+
+
+def test_events_are_numbered_without_gaps_and_paged_across_batches(
+    replicas: tuple[Replica, Replica],
+) -> None:
+    a, b = replicas
+    a.sandboxes.create("one", [], None, [])
+    a.sandboxes.create("two", [], None, [])
+    one, two = a.sandboxes.get("one").id, a.sandboxes.get("two").id
+    a.sandboxes.append_events(one, _events(3))
+    a.sandboxes.append_events(two, _events(2, 100))
+    b.sandboxes.append_events(one, _events(4, 3))  # another replica continues the numbering
+    a.sandboxes.append_events(one, [])
+    page = a.sandboxes.event_page(one)
+    assert [(e["seq"], e["data"]["n"]) for e in page.items] == [(n + 1, n) for n in range(7)]
+    assert [e["seq"] for e in a.sandboxes.event_page(two).items] == [1, 2]
+    assert [e["seq"] for e in a.sandboxes.event_page(one, after=2, limit=3).items] == [3, 4, 5]
+    tail = a.sandboxes.event_page(one, after=1, tail=2)
+    assert ([e["seq"] for e in tail.items], tail.omitted) == ([6, 7], 4)
+    assert a.sandboxes.event_page(one, after=7).items == []
+
+
+def test_events_since_a_time_are_chosen_one_by_one_inside_a_batch(
+    replicas: tuple[Replica, Replica],
+) -> None:
+    a, _ = replicas
+    a.sandboxes.create("one", [], None, [])
+    one = a.sandboxes.get("one").id
+    now = time.time()
+    a.sandboxes.append_events(one, [{"kind": "http", "ts": now - 60 + i} for i in range(10)])
+    page = a.sandboxes.event_page(one, since=now - 53)
+    assert [e["seq"] for e in page.items] == [8, 9, 10]
+    assert [e["data"]["ts"] for e in page.items] == [now - 53, now - 52, now - 51]
+
+
+def test_event_retention_cuts_inside_a_batch(replicas: tuple[Replica, Replica]) -> None:
+    a, _ = replicas
+    a.sandboxes.log_retention = 2500
+    a.sandboxes.create("one", [], None, [])
+    one = a.sandboxes.get("one").id
+    for start in (0, 1000, 2000):
+        a.sandboxes.append_events(one, _events(1000, start))
+    kept = a.sandboxes.event_page(one).items
+    assert (len(kept), kept[0]["seq"], kept[-1]["seq"]) == (2500, 501, 3000)
+    assert kept[0]["data"]["n"] == 500
+    a.sandboxes.append_events(one, _events(1000, 3000))
+    kept = a.sandboxes.event_page(one).items
+    assert (len(kept), kept[0]["seq"], kept[-1]["seq"]) == (2500, 1501, 4000)
+    with a.store.read() as session:  # whole batches left the store, the cut one stayed
+        assert session.scalar(select(func.count()).select_from(EventBatchRow)) == 3
+        assert session.scalar(select(func.count()).select_from(EventTextRow)) == 3
+    a.sandboxes.log_retention = 0  # nothing kept, yet the numbering goes on
+    a.sandboxes.append_events(one, _events(2))
+    assert a.sandboxes.event_page(one).items == []
+    a.sandboxes.log_retention = 10
+    a.sandboxes.append_events(one, _events(1))
+    assert [e["seq"] for e in a.sandboxes.event_page(one).items] == [4003]
+
+
+def test_two_replicas_appending_to_one_sandbox_never_share_a_number(
+    postgres_url: str, key: bytes
+) -> None:
+    reset_database(postgres_url)
+    a, b = Replica(postgres_url, key), Replica(postgres_url, key)
+    try:
+        a.sandboxes.create("one", [], None, [])
+        one = a.sandboxes.get("one").id
+        barrier = threading.Barrier(2)
+
+        def ship(replica: Replica) -> None:
+            barrier.wait()
+            for _ in range(25):
+                replica.sandboxes.append_events(one, _events(3))
+
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(ship, [a, b]))
+        seqs = [e["seq"] for e in a.sandboxes.event_page(one).items]
+        assert seqs == list(range(1, 151))
+    finally:
+        a.store.close()
+        b.store.close()
+
+
+def test_stored_events_survive_the_move_to_batches_with_their_numbers(db_url: str) -> None:
+    from alembic import command
+
+    store = Store(make_engine(db_url))
+    config = alembic_config(store.engine)
+    with store.engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0004_followup")
+    with store.engine.begin() as connection:
+        for sandbox_id in ("s1", "s2"):
+            connection.execute(
+                text(
+                    "INSERT INTO sandboxes (id, name, policy, command, resource_version,"
+                    " created_at, updated_at) VALUES (:id, :id, '', '[]', 1, 0, 0)"
+                ),
+                {"id": sandbox_id},
+            )
+        for seq, sandbox_id in [(1, "s1"), (2, "s2"), (3, "s1"), (7, "s1")]:
+            connection.execute(
+                text(
+                    "INSERT INTO sandbox_events (seq, sandbox_id, ts, kind, data)"
+                    " VALUES (:seq, :sid, :ts, :kind, :data)"
+                ),
+                {
+                    "seq": seq,
+                    "sid": sandbox_id,
+                    "ts": 1_700_000_000.0 + seq,
+                    "kind": 'it\'s "quoted"',
+                    "data": json.dumps({"n": seq, "text": "ünï\n"}),
+                },
+            )
+    migrate(store.engine)
+    service = SandboxService(store, Catalog(load_builtins()), ChangeFeed(), stale_after=30)
+    items = service.event_page("s1").items
+    assert [(e["seq"], e["data"]["n"], e["kind"]) for e in items] == [
+        (1, 1, 'it\'s "quoted"'),
+        (3, 3, 'it\'s "quoted"'),
+        (7, 7, 'it\'s "quoted"'),
+    ]
+    assert items[0]["data"]["text"] == "ünï\n"
+    assert items[0]["time"].startswith("2023-11-14T22:13:2")
+    assert [e["seq"] for e in service.event_page("s1", after=3).items] == [7]
+    service.append_events("s1", _events(2))
+    assert [e["seq"] for e in service.event_page("s1", after=3).items] == [7, 8, 9]
+    assert [e["seq"] for e in service.event_page("s2").items] == [2]
+
+    with store.engine.begin() as connection:  # and back: one row per kept event
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0004_followup")
+    with store.engine.connect() as connection:
+        rows = connection.execute(
+            text("SELECT sandbox_id, kind, data FROM sandbox_events ORDER BY seq")
+        ).all()
+    assert [(r.sandbox_id, json.loads(r.data).get("n")) for r in rows] == [
+        ("s1", 1), ("s1", 3), ("s1", 7), ("s1", 0), ("s1", 1), ("s2", 2)
+    ]  # fmt: skip
+    store.close()
 
 
 def test_stores_opened_together_migrate_once(db_url: str) -> None:

@@ -39,6 +39,7 @@ from grantbox.gateway.errors import (
     StaleVersion,
     Unavailable,
 )
+from grantbox.gateway.event_batches import pack
 from grantbox.gateway.phase import Phase, SandboxFacts, derive_phase
 from grantbox.gateway.shipped_events import (
     MAX_DATA,
@@ -48,11 +49,12 @@ from grantbox.gateway.shipped_events import (
 )
 from grantbox.gateway.storage import (
     AttachmentRow,
-    EventRow,
     LogRow,
     SandboxRow,
     SandboxStatusRow,
     Store,
+    append_batch,
+    read_page,
 )
 from grantbox.gateway.timestamps import rfc3339, rfc3339_or_none
 from grantbox.profiles import (
@@ -142,31 +144,17 @@ def parse_policy(data: Mapping[str, Any] | None) -> SandboxPolicy | None:
     return policy
 
 
-def _keep_newest(
-    session: Session, model: type[LogRow] | type[EventRow], sandbox_id: str, keep: int
-) -> None:
-    """Delete all but the newest ``keep`` rows of one sandbox's logs or events."""
+def _keep_newest_logs(session: Session, sandbox_id: str, keep: int) -> None:
+    """Delete all but the newest ``keep`` lines of one sandbox's logs."""
     cutoff = session.scalar(
-        select(model.seq)
-        .where(model.sandbox_id == sandbox_id)
-        .order_by(model.seq.desc())
+        select(LogRow.seq)
+        .where(LogRow.sandbox_id == sandbox_id)
+        .order_by(LogRow.seq.desc())
         .offset(keep)
         .limit(1)
     )
     if cutoff is not None:
-        session.execute(delete(model).where(model.sandbox_id == sandbox_id, model.seq <= cutoff))
-
-
-def _insert(
-    session: Session, model: type[LogRow] | type[EventRow], rows: list[dict[str, Any]]
-) -> None:
-    """Rows as one executemany, not one ORM object each: a sandbox ships an event for
-    every request its proxy serves, and the unit of work cost several times the INSERT."""
-    if rows:
-        # The table's INSERT on the session's connection: the ORM's bulk path would cost
-        # about as much again per row in bookkeeping these plain rows do not need.
-        table = cast(Table, model.__table__)
-        session.connection().execute(insert(table), rows)
+        session.execute(delete(LogRow).where(LogRow.sandbox_id == sandbox_id, LogRow.seq <= cutoff))
 
 
 class SandboxService:
@@ -499,8 +487,10 @@ class SandboxService:
                         "truncated": bool(line.get("truncated")) or len(message) > MAX_LOG_MESSAGE,
                     }
                 )
-            _insert(session, LogRow, rows)
-            _keep_newest(session, LogRow, sandbox_id, self.log_retention)
+            if rows:
+                # Core INSERT as one executemany: no unit-of-work bookkeeping per line.
+                session.connection().execute(insert(cast(Table, LogRow.__table__)), rows)
+            _keep_newest_logs(session, sandbox_id, self.log_retention)
         self.records.notify()
         return len(lines)
 
@@ -511,19 +501,16 @@ class SandboxService:
 
     def append_shipped(self, sandbox_id: str, events: Sequence[StoredEvent]) -> int:
         """Store a batch of events as read from a supervisor's shipment (their text as
-        sent), and trim the sandbox's events to its retention."""
+        sent) as one row, and trim the sandbox's events to its retention."""
         if len(events) > MAX_LOG_LINES_PER_CALL:
             raise InvalidRequest(f"at most {MAX_LOG_LINES_PER_CALL} events per call")
         with self._store.write() as session:
-            if session.get(SandboxRow, sandbox_id) is None:
+            # Locked (on PostgreSQL) so that two replicas cannot number events alike.
+            if session.get(SandboxRow, sandbox_id, with_for_update=True) is None:
                 raise NotFound("sandbox not found")
-            rows = [
-                {"sandbox_id": sandbox_id, "ts": e.ts, "kind": e.kind, "data": e.data}
-                for e in events
-            ]
-            _insert(session, EventRow, rows)
-            # Every proxied request yields events: keep them bounded like the logs.
-            _keep_newest(session, EventRow, sandbox_id, self.log_retention)
+            if events:
+                # Every proxied request yields events: keep them bounded like the logs.
+                append_batch(session, sandbox_id, pack(events), self.log_retention)
         self.records.notify()
         return len(events)
 
@@ -531,9 +518,8 @@ class SandboxService:
         with self._store.read() as session:
             return sandbox_by_name(session, name).id
 
-    def _page(
+    def _log_rows(
         self,
-        model: type[LogRow] | type[EventRow],
         sandbox_id: str,
         *,
         after: int,
@@ -541,20 +527,20 @@ class SandboxService:
         tail: int | None,
         limit: int,
     ) -> tuple[list[Any], int]:
-        """Rows after ``after`` (and at or after ``since``): with ``tail``, the newest
+        """Log lines after ``after`` (and at or after ``since``): with ``tail``, the newest
         ``tail`` of them and how many older ones were left out; else the oldest ``limit``."""
         with self._store.read() as session:
             if session.get(SandboxRow, sandbox_id) is None:
                 raise NotFound("sandbox not found")
-            where = [model.sandbox_id == sandbox_id, model.seq > after]
+            where = [LogRow.sandbox_id == sandbox_id, LogRow.seq > after]
             if since is not None:
-                where.append(model.ts >= since)
+                where.append(LogRow.ts >= since)
             if tail is None:
-                query = select(model).where(*where).order_by(model.seq).limit(limit)
+                query = select(LogRow).where(*where).order_by(LogRow.seq).limit(limit)
                 return list(session.scalars(query).all()), 0
-            newest = select(model).where(*where).order_by(model.seq.desc()).limit(tail)
+            newest = select(LogRow).where(*where).order_by(LogRow.seq.desc()).limit(tail)
             rows = list(reversed(session.scalars(newest).all()))
-            total = session.scalar(select(func.count()).select_from(model).where(*where)) or 0
+            total = session.scalar(select(func.count()).select_from(LogRow).where(*where)) or 0
             return rows, max(0, total - len(rows))
 
     def log_page(
@@ -566,9 +552,7 @@ class SandboxService:
         tail: int | None = None,
         limit: int = MAX_PAGE,
     ) -> RecordPage:
-        rows, omitted = self._page(
-            LogRow, sandbox_id, after=after, since=since, tail=tail, limit=limit
-        )
+        rows, omitted = self._log_rows(sandbox_id, after=after, since=since, tail=tail, limit=limit)
         items = [
             {
                 "seq": r.seq,
@@ -590,11 +574,14 @@ class SandboxService:
         tail: int | None = None,
         limit: int = MAX_PAGE,
     ) -> RecordPage:
-        rows, omitted = self._page(
-            EventRow, sandbox_id, after=after, since=since, tail=tail, limit=limit
-        )
+        with self._store.read() as session:
+            if session.get(SandboxRow, sandbox_id) is None:
+                raise NotFound("sandbox not found")
+            chosen, omitted = read_page(
+                session, sandbox_id, after=after, since=since, tail=tail, limit=limit
+            )
         items = [
-            {"seq": r.seq, "time": rfc3339(r.ts), "kind": r.kind, "data": json.loads(r.data)}
-            for r in rows
+            {"seq": s.seq, "time": rfc3339(s.ts), "kind": s.kind, "data": json.loads(text)}
+            for s, text in chosen
         ]
         return RecordPage(items, omitted)

@@ -1,10 +1,12 @@
 """Durable storage of profiles, providers, sandboxes, logs and events."""
 
 from .database import make_engine, migrate
+from .event_log import append_batch, read_page
 from .models import (
     AttachmentRow,
     Base,
-    EventRow,
+    EventBatchRow,
+    EventTextRow,
     LogRow,
     ProfileRow,
     ProviderRow,
@@ -16,13 +18,16 @@ from .store import Store
 __all__ = [
     "AttachmentRow",
     "Base",
-    "EventRow",
+    "EventBatchRow",
+    "EventTextRow",
     "LogRow",
     "ProfileRow",
     "ProviderRow",
     "SandboxRow",
     "SandboxStatusRow",
     "Store",
+    "append_batch",
     "make_engine",
     "migrate",
+    "read_page",
 ]

@@ -16,6 +16,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    UniqueConstraint,
     false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -124,13 +125,34 @@ class LogRow(Base):
     truncated: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
-class EventRow(Base):
-    __tablename__ = "sandbox_events"
+class EventBatchRow(Base):
+    """A shipped batch of one sandbox's events (:mod:`grantbox.gateway.event_batches`)."""
 
-    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    __tablename__ = "sandbox_event_batches"
+    __table_args__ = (UniqueConstraint("sandbox_id", "first_seq"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     sandbox_id: Mapped[str] = mapped_column(
-        String(40), ForeignKey("sandboxes.id", ondelete="CASCADE"), index=True
+        String(40), ForeignKey("sandboxes.id", ondelete="CASCADE")
     )
-    ts: Mapped[float] = mapped_column(Float)
-    kind: Mapped[str] = mapped_column(String(64))
+    # The first event's number within its sandbox; the i-th event is first_seq + i.
+    first_seq: Mapped[int] = mapped_column(BigInteger)
+    size: Mapped[int] = mapped_column(Integer)
+    # Events at the front hidden by retention.
+    skip: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    ts_min: Mapped[float] = mapped_column(Float)
+    ts_max: Mapped[float] = mapped_column(Float)
+    times: Mapped[str] = mapped_column(Text)  # JSON array of epoch seconds
+    kinds: Mapped[str] = mapped_column(Text)  # JSON array of strings
+
+
+class EventTextRow(Base):
+    """A batch's events as sent (a JSON array), apart from the batch's row: retention
+    updates that row's ``skip``, and SQLite rewrites a whole row on every update."""
+
+    __tablename__ = "sandbox_event_texts"
+
+    batch_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("sandbox_event_batches.id", ondelete="CASCADE"), primary_key=True
+    )
     data: Mapped[str] = mapped_column(Text)
