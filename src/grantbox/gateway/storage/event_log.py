@@ -23,7 +23,6 @@ from grantbox.gateway.event_batches import (
 
 from .models import EventBatchRow, EventTextRow
 
-B = EventBatchRow
 _BATCHES = cast(Table, EventBatchRow.__table__)
 _TEXTS = cast(Table, EventTextRow.__table__)
 
@@ -33,9 +32,10 @@ def append_batch(session: Session, sandbox_id: str, batch: PackedBatch, keep: in
     events; the first new event's number. The caller holds the sandbox's row locked, so
     two appends cannot take the same numbers."""
     following, kept = session.execute(
-        select(func.max(B.first_seq + B.size), func.coalesce(func.sum(B.size - B.skip), 0)).where(
-            B.sandbox_id == sandbox_id
-        )
+        select(
+            func.max(EventBatchRow.first_seq + EventBatchRow.size),
+            func.coalesce(func.sum(EventBatchRow.size - EventBatchRow.skip), 0),
+        ).where(EventBatchRow.sandbox_id == sandbox_id)
     ).one()
     first_seq = int(following or 1)
     # Core INSERTs: two rows, none of the unit of work's bookkeeping.
@@ -59,22 +59,25 @@ def append_batch(session: Session, sandbox_id: str, batch: PackedBatch, keep: in
 
 
 def _drop_oldest(session: Session, sandbox_id: str, excess: int, newest: int) -> None:
-    # Every batch but the newest keeps at least one event, so ``excess + 1`` rows suffice.
+    # Every batch keeps at least one event but the newest and, after a retention of 0, the
+    # one before it; so ``excess + 2`` rows always hold the events to drop.
     oldest = session.execute(
-        select(B.first_seq, B.size, B.skip)
-        .where(B.sandbox_id == sandbox_id)
-        .order_by(B.first_seq)
-        .limit(excess + 1)
+        select(EventBatchRow.first_seq, EventBatchRow.size, EventBatchRow.skip)
+        .where(EventBatchRow.sandbox_id == sandbox_id)
+        .order_by(EventBatchRow.first_seq)
+        .limit(excess + 2)
     ).all()
     plan = trim((LiveBatch(*row) for row in oldest), excess, newest)
     if plan.delete_below is not None:  # their texts go with them (ON DELETE CASCADE)
         session.execute(
-            delete(B).where(B.sandbox_id == sandbox_id, B.first_seq < plan.delete_below)
+            delete(EventBatchRow).where(
+                EventBatchRow.sandbox_id == sandbox_id, EventBatchRow.first_seq < plan.delete_below
+            )
         )
     if plan.hide_in is not None:
         session.execute(
-            update(B)
-            .where(B.sandbox_id == sandbox_id, B.first_seq == plan.hide_in)
+            update(EventBatchRow)
+            .where(EventBatchRow.sandbox_id == sandbox_id, EventBatchRow.first_seq == plan.hide_in)
             .values(skip=plan.skip)
         )
 
@@ -90,13 +93,23 @@ def read_page(
 ) -> tuple[list[tuple[Slot, str]], int]:
     """The chosen events (each with its JSON text), oldest first, and how many older
     matches ``tail`` left out. Only the batches holding a chosen event are read whole."""
-    where = [B.sandbox_id == sandbox_id, B.first_seq + B.size - 1 > after]
+    where = [
+        EventBatchRow.sandbox_id == sandbox_id,
+        EventBatchRow.first_seq + EventBatchRow.size - 1 > after,
+    ]
     if since is not None:
-        where.append(B.ts_max >= since)
+        where.append(EventBatchRow.ts_max >= since)
     indexes = session.execute(
-        select(B.id, B.first_seq, B.size, B.skip, B.times, B.kinds)
+        select(
+            EventBatchRow.id,
+            EventBatchRow.first_seq,
+            EventBatchRow.size,
+            EventBatchRow.skip,
+            EventBatchRow.times,
+            EventBatchRow.kinds,
+        )
         .where(*where)
-        .order_by(B.first_seq)
+        .order_by(EventBatchRow.first_seq)
     ).all()
     chosen, omitted = choose(
         (BatchIndex(*row) for row in indexes), after=after, since=since, tail=tail, limit=limit
