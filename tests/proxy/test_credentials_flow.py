@@ -24,7 +24,8 @@ from grantbox.proxy import (
     ErrorCode,
     Forward,
     Granted,
-    ObtainToken,
+    Grants,
+    ObtainTokens,
     ReadBody,
     Refuse,
     Resolve,
@@ -59,13 +60,15 @@ class Script:
             return Resolved((ipaddress.ip_address("127.0.0.1" if local else "93.184.216.34"),))
         if isinstance(command, ReadBody):
             return BodyRead(self.body, self.body_complete)
-        if isinstance(command, ObtainToken):
-            name = command.binding.credential
-            if name in self.fail:
-                return Granted(error=TokenEndpointRejected("issuer said no"))
-            return Granted(self.tokens.get(name, f"tok-{name}"))
+        if isinstance(command, ObtainTokens):
+            return Grants(tuple(self._grant(binding.credential) for binding in command.bindings))
         assert isinstance(command, Dial)
         return Dialed(command.addresses[0])
+
+    def _grant(self, credential: str) -> Granted:
+        if credential in self.fail:
+            return Granted(error=TokenEndpointRejected("issuer said no"))
+        return Granted(self.tokens.get(credential, f"tok-{credential}"))
 
     def dialled(self) -> bool:
         return any(isinstance(c, Dial) for c in self.asked)
@@ -310,10 +313,8 @@ def test_bindings_of_distinct_credentials_each_inject_their_own_header() -> None
     assert [v for n, v in headers if n == b"authorization"] == [b"Bearer tok-a"]
     assert [v for n, v in headers if n == b"x-api-key"] == [b"tok-b"]
     assert [v for n, v in headers if n == b"x-static"] == [b"static-value"]
-    assert [c.binding.credential for c in script.asked if isinstance(c, ObtainToken)] == [
-        "token",
-        "key",
-    ]
+    asked = [c for c in script.asked if isinstance(c, ObtainTokens)]
+    assert [[b.credential for b in c.bindings] for c in asked] == [["token", "key"]]
     event = http_activity(
         outcome.facts,
         allowed=True,
@@ -344,7 +345,8 @@ def test_two_grants_for_one_header_are_never_both_injected() -> None:
     outcome = run(two_grants(same_header=True), request("/v1/x"), script)
     assert isinstance(outcome, Forward)
     assert len([n for n, _ in outcome.headers if n.lower() == b"authorization"]) == 1
-    assert len([c for c in script.asked if isinstance(c, ObtainToken)]) == 1
+    [asked] = [c for c in script.asked if isinstance(c, ObtainTokens)]
+    assert len(asked.bindings) == 1
 
 
 @settings(max_examples=200)

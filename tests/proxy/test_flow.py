@@ -19,8 +19,9 @@ from grantbox.proxy import (
     ErrorCode,
     Forward,
     Granted,
+    Grants,
     IdentifyProgram,
-    ObtainToken,
+    ObtainTokens,
     Program,
     Refuse,
     Resolve,
@@ -61,11 +62,11 @@ class Script:
             if self.resolve_error:
                 return Resolved(error=self.resolve_error)
             return Resolved(tuple(ip(a) for a in self.addresses))
-        if isinstance(command, ObtainToken):
+        if isinstance(command, ObtainTokens):
             if self.grant_error is not None:
                 assert isinstance(self.grant_error, TokenEndpointTimeout)
-                return Granted(error=self.grant_error)
-            return Granted(self.token)
+                return Grants(tuple(Granted(error=self.grant_error) for _ in command.bindings))
+            return Grants(tuple(Granted(self.token) for _ in command.bindings))
         if isinstance(command, Dial):
             if self.dial_error:
                 return Dialed(error=self.dial_error)
@@ -149,7 +150,7 @@ ROWS = [
         HTTPS_TUNNEL,
         Script,
         None,
-        ("Resolve", "ObtainToken", "Dial"),
+        ("Resolve", "ObtainTokens", "Dial"),
     ),
     Row(
         "policy denied, nothing asked",
@@ -213,7 +214,7 @@ ROWS = [
         HTTPS_TUNNEL,
         lambda: Script(grant_error=TokenEndpointTimeout("slow issuer")),
         ErrorCode.TOKEN_GRANT_FAILED,
-        ("Resolve", "ObtainToken"),
+        ("Resolve", "ObtainTokens"),
     ),
     Row(
         "malformed token: no dial",
@@ -221,7 +222,7 @@ ROWS = [
         HTTPS_TUNNEL,
         lambda: Script(token="tok\r\nX-Evil: 1"),
         ErrorCode.TOKEN_GRANT_FAILED,
-        ("Resolve", "ObtainToken"),
+        ("Resolve", "ObtainTokens"),
     ),
     Row(
         "dial failed",

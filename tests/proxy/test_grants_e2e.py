@@ -4,6 +4,7 @@ agent's JWKS) → token injected into the request the TLS upstream receives."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 from pathlib import Path
@@ -91,3 +92,43 @@ async def test_issuer_rejection_is_reported_as_rejected(
     assert result.json()["reason"] == "token_endpoint_rejected"
     assert b"signature" not in result.body
     assert plain_upstream.connections == 0
+
+
+async def test_two_grants_on_one_request_are_asked_for_together(
+    engine: GrantEngine,
+    issuer: TokenEndpoint,
+    tls_upstream: RecordingUpstream,
+    upstream_ca_file: Path,
+    tmp_path: Path,
+) -> None:
+    port = tls_upstream.port
+    api = [endpoint("alpha.localhost", port, allowed_ips=LOOPBACK)]
+    bearer = grant_profile("alpha", api, token_endpoint=issuer.token_url)
+    keyed = grant_profile(
+        "beta",
+        api,
+        token_endpoint=issuer.token_url,
+        auth_style="header",
+        header_name="X-Api-Key",
+        audience="api://beta",
+    )
+    config = make_config(providers=[("alpha", bearer), ("beta", keyed)])
+    async with running_proxy(config, engine, tmp_path, upstream_ca_file=upstream_ca_file) as rp:
+        url = f"https://alpha.localhost:{port}/v1/whoami"
+        issuer.behave(Behaviour.hang())
+        held = asyncio.create_task(curl(url, proxy=rp.url, cacert=rp.ca_file))
+        # Both token requests are open at once while the first is still unanswered; asked
+        # one after the other, the second would never arrive and this would time out.
+        await issuer.wait_for_requests(2)
+        assert sorted(form["audience"][0] for form in issuer.forms()) == [
+            "api://alpha",
+            "api://beta",
+        ]
+        issuer.release()  # the held answers end without a response: both grants fail
+        refused = await held
+    assert refused.status == 502 and refused.json()["error"] == "token_grant_failed"
+    # Both failed on the release, not on the token timeout: had the second been asked only
+    # after the first gave up (a timeout), the first's failure would be the one reported.
+    assert refused.json()["reason"] == "token_endpoint_error"
+    assert tls_upstream.requests == []  # nothing forwarded, no partial injection
+    assert issuer.request_count == 2

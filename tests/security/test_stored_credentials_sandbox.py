@@ -313,7 +313,7 @@ async def test_several_grants_and_a_stored_key_on_one_request(stack: Stack) -> N
     forms = stack.issuer.forms()
     audiences = [f["audience"][0] for f in forms]
     assert sorted(audiences) == ["alpha", "beta"]
-    tokens = dict(zip(audiences, stack.issuer.issued, strict=True))
+    tokens = {audience: token for token, audience in stack.issuer.audience_of.items()}
     assert seen.header("authorization") == [f"Bearer {tokens['alpha']}"]
     assert seen.header("x-api-key") == [tokens["beta"]]
     assert seen.header("x-tenant") == ["t-42"]

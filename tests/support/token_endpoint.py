@@ -173,6 +173,9 @@ class TokenEndpoint:
         self.behaviour = Behaviour.grant()
         self.seen: list[SeenRequest] = []
         self.issued: list[str] = []
+        # Each issued token's requested audience: requests answered together may be
+        # answered in another order than they arrived.
+        self.audience_of: dict[str, str] = {}
         self.subjects: list[str] = []
         self.rejections: list[str] = []
         self.base_url = ""
@@ -310,6 +313,7 @@ class TokenEndpoint:
         if token is None:
             token = f"gbx{next(self._serial)}.{secrets.token_urlsafe(24)}"
         self.issued.append(token)
+        self.audience_of[token] = dict(request.form).get("audience", "")
         answer: dict[str, Any] = {"access_token": token, "token_type": "Bearer"}
         if b.expires_in is not OMIT:
             answer["expires_in"] = b.expires_in

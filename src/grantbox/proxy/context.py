@@ -19,7 +19,7 @@ from grantbox.grants import GrantError, GrantFailure, error_for_reason
 from grantbox.profiles import GrantBinding
 
 from .destinations import IPAddress, ResolveError, Resolver
-from .flow import Dialed, Granted, Resolved
+from .flow import Dialed, Granted, Grants, Resolved
 from .limits import Limits
 from .metrics import ProxyMetrics
 from .policy import UNKNOWN_PROGRAM, CompiledPolicy, Program
@@ -65,6 +65,13 @@ class ProxyContext:
             detail = f"unexpected {type(exc).__name__} from the token source"
             return Granted(error=error_for_reason(GrantFailure.TOKEN_ENDPOINT_ERROR, detail))
         return Granted(token.value)
+
+    async def obtain_all(self, bindings: Sequence[GrantBinding]) -> Grants:
+        """A token for each binding, asked for together (one binding, the usual case,
+        without a task)."""
+        if len(bindings) == 1:
+            return Grants((await self.obtain(bindings[0]),))
+        return Grants(tuple(await asyncio.gather(*(self.obtain(b) for b in bindings))))
 
     async def dial(
         self, host: str, port: int, addresses: Sequence[IPAddress], *, tls: bool

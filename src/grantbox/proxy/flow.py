@@ -3,7 +3,7 @@
 In the manner of mitmproxy's layers, :func:`request_flow` is a generator: given a request
 head and where it arrived (a forward connection or a CONNECT tunnel, cleartext or TLS, from
 which peer) it *yields commands* - :class:`Resolve`, :class:`IdentifyProgram`,
-:class:`ObtainToken`, :class:`Dial` - receives each command's result, and *returns* exactly
+:class:`ObtainTokens`, :class:`Dial` - receives each command's result, and *returns* exactly
 one outcome: :class:`Forward` (the rewritten head to send, or the tunnel to open) or
 :class:`Refuse` (the answer to give). Every refusal - policy, SSRF after resolution, a
 loopback name that resolved elsewhere, cleartext, a failed grant, a failed dial - is decided
@@ -68,8 +68,12 @@ class IdentifyProgram:
 
 
 @dataclass(frozen=True, slots=True)
-class ObtainToken:
-    binding: GrantBinding
+class ObtainTokens:
+    """Obtain a token for each binding, all at once (answered with :class:`Grants`, in
+    the same order): a request whose endpoint binds several grants waits for the slowest
+    token endpoint, not for their sum."""
+
+    bindings: tuple[GrantBinding, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +95,7 @@ class Dial:
     tls: bool
 
 
-Command = Resolve | IdentifyProgram | ObtainToken | ReadBody | Dial
+Command = Resolve | IdentifyProgram | ObtainTokens | ReadBody | Dial
 
 
 # -- results ----------------------------------------------------------------------------
@@ -110,6 +114,13 @@ class Granted:
 
 
 @dataclass(frozen=True, slots=True)
+class Grants:
+    """One :class:`Granted` per binding of an :class:`ObtainTokens`, in its order."""
+
+    each: tuple[Granted, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class BodyRead:
     data: bytes = field(default=b"", repr=False)
     complete: bool = True  # False: ``data`` is the first part, the rest is still to come
@@ -122,7 +133,7 @@ class Dialed:
     error: str = ""  # set when no address answered
 
 
-Result = Resolved | Program | Granted | BodyRead | Dialed
+Result = Resolved | Program | Grants | BodyRead | Dialed
 
 
 # -- the connection a request arrived on, and outcomes ----------------------------------
@@ -377,9 +388,9 @@ def _http_flow(policy: CompiledPolicy, head: RequestHead, arrival: Arrival) -> F
             return refusal
 
     inject: list[tuple[str, str]] = []
-    for binding in grants:
-        granted = yield ObtainToken(binding)
-        assert isinstance(granted, Granted)
+    obtained = (yield ObtainTokens(tuple(grants))) if grants else Grants(())
+    assert isinstance(obtained, Grants)
+    for binding, granted in zip(grants, obtained.each, strict=True):
         try:
             if granted.error is not None:
                 raise granted.error

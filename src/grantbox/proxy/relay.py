@@ -39,7 +39,7 @@ from .flow import (
     Flow,
     Forward,
     IdentifyProgram,
-    ObtainToken,
+    ObtainTokens,
     Outcome,
     ReadBody,
     Refuse,
@@ -318,8 +318,8 @@ class HttpRelay:
             if reused is not None:
                 return reused.resolved
             return await ctx.resolve(command.host, command.port)
-        if isinstance(command, ObtainToken):
-            return await ctx.obtain(command.binding)
+        if isinstance(command, ObtainTokens):
+            return await ctx.obtain_all(command.bindings)
         if isinstance(command, Dial):
             return await self._dial(command)
         if isinstance(command, ReadBody):
