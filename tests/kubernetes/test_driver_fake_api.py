@@ -88,7 +88,7 @@ async def test_it_is_a_compute_driver(driver: KubernetesDriver) -> None:
     assert isinstance(driver, ComputeDriver)
 
 
-async def test_create_sends_the_secret_then_the_pod(
+async def test_create_sends_the_pod_then_its_secret_owned_by_it(
     driver: KubernetesDriver, fake_api: FakeKubeApiServer, config: KubernetesDriverConfig
 ) -> None:
     spec = make_spec()
@@ -96,14 +96,16 @@ async def test_create_sends_the_secret_then_the_pod(
 
     posts = [r for r in fake_api.requests if r.method == "POST"]
     assert [r.path for r in posts] == [
-        f"/api/v1/namespaces/{NAMESPACE}/secrets",
         f"/api/v1/namespaces/{NAMESPACE}/pods",
+        f"/api/v1/namespaces/{NAMESPACE}/secrets",
     ]
-    assert posts[0].body == secret_manifest(spec, config)
-    assert posts[1].body == pod_manifest(spec, config)
-    assert TOKEN not in repr(posts[1].body)
+    pod_uid = fake_api.objects("pods", NAMESPACE)[NAME]["metadata"]["uid"]
+    assert posts[0].body == pod_manifest(spec, config)
+    assert posts[1].body == secret_manifest(spec, config, pod_uid)
+    assert TOKEN not in repr(posts[0].body)
     stored = fake_api.objects("secrets", NAMESPACE)[NAME]
     assert base64.b64decode(stored["data"]["token"]).decode() == TOKEN
+    assert [o["uid"] for o in stored["metadata"]["ownerReferences"]] == [pod_uid]
     assert set(fake_api.objects("pods", NAMESPACE)) == {NAME}
 
 
@@ -210,9 +212,12 @@ async def test_pod_deleted_behind_our_back_is_an_error(
         SANDBOX_ID,
         DriverStatus(DriverState.FAILED, "the sandbox pod was deleted"),
     )
+    # The token Secret names the Pod as its owner, so the garbage collector (the fake's
+    # stand-in for it) takes the Secret too: no token is left behind in the namespace.
+    assert fake_api.objects("secrets", NAMESPACE) == {}
 
 
-async def test_failed_pod_create_removes_the_secret_and_hides_the_token(
+async def test_failed_pod_create_sends_no_secret_and_hides_the_token(
     driver: KubernetesDriver, fake_api: FakeKubeApiServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
@@ -221,9 +226,34 @@ async def test_failed_pod_create_removes_the_secret_and_hides_the_token(
         await driver.create(make_spec())
     assert "create the sandbox Pod: 500" in str(failure.value)
     assert TOKEN not in str(failure.value)
-    assert fake_api.objects("secrets", NAMESPACE) == {}
+    assert fake_api.requests_for("POST", "secrets") == []
     assert fake_api.objects("pods", NAMESPACE) == {}
     assert TOKEN not in caplog.text
+
+
+async def test_failed_secret_create_removes_the_pod_quietly(
+    driver: KubernetesDriver,
+    fake_api: FakeKubeApiServer,
+    events: Events,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    for _ in range(200):  # the driver is watching before anything happens
+        if fake_api.watch_requests():
+            break
+        await asyncio.sleep(0.05)
+    fake_api.fail_next("POST", "secrets", 500)
+    with pytest.raises(DriverError) as failure:
+        await driver.create(make_spec())
+    assert "create the sandbox token Secret: 500" in str(failure.value)
+    assert fake_api.objects("pods", NAMESPACE) == {}
+    assert fake_api.objects("secrets", NAMESPACE) == {}
+    assert TOKEN not in str(failure.value) and TOKEN not in caplog.text
+    # Our own clean-up is not reported as a pod deleted behind our back: the watch shows
+    # the first pod pending, then (nothing about its removal) the second.
+    await driver.create(make_spec())
+    seen = [await events.next() for _ in range(2)]
+    assert [status.state for _, status in seen] == [DriverState.PENDING, DriverState.PENDING]
 
 
 async def test_leftover_objects_make_create_fail_closed(
@@ -232,7 +262,9 @@ async def test_leftover_objects_make_create_fail_closed(
     await driver.create(make_spec())
     with pytest.raises(DriverError, match="409"):
         await driver.create(make_spec())
-    assert len(fake_api.requests_for("POST", "pods")) == 1
+    assert len(fake_api.requests_for("POST", "secrets")) == 1  # the second stopped at its Pod
+    assert set(fake_api.objects("pods", NAMESPACE)) == {NAME}  # and left the first alone
+    assert set(fake_api.objects("secrets", NAMESPACE)) == {NAME}
 
 
 def test_schema_invalid_bodies_are_refused_by_the_fake_like_the_api(
@@ -271,7 +303,8 @@ async def test_the_client_sends_exactly_our_manifest(
         await kube.aclose()
     [secret_post] = fake_api.requests_for("POST", "secrets")
     [pod_post] = fake_api.requests_for("POST", "pods")
-    assert secret_post.body == secret_manifest(make_spec(), variant)
+    pod_uid = fake_api.objects("pods", NAMESPACE)[NAME]["metadata"]["uid"]
+    assert secret_post.body == secret_manifest(make_spec(), variant, pod_uid)
     assert pod_post.body == pod_manifest(make_spec(), variant)
 
 

@@ -26,6 +26,7 @@ from .conftest import NAMESPACE, SANDBOX_ID, TOKEN, make_config, make_spec
 # The oldest release whose schema knows every field we set (appArmorProfile is 1.30+),
 # and the newest the validator ships.
 SCHEMA_VERSIONS = ("1.30.0", "1.37.0")
+POD_UID = "9c4f2b7e-0d1a-4e55-8a6b-3f1d2c0e9a77"  # what the API server gave the Pod
 
 
 def validate(manifest: dict[str, object]) -> None:
@@ -69,7 +70,7 @@ def test_every_manifest_validates_against_the_kubernetes_schema(
 ) -> None:
     spec = make_spec()
     validate(pod_manifest(spec, config))
-    validate(secret_manifest(spec, config))
+    validate(secret_manifest(spec, config, POD_UID))
 
 
 def test_pod_runs_the_supervisor_with_the_agent_command_as_arguments() -> None:
@@ -104,7 +105,7 @@ def test_no_command_means_no_separator() -> None:
 
 def test_labels_and_annotations_name_the_sandbox() -> None:
     spec, config = make_spec(), make_config()
-    for manifest in (pod_manifest(spec, config), secret_manifest(spec, config)):
+    for manifest in (pod_manifest(spec, config), secret_manifest(spec, config, POD_UID)):
         metadata = manifest["metadata"]
         assert metadata["name"] == f"grantbox-sandbox-{SANDBOX_ID}"
         assert metadata["namespace"] == NAMESPACE
@@ -161,9 +162,19 @@ def test_token_is_a_0400_file_from_the_secret_and_never_in_the_pod() -> None:
         "mountPath": "/run/grantbox/supervisor-token",
         "readOnly": True,
     }
-    secret = secret_manifest(spec, config)
+    secret = secret_manifest(spec, config, POD_UID)
     assert secret["immutable"] is True
     assert base64.b64decode(secret["data"]["token"]).decode() == TOKEN
+
+
+def test_the_token_secret_is_owned_by_its_pod() -> None:
+    spec, config = make_spec(), make_config()
+    secret = secret_manifest(spec, config, POD_UID)
+    pod = pod_manifest(spec, config)
+    assert secret["metadata"]["ownerReferences"] == [
+        {"apiVersion": "v1", "kind": "Pod", "name": pod["metadata"]["name"], "uid": POD_UID}
+    ]
+    assert "ownerReferences" not in pod["metadata"]
 
 
 def test_workload_api_socket_comes_from_the_spiffe_csi_driver_read_only() -> None:
@@ -227,7 +238,7 @@ def test_manifests_validate_for_any_sandbox(sandbox_id: str, command: list[str],
     config = make_config()
     pod = pod_manifest(spec, config)
     kubernetes_validate.validate(pod, "1.37.0", strict=True)
-    kubernetes_validate.validate(secret_manifest(spec, config), "1.37.0", strict=True)
+    kubernetes_validate.validate(secret_manifest(spec, config, POD_UID), "1.37.0", strict=True)
     args = _container(pod)["args"]
     if command:
         assert args[-len(command) - 1 :] == ["--", *command]  # type: ignore[index]

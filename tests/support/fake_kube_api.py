@@ -175,6 +175,19 @@ class FakeKubeApiServer:
         with self._lock:
             pod = self._objects.pop(("pods", namespace, name))
             self._bump("DELETED", pod)
+            self._collect_dependents(pod)
+
+    def _collect_dependents(self, owner: dict[str, Any]) -> None:
+        """The garbage collector's part, at once (the real one works in the background):
+        objects whose ``ownerReferences`` name the removed owner's uid go with it."""
+        uid = owner["metadata"]["uid"]
+        for key, obj in list(self._objects.items()):
+            owners = obj["metadata"].get("ownerReferences") or []
+            if key[1] == owner["metadata"]["namespace"] and any(
+                o.get("uid") == uid for o in owners
+            ):
+                del self._objects[key]
+                self._bump("DELETED", obj)
 
     def finish_deletions(self) -> None:
         """The kubelet has stopped every pod being deleted: they are gone."""
@@ -183,6 +196,7 @@ class FakeKubeApiServer:
                 if key[0] == "pods" and obj["metadata"].get("deletionTimestamp"):
                     del self._objects[key]
                     self._bump("DELETED", obj)
+                    self._collect_dependents(obj)
 
     def expire_history(self) -> None:
         """Forget every event so far: watches resuming from any version seen get 410 Gone."""
@@ -295,6 +309,7 @@ class FakeKubeApiServer:
             if resource != "pods" or forced or not self.linger_deletes:
                 del self._objects[(resource, namespace, name)]
                 self._bump("DELETED", obj)
+                self._collect_dependents(obj)
             answer = copy.deepcopy(obj)
         self._send(handler, 200, answer)
 

@@ -153,30 +153,41 @@ class KubernetesDriver:
         too_big = ceiling_problem(spec.limits, self.config)
         if too_big is not None:
             raise SandboxRefused(too_big)
-        secret = secret_manifest(spec, self.config)
         pod = pod_manifest(spec, self.config)
         async with self._sandbox_lock(spec.sandbox_id):
             await self._stop_teardown(spec.sandbox_id)  # a new run: nothing old to remove
             self._deleting.discard(spec.sandbox_id)
-            await self._create(spec.sandbox_id, secret, pod)
+            await self._create(spec, pod)
 
-    async def _create(self, sandbox_id: str, secret: dict[str, Any], pod: dict[str, Any]) -> None:
+    async def _create(self, spec: SandboxSpec, pod: dict[str, Any]) -> None:
+        """The Pod, then its token Secret owned by it. The kubelet waits for a Secret
+        volume that does not exist yet, so the Pod may come first; owned, the Secret is
+        collected with the Pod however the Pod goes (deleted by hand, evicted with its
+        namespace's quota, lost with a failed delete of ours)."""
         core = await self._core()
         namespace = self.config.namespace
+        name = pod["metadata"]["name"]
+        try:
+            created = await self._request(
+                core.create_namespaced_pod_without_preload_content, namespace, pod
+            )
+            pod_uid = str(created["metadata"]["uid"])
+        except Exception as exc:
+            raise _api_failure("create the sandbox Pod", exc) from None
         try:
             await self._request(
-                core.create_namespaced_secret_without_preload_content, namespace, secret
+                core.create_namespaced_secret_without_preload_content,
+                namespace,
+                secret_manifest(spec, self.config, pod_uid),
             )
         except Exception as exc:
-            raise _api_failure("create the sandbox token Secret", exc) from None
-        try:
-            await self._request(core.create_namespaced_pod_without_preload_content, namespace, pod)
-        except Exception as exc:
-            failure = _api_failure("create the sandbox Pod", exc)
+            failure = _api_failure("create the sandbox token Secret", exc)
+            self._deleting.add(spec.sandbox_id)  # our own clean-up, not a failure to report
             with contextlib.suppress(Exception):
-                await self._delete_secret(core, secret["metadata"]["name"])
+                if not await self._delete_pod(core, name, grace=0):
+                    self._deleting.discard(spec.sandbox_id)
             raise failure from None
-        log.info("sandbox %s: created pod %s/%s", sandbox_id, namespace, pod["metadata"]["name"])
+        log.info("sandbox %s: created pod %s/%s", spec.sandbox_id, namespace, name)
 
     async def _delete_secret(self, core: Any, name: str) -> None:
         try:

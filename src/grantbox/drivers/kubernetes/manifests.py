@@ -1,7 +1,7 @@
 """The sandbox's Secret and Pod as plain manifests (pure, schema-validated in tests).
 
-Each sandbox becomes a Secret holding its supervisor token (mounted read-only, mode 0400)
-and a Pod whose only container runs ``grantbox supervisor run`` with the agent command as
+Each sandbox becomes a Secret holding its supervisor token (mounted read-only, mode 0400,
+owned by the Pod) and a Pod whose only container runs ``grantbox supervisor run`` with the agent command as
 arguments, sized by :mod:`.sizing`. The SPIFFE Workload API socket comes from the SPIFFE
 CSI driver as a read-only inline volume and is named only in the supervisor's environment;
 the supervisor hides the socket's directory and the token's directory from the agent.
@@ -63,13 +63,18 @@ def _metadata(spec: SandboxSpec, config: KubernetesDriverConfig) -> dict[str, An
     }
 
 
-def secret_manifest(spec: SandboxSpec, config: KubernetesDriverConfig) -> dict[str, Any]:
-    """The immutable Secret holding the supervisor token."""
+def secret_manifest(
+    spec: SandboxSpec, config: KubernetesDriverConfig, pod_uid: str
+) -> dict[str, Any]:
+    """The immutable Secret holding the supervisor token, owned by the sandbox's Pod (the
+    one with ``pod_uid``): however the Pod goes, Kubernetes' garbage collector removes the
+    Secret with it, so no token outlives its sandbox in the namespace."""
     token = base64.b64encode(spec.supervisor_token.encode()).decode()
+    owner = {"apiVersion": "v1", "kind": "Pod", "name": resource_name(spec.sandbox_id)}
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": _metadata(spec, config),
+        "metadata": {**_metadata(spec, config), "ownerReferences": [{**owner, "uid": pod_uid}]},
         "type": "Opaque",
         "immutable": True,
         "data": {TOKEN_KEY: token},
