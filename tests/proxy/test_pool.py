@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from grantbox.grants import (
     GrantEngine,
     GrantFailure,
+    GrantMetrics,
     TokenEndpointRejected,
 )
 from grantbox.grants.errors import ERRORS_BY_REASON
@@ -205,6 +206,24 @@ async def test_a_token_about_to_expire_is_not_reused_and_an_update_drops_reused_
     assert len(parent.questions) == 4
 
 
+async def test_a_worker_counts_what_its_reuse_saves_as_cache_hits_and_shared_waits() -> None:
+    parent, clock, binding = _Parent(), _Clock(), _binding()
+    metrics = GrantMetrics(CollectorRegistry())
+    tokens = ParentTokens(parent.ask, clock=clock, metrics=metrics)
+    parent.gate.clear()
+    first = [asyncio.create_task(tokens.obtain(binding)) for _ in range(3)]
+    await asyncio.sleep(0.05)
+    parent.gate.set()
+    await asyncio.gather(*first)
+    await tokens.obtain(binding)  # reused
+    clock.now += REUSE_SECONDS
+    await tokens.obtain(binding)  # asked again: the parent's engine counts that one
+    assert len(parent.questions) == 2
+    assert _samples(metrics.registry)["grantbox_token_cache_coalesced_waits_total"] == 2.0
+    assert _samples(metrics.registry)["grantbox_token_cache_hits_total"] == 1.0
+    assert _samples(metrics.registry)["grantbox_token_cache_misses_total"] == 0.0
+
+
 async def test_concurrent_requests_of_a_worker_share_one_question_and_one_failure() -> None:
     parent, binding = _Parent(), _binding()
     tokens = ParentTokens(parent.ask)
@@ -335,7 +354,14 @@ async def test_two_workers_inject_one_token_fetched_once_and_record_every_reques
 ) -> None:
     events, registry = _Events(), CollectorRegistry()
     async with _tls_pool(
-        engine, issuer, tls_upstream, upstream_ca_file, tmp_path, events=events, registry=registry
+        engine,
+        issuer,
+        tls_upstream,
+        upstream_ca_file,
+        tmp_path,
+        events=events,
+        registry=registry,
+        own_registries=[engine.registry],  # as proxy run and the supervisor do
     ) as running:
         pool, proxy, ca_file = running.pool, running.proxy, running.ca_file
         assert len(pool.worker_pids) == 2 and os.getpid() not in pool.worker_pids
@@ -360,6 +386,12 @@ async def test_two_workers_inject_one_token_fetched_once_and_record_every_reques
     assert scraped['grantbox_proxy_requests_total{code="",decision="allowed"}'] == 16.0
     assert scraped['grantbox_proxy_injections_total{outcome="injected"}'] == 8.0
     assert scraped["grantbox_proxy_active_connections"] == 0.0
+    # The cache counters count the eight requests, as one process's would: one token
+    # request, every other request served from a cache (the engine's or a worker's) or by
+    # waiting for that one request, summed over the parent and both workers.
+    cache = ("hits", "misses", "coalesced_waits")
+    assert sum(scraped[f"grantbox_token_cache_{c}_total"] for c in cache) == 8.0
+    assert scraped["grantbox_token_cache_misses_total"] == 1.0
 
 
 async def test_an_update_reaches_every_worker_and_the_cap_counts_all_of_them(

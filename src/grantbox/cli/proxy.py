@@ -213,9 +213,12 @@ async def _serve(
     ``workers`` above one runs the request path in a :class:`ProxyPool`."""
     limits = Limits()
     registry = CollectorRegistry()
+    # With workers, the engine's cache counters are summed with the workers' own (their
+    # token reuse), so they are registered through the pool, not beside it.
+    engine_registry = CollectorRegistry() if workers > 1 else registry
     identity = WorkloadIdentityClient(identity_socket)
     engine = GrantEngine(
-        identity, client=TokenEndpointClient(extra_ca_pem=extra_ca), registry=registry
+        identity, client=TokenEndpointClient(extra_ca_pem=extra_ca), registry=engine_registry
     )
     proxy: EgressProxy | ProxyPool
     if workers > 1:
@@ -232,7 +235,7 @@ async def _serve(
             registry=registry,
             limits=limits,
             programs=ProcPrograms(),
-            own_registries=[queue_registry],
+            own_registries=[queue_registry, engine_registry],
         )
     else:
         events = EventQueue(_write_events, limits.event_buffer, registry=registry)

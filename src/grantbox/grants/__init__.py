@@ -34,6 +34,7 @@ from .errors import (
     failure_of,
 )
 from .lifetime import Persistence, backoff_delay, cache_ttl, persistence, refresh_after
+from .metrics import GrantMetrics
 from .request import CacheKey, GrantKind, cache_key, grant_kind, token_request_form
 from .svid import Svid, SvidSource, X509SvidSource
 from .tls import ClientCertificate, read_ca_file, trust_context
@@ -48,6 +49,7 @@ __all__ = [
     "GrantError",
     "GrantFailure",
     "GrantKind",
+    "GrantMetrics",
     "GrantMisconfigured",
     "Persistence",
     "Svid",

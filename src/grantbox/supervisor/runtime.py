@@ -87,10 +87,14 @@ class Supervisor:
         self._metrics_server: Any = None
         # A snapshot of the registry rides on every heartbeat from this (monotonic) time on.
         self._metrics_from = 0.0
+        # With proxy workers the engine's cache counters are summed with the workers' own
+        # (their token reuse) through the pool, not registered beside it.
+        pooled = options.proxy_workers > 1
+        self._engine_registry = CollectorRegistry() if pooled else self._registry
         self._engine = GrantEngine(
             self._identity,
             client=TokenEndpointClient(extra_ca_pem=_read_ca(options)),
-            registry=self._registry,
+            registry=self._engine_registry,
         )
         self._shipper = Shipper(
             {"events": self._client.ship_events, "logs": self._client.ship_logs}
@@ -294,6 +298,7 @@ class Supervisor:
                 encoded_events=self._shipper.encoded_events,
                 registry=self._registry,
                 programs=programs,
+                own_registries=[self._engine_registry],
             )
         return EgressProxy(
             config,

@@ -1,10 +1,11 @@
 """The sandbox's Secret and Pod as plain manifests (pure, schema-validated in tests).
 
 Each sandbox becomes a Secret holding its supervisor token (mounted read-only, mode 0400,
-owned by the Pod) and a Pod whose only container runs ``grantbox supervisor run`` with the agent command as
-arguments, sized by :mod:`.sizing`. The SPIFFE Workload API socket comes from the SPIFFE
-CSI driver as a read-only inline volume and is named only in the supervisor's environment;
-the supervisor hides the socket's directory and the token's directory from the agent.
+owned by the Pod) and a Pod whose only container runs ``grantbox supervisor run`` with the
+agent command as arguments, sized by :mod:`.sizing`. The SPIFFE Workload API socket comes
+from the SPIFFE CSI driver as a read-only inline volume and is named only in the
+supervisor's environment; the supervisor hides the socket's directory and the token's
+directory from the agent.
 """
 
 from __future__ import annotations

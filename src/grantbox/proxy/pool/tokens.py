@@ -5,6 +5,11 @@ in the parent; a worker asks it on a miss and reuses an answer for at most
 :data:`REUSE_SECONDS`, never past the token's expiry, so a token the engine renews or drops
 is out of every worker within that time. A new config drops every reused token at once.
 Requests of one worker for the same binding share one question.
+
+The worker counts what its reuse saves in the grant engine's own cache counters
+(``grantbox_token_cache_hits``, ``…_coalesced_waits``); the pool sums them with the
+engine's, which counts the questions, so the pool's figures count requests, as one
+process's do.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from grantbox.grants import GrantMetrics
 from grantbox.profiles import BindingSet, GrantBinding
 
 from .wire import error_from_wire
@@ -35,9 +41,16 @@ class ParentToken:
 class ParentTokens:
     """:class:`grantbox.proxy.TokenSource` for a pool worker."""
 
-    def __init__(self, ask: Ask, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        ask: Ask,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        metrics: GrantMetrics | None = None,
+    ) -> None:
         self._ask = ask
         self._clock = clock
+        self._metrics = metrics if metrics is not None else GrantMetrics()
         self._revision = ""
         self._reused: dict[GrantBinding, tuple[ParentToken, float]] = {}
         self._asking: dict[GrantBinding, asyncio.Task[ParentToken]] = {}
@@ -55,10 +68,13 @@ class ParentTokens:
         if held is not None:
             token, until = held
             if self._clock() < until:
+                self._metrics.hits.inc()
                 return token
             del self._reused[binding]
         asking = self._asking.get(binding)
-        if asking is None:
+        if asking is not None:
+            self._metrics.coalesced.inc()
+        else:
             # A task of its own: a caller that goes away does not cancel the others' answer.
             asking = asyncio.get_running_loop().create_task(self._question(binding))
             self._asking[binding] = asking

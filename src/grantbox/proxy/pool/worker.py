@@ -27,6 +27,8 @@ from typing import Any
 import uvloop
 from prometheus_client import CollectorRegistry
 
+from grantbox.grants import GrantMetrics
+
 from ...heap import settle as settle_heap
 from ..destinations import SystemResolver, parse_overrides
 from ..limits import Limits
@@ -170,7 +172,7 @@ class Worker:
         self._handoff = handoff
         self.limits: Limits = limits_from_wire(hello["limits"])
         self.registry = CollectorRegistry()
-        self.tokens = ParentTokens(channel.ask_token)
+        self.tokens = ParentTokens(channel.ask_token, metrics=GrantMetrics(self.registry))
         config = config_from_wire(hello["config"])
         self.tokens.use_revision(config.revision)
         key, cert = (part.encode("ascii") for part in hello["ca"])
