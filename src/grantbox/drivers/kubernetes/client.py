@@ -162,8 +162,8 @@ class KubernetesDriver:
     async def _create(self, spec: SandboxSpec, pod: dict[str, Any]) -> None:
         """The Pod, then its token Secret owned by it. The kubelet waits for a Secret
         volume that does not exist yet, so the Pod may come first; owned, the Secret is
-        collected with the Pod however the Pod goes (deleted by hand, evicted with its
-        namespace's quota, lost with a failed delete of ours)."""
+        collected with the Pod however the Pod goes (deleted by hand, evicted, or left by
+        a delete of ours that failed half-way)."""
         core = await self._core()
         namespace = self.config.namespace
         name = pod["metadata"]["name"]

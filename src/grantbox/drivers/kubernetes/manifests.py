@@ -71,11 +71,16 @@ def secret_manifest(
     one with ``pod_uid``): however the Pod goes, Kubernetes' garbage collector removes the
     Secret with it, so no token outlives its sandbox in the namespace."""
     token = base64.b64encode(spec.supervisor_token.encode()).decode()
-    owner = {"apiVersion": "v1", "kind": "Pod", "name": resource_name(spec.sandbox_id)}
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "name": resource_name(spec.sandbox_id),
+        "uid": pod_uid,
+    }
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": {**_metadata(spec, config), "ownerReferences": [{**owner, "uid": pod_uid}]},
+        "metadata": {**_metadata(spec, config), "ownerReferences": [pod]},
         "type": "Opaque",
         "immutable": True,
         "data": {TOKEN_KEY: token},
